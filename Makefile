@@ -1,0 +1,38 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Both create .venv and start
+# throwaway PostgreSQL (primary + streaming replica), Redis and PgBouncer servers.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WITH_SERVICES := $(PY) -m django_scaleops.testing.services run --
+
+.PHONY: install test demo bench lint format clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(WITH_SERVICES) $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(WITH_SERVICES) $(PY) -m example_project.demo
+
+bench: install
+	$(WITH_SERVICES) sh -c 'set -e; for bench in benchmarks/bench_*.py; do $(PY) "$$bench"; done'
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	# mypy's Django plugin imports the test settings, which want servers.
+	$(WITH_SERVICES) $(VENV)/bin/mypy django_scaleops example_project tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache

@@ -1,0 +1,35 @@
+"""Benchmark worker: serves rounds of example-API requests through Django's WSGI handler."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+
+import django
+
+django.setup()
+
+from django.test import Client  # noqa: E402
+
+from example_project.chat.models import Conversation  # noqa: E402
+
+
+def main() -> None:
+    client = Client()
+    conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first()
+    url = f"/api/conversations/{conversation}/messages/?limit=50"
+    for line in sys.stdin:
+        count = int(line)
+        started = time.perf_counter()
+        for _ in range(count):
+            response = client.get(url)
+            if response.status_code != 200:
+                raise SystemExit(f"unexpected status {response.status_code}")
+        print(count / (time.perf_counter() - started), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Shared benchmark plumbing: alternate ours and the peer round by round, print medians and ratio."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compare(
+    title: str,
+    ours: Callable[[], float],
+    peer: Callable[[], float],
+    *,
+    rounds: int = 11,
+    unit: str = "ops/s",
+    higher_is_better: bool = True,
+    ours_name: str = "ours",
+    peer_name: str = "peer",
+) -> float:
+    """Run both ``rounds`` times, alternating which goes first, and print the medians.
+
+    Each callable runs one round and returns its figure. Returns ours / peer.
+    """
+    results: dict[str, list[float]] = {ours_name: [], peer_name: []}
+    for round_no in range(rounds):
+        order = [(ours_name, ours), (peer_name, peer)]
+        if round_no % 2:
+            order.reverse()
+        for name, run in order:
+            results[name].append(run())
+    ours_median = statistics.median(results[ours_name])
+    peer_median = statistics.median(results[peer_name])
+    ratio = ours_median / peer_median if peer_median else float("inf")
+    better = ratio if higher_is_better else (1 / ratio if ratio else float("inf"))
+    print(f"\n{title}")
+    for name, values in results.items():
+        spread = f"min {min(values):,.1f}  max {max(values):,.1f}"
+        print(f"  {name:<28} median {statistics.median(values):>12,.1f} {unit}   ({spread}, {rounds} rounds)")
+    print(
+        f"  ratio {ours_name}/{peer_name}: {ratio:.3f}  ({'higher' if higher_is_better else 'lower'} is better;"
+        f" {better:.3f}x as good)"
+    )
+    return ratio
+
+
+class Worker:
+    """A Python subprocess that runs one round per request, so two configurations can alternate.
+
+    The worker script reads a line with a count from stdin and answers with a float on stdout.
+    """
+
+    def __init__(self, script: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        )
+
+    def round(self, count: int) -> float:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(f"{count}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
+        return float(line)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core.checks import register
+
+
+class ScaleOpsConfig(AppConfig):
+    name = "django_scaleops"
+    label = "scaleops"
+    verbose_name = "ScaleOps"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Keep this cheap: it runs in every process, including each management command.
+        from django_scaleops import checks
+
+        register(checks.check_settings)

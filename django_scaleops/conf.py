@@ -1,0 +1,69 @@
+"""Every ``SCALEOPS_*`` setting, with its type and default, read lazily from Django settings.
+
+Code reads settings only through ``conf``, so ``override_settings`` is always honoured::
+
+    from django_scaleops.conf import conf
+    conf.SCALEOPS_SLOW_QUERY_MS
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar, overload
+
+from django.conf import settings
+
+T = TypeVar("T")
+
+PREFIX = "SCALEOPS_"
+
+
+class Setting(Generic[T]):
+    """One setting: its default, the types a value may have, and a line of documentation."""
+
+    def __init__(self, default: T, types: type | tuple[type, ...], doc: str) -> None:
+        self.default = default
+        self.types = types
+        self.doc = doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Setting[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+    def __get__(self, instance: object | None, owner: type) -> T | Setting[T]:
+        if instance is None:
+            return self
+        value: T = getattr(settings, self.name, self.default)
+        return value
+
+    def is_valid(self, value: Any) -> bool:
+        # bool is an int subclass; a number setting must not silently accept True.
+        if isinstance(value, bool) and bool not in _as_tuple(self.types):
+            return False
+        return isinstance(value, self.types)
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+class Settings:
+    """The settings of django-scaleops. Each area adds its own block below."""
+
+    # Settings are added by the capability that uses them (see docs/settings.md).
+
+    @classmethod
+    def declared(cls) -> dict[str, Setting[Any]]:
+        """Every declared setting by name."""
+        return {
+            name: value
+            for klass in reversed(cls.__mro__)
+            for name, value in vars(klass).items()
+            if isinstance(value, Setting)
+        }
+
+
+conf = Settings()

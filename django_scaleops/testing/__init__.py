@@ -1,0 +1,1 @@
+"""Helpers for running django-scaleops (and projects using it) against real services."""

@@ -1,0 +1,640 @@
+"""Start and control throwaway PostgreSQL, streaming replica, Redis and PgBouncer servers.
+
+One launcher serves the test suite, ``make demo`` and the benchmarks. Everything lives in one
+temporary folder on free loopback ports and is described by ``services.json`` there, so any
+process that knows the folder (``SCALEOPS_SERVICES_DIR``) can stop, restart or slow down a
+service, and a reaper process tears the whole set down when its owner dies, however it dies.
+
+Command line::
+
+    python -m django_scaleops.testing.services run -- pytest -x
+    python -m django_scaleops.testing.services start      # prints the env, keeps running
+    python -m django_scaleops.testing.services stop DIR
+
+When ``DATABASE_URL``, ``REPLICA_URL``, ``REDIS_URL`` and ``PGBOUNCER_URL`` are all set already,
+nothing is started and those are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+EXTERNAL_URL_VARS = ("DATABASE_URL", "REPLICA_URL", "REDIS_URL", "PGBOUNCER_URL")
+SERVICES_DIR_VAR = "SCALEOPS_SERVICES_DIR"
+MANIFEST = "services.json"
+DIR_PREFIX = "scaleops-services-"
+DATABASE_NAME = "scaleops"
+SUPERUSER = "postgres"
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started, stopped or reached."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_postgres_bindir() -> Path:
+    """Locate the PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup).
+
+    ``PG_BINDIR`` wins; then Debian's ``/usr/lib/postgresql/<version>/bin`` (newest first),
+    the RHEL and Homebrew layouts, and finally ``PATH``.
+    """
+    explicit = os.environ.get("PG_BINDIR")
+    candidates: list[Path] = [Path(explicit)] if explicit else []
+    patterns = (
+        "/usr/lib/postgresql/*/bin",
+        "/usr/pgsql-*/bin",
+        "/opt/homebrew/opt/postgresql@*/bin",
+        "/usr/local/opt/postgresql@*/bin",
+    )
+    for pattern in patterns:
+        candidates.extend(sorted((Path(p) for p in glob.glob(pattern)), key=_version_key, reverse=True))
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    for bindir in candidates:
+        if all((bindir / tool).exists() for tool in ("initdb", "pg_ctl", "pg_basebackup", "postgres")):
+            return bindir
+    raise ServiceError(
+        "PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) not found. Install the "
+        "'postgresql' package (Debian/Ubuntu) or set PG_BINDIR to the folder holding them."
+    )
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    digits = "".join(ch if ch.isdigit() else " " for ch in str(path))
+    return tuple(int(part) for part in digits.split()) or (0,)
+
+
+def _require_binary(name: str, package: str) -> str:
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
+    )
+    if not found:
+        raise ServiceError(f"'{name}' not found: install the '{package}' package.")
+    return found
+
+
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` distinct loopback ports that were free a moment ago."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"nothing answered on 127.0.0.1:{port} within {timeout:.0f}s") from None
+            time.sleep(0.05)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- process helpers
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """Who runs the servers: PostgreSQL and PgBouncer refuse to run as root."""
+
+    uid: int
+    gid: int
+
+    @classmethod
+    def detect(cls) -> RunAs:
+        if os.geteuid() != 0:
+            return cls(os.getuid(), os.getgid())
+        try:
+            entry = pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServiceError(
+                "running as root, but there is no 'postgres' user to run PostgreSQL as; "
+                "install the 'postgresql' package or run as an ordinary user."
+            ) from None
+        return cls(entry.pw_uid, entry.pw_gid)
+
+    def run(self, args: list[str], *, cwd: Path, check: bool = True, timeout: float = 60) -> str:
+        """Run a command as this user and return its output; raise ServiceError on failure."""
+        kwargs: dict[str, Any] = {}
+        if self.uid != os.getuid():
+            kwargs.update(user=self.uid, group=self.gid, extra_groups=[])
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,  # keep a terminal's Ctrl-C away from the servers
+            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
+            **kwargs,
+        )
+        if check and proc.returncode != 0:
+            raise ServiceError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        return str(proc.stdout)
+
+    def chown(self, path: Path) -> None:
+        if self.uid != os.getuid():
+            os.chown(path, self.uid, self.gid)
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass
+class Manifest:
+    """What ``services.json`` records: enough for any process to control the set."""
+
+    root: str
+    bindir: str
+    uid: int
+    gid: int
+    owner_pid: int
+    primary_port: int
+    replica_port: int
+    redis_port: int
+    pgbouncer_port: int
+
+
+class PostgresServer:
+    """A PostgreSQL data directory under the services folder, controlled with pg_ctl."""
+
+    def __init__(self, services: Services, name: str, port: int) -> None:
+        self.services = services
+        self.name = name
+        self.port = port
+        self.datadir = services.root / name
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> str:
+        pg_ctl = str(self.services.bindir / "pg_ctl")
+        return self.services.run_as.run([pg_ctl, "-D", str(self.datadir), *args], cwd=self.services.root, check=check)
+
+    def write_config(self, extra: Mapping[str, str] | None = None) -> None:
+        """(Re)write the include file holding our settings; ``extra`` adds or overrides."""
+        params = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.services.root}'",
+            "max_connections": "300",
+            # Throwaway data: durability costs start-up time and buys nothing.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "wal_level": "replica",
+            "max_wal_senders": "10",
+            "hot_standby": "on",
+            "wal_receiver_status_interval": "1s",
+            "timezone": "'UTC'",
+        }
+        params.update(extra or {})
+        body = "".join(f"{key} = {value}\n" for key, value in params.items())
+        include = self.datadir / "scaleops.conf"
+        include.write_text(body)
+        self.services.run_as.chown(include)
+        main_conf = self.datadir / "postgresql.conf"
+        text = main_conf.read_text()
+        if "include_if_exists = 'scaleops.conf'" not in text:
+            main_conf.write_text(text + "\ninclude_if_exists = 'scaleops.conf'\n")
+
+    def start(self) -> None:
+        logfile = self.services.root / f"{self.name}.log"
+        self._pg_ctl("-l", str(logfile), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; ``mode`` is pg_ctl's: smart, fast or immediate."""
+        if self.is_running():
+            self._pg_ctl("-m", mode, "-w", "-t", "60", "stop", check=False)
+        pid = _read_pid(self.datadir / "postmaster.pid")
+        if pid and _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def is_running(self) -> bool:
+        pid = _read_pid(self.datadir / "postmaster.pid")
+        return bool(pid and _pid_alive(pid))
+
+    def reload(self) -> None:
+        self._pg_ctl("reload")
+
+    def set_apply_delay(self, delay: str | None) -> None:
+        """Delay (e.g. ``"200ms"``) or, with None, undelay WAL replay on a standby."""
+        extra = {"recovery_min_apply_delay": f"'{delay}'"} if delay else {}
+        self.write_config(extra)
+        self.reload()
+
+    def sql(self, statement: str, dbname: str = DATABASE_NAME) -> str:
+        """Run one statement through psql and return its unaligned output."""
+        psql = str(self.services.bindir / "psql")
+        args = [psql, "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", dbname]
+        return self.services.run_as.run([*args, "-c", statement], cwd=self.services.root).strip()
+
+
+class DaemonService:
+    """A daemon started with a pidfile in the services folder (Redis, PgBouncer)."""
+
+    name = ""
+
+    def __init__(self, services: Services, port: int) -> None:
+        self.services = services
+        self.port = port
+        self.pidfile = services.root / f"{self.name}.pid"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Write whatever files the daemon reads before it starts."""
+
+    def start(self) -> None:
+        self.prepare()
+        self.services.run_as.run(self.command(), cwd=self.services.root)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        pid = _read_pid(self.pidfile)
+        if not pid or not _pid_alive(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        # Wait until the port is really released, so a restart can bind it again.
+        while time.monotonic() < deadline and _port_open(self.port):
+            time.sleep(0.02)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def is_running(self) -> bool:
+        pid = _read_pid(self.pidfile)
+        return bool(pid and _pid_alive(pid))
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class RedisServer(DaemonService):
+    name = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            _require_binary("redis-server", "redis-server"),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "yes",
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.services.root / "redis.log"),
+            "--dir", str(self.services.root),
+        ]  # fmt: skip
+
+
+class PgBouncerServer(DaemonService):
+    """PgBouncer in transaction mode in front of the primary; admin console on the same port."""
+
+    name = "pgbouncer"
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/pgbouncer"
+
+    def prepare(self) -> None:
+        root = self.services.root
+        userlist = root / "userlist.txt"
+        userlist.write_text(f'"{SUPERUSER}" ""\n')
+        ini = root / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.services.primary.port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {userlist}\n"
+            f"admin_users = {SUPERUSER}\n"
+            f"stats_users = {SUPERUSER}\n"
+            "pool_mode = transaction\n"
+            "default_pool_size = 20\n"
+            "max_client_conn = 1000\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            f"pidfile = {self.pidfile}\n"
+            f"logfile = {root / 'pgbouncer.log'}\n"
+        )
+        for path in (userlist, ini):
+            self.services.run_as.chown(path)
+
+    def command(self) -> list[str]:
+        return [_require_binary("pgbouncer", "pgbouncer"), "-d", str(self.services.root / "pgbouncer.ini")]
+
+
+class Services:
+    """The whole set: primary, streaming replica, Redis and PgBouncer."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.root = Path(manifest.root)
+        self.bindir = Path(manifest.bindir)
+        self.run_as = RunAs(manifest.uid, manifest.gid)
+        self.primary = PostgresServer(self, "primary", manifest.primary_port)
+        self.replica = PostgresServer(self, "replica", manifest.replica_port)
+        self.redis = RedisServer(self, manifest.redis_port)
+        self.pgbouncer = PgBouncerServer(self, manifest.pgbouncer_port)
+
+    # ---- lifecycle
+
+    @classmethod
+    def start(cls, *, owned: bool = True) -> Services:
+        """Start a new set in a fresh temporary folder; tear it down again if any step fails.
+
+        An owned set (the default) dies with this process; an unowned one waits for ``stop``.
+        """
+        reap_stale()
+        run_as = RunAs.detect()
+        bindir = find_postgres_bindir()
+        _require_binary("redis-server", "redis-server")
+        _require_binary("pgbouncer", "pgbouncer")
+        root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
+        os.chmod(root, 0o755)
+        run_as.chown(root)
+        ports = free_ports(4)
+        owner_pid = os.getpid() if owned else 0
+        manifest = Manifest(str(root), str(bindir), run_as.uid, run_as.gid, owner_pid, *ports)
+        (root / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+        services = cls(manifest)
+        if owned:
+            services.spawn_reaper()
+        try:
+            services._boot()
+        except BaseException:
+            services.teardown()
+            raise
+        return services
+
+    def _boot(self) -> None:
+        initdb = str(self.bindir / "initdb")
+        self.run_as.run(
+            [
+                initdb,
+                "-D",
+                str(self.primary.datadir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-N",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            cwd=self.root,
+        )
+        self.primary.write_config()
+        self.primary.start()
+        self.primary.sql(f"CREATE DATABASE {DATABASE_NAME}", dbname="postgres")
+        basebackup = str(self.bindir / "pg_basebackup")
+        self.run_as.run(
+            [
+                basebackup,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.primary.port),
+                "-U",
+                SUPERUSER,
+                "-D",
+                str(self.replica.datadir),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+            cwd=self.root,
+        )
+        self.replica.write_config()
+        self.replica.start()
+        self.redis.start()
+        self.pgbouncer.start()
+
+    @classmethod
+    def attach(cls, root: str | os.PathLike[str]) -> Services:
+        """Control a set another process started."""
+        data = json.loads((Path(root) / MANIFEST).read_text())
+        return cls(Manifest(**data))
+
+    def teardown(self) -> None:
+        """Stop everything and delete the folder. Safe to call twice, from any process."""
+        for service in (self.pgbouncer, self.redis):
+            with contextlib.suppress(Exception):
+                service.stop()
+        for server in (self.replica, self.primary):
+            with contextlib.suppress(Exception):
+                if server.datadir.exists():
+                    server.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def spawn_reaper(self) -> None:
+        """A detached watcher that tears the set down once this process is gone."""
+        subprocess.Popen(
+            [sys.executable, "-m", "django_scaleops.testing.services", "reap", str(self.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    # ---- what clients need
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.primary.url,
+            "REPLICA_URL": self.replica.url,
+            "REDIS_URL": self.redis.url,
+            "PGBOUNCER_URL": self.pgbouncer.url,
+            "PGBOUNCER_ADMIN_URL": self.pgbouncer.admin_url,
+            SERVICES_DIR_VAR: str(self.root),
+        }
+
+
+def reap_stale() -> None:
+    """Tear down owned sets whose owner and reaper both died (e.g. the machine was reset)."""
+    for manifest_path in glob.glob(os.path.join(tempfile.gettempdir(), DIR_PREFIX + "*", MANIFEST)):
+        with contextlib.suppress(Exception):
+            services = Services.attach(Path(manifest_path).parent)
+            owner = services.manifest.owner_pid
+            if owner and not _pid_alive(owner):
+                services.teardown()
+
+
+def reap(root: str) -> None:
+    """Wait for the owner of ``root`` to exit, then tear its services down."""
+    with contextlib.suppress(FileNotFoundError):
+        services = Services.attach(root)
+        while _pid_alive(services.manifest.owner_pid) and services.root.exists():
+            time.sleep(0.5)
+        services.teardown()
+
+
+def external_env() -> dict[str, str] | None:
+    """The user's own service URLs, when all of them are set."""
+    if all(os.environ.get(var) for var in EXTERNAL_URL_VARS):
+        return {var: os.environ[var] for var in EXTERNAL_URL_VARS}
+    return None
+
+
+_started: Services | None = None
+
+
+def ensure_services() -> dict[str, str]:
+    """Make sure service URLs are in ``os.environ``, starting a set for this process if needed.
+
+    Used by settings modules so a bare ``pytest`` works: the set is torn down at exit, and by
+    the reaper if the process is killed.
+    """
+    global _started
+    if external_env() is not None or os.environ.get(SERVICES_DIR_VAR):
+        return {var: os.environ[var] for var in (*EXTERNAL_URL_VARS, SERVICES_DIR_VAR) if var in os.environ}
+    if _started is None:
+        _started = Services.start()
+        atexit.register(_started.teardown)
+        os.environ.update(_started.env())
+    return _started.env()
+
+
+@contextlib.contextmanager
+def running_services() -> Iterator[dict[str, str]]:
+    """Context manager: the environment of a set that exists for the block (or the user's own)."""
+    existing = external_env()
+    if existing is not None:
+        yield existing
+        return
+    services = Services.start()
+    try:
+        yield services.env()
+    finally:
+        services.teardown()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _cmd_run(command: list[str]) -> int:
+    if not command:
+        raise SystemExit("usage: services run -- COMMAND [ARGS...]")
+    started = time.monotonic()
+    with running_services() as env:
+        print(f"services ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+        child = subprocess.Popen(command, env={**os.environ, **env})
+        # Ctrl-C reaches the child through the terminal; we wait for it, then tear down.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        terminate = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        try:
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _cmd_start() -> int:
+    services = Services.start(owned=False)
+    for key, value in services.env().items():
+        print(f"export {key}={value}")
+    print(f"# stop with: python -m django_scaleops.testing.services stop {services.root}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m django_scaleops.testing.services")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="start the services, run a command with their URLs, tear down")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("start", help="start a set and print its environment (stop it yourself)")
+    stop = sub.add_parser("stop", help="tear down a set started with 'start'")
+    stop.add_argument("root")
+    reaper = sub.add_parser("reap", help=argparse.SUPPRESS)
+    reaper.add_argument("root")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "run":
+            command = args.command[1:] if args.command[:1] == ["--"] else args.command
+            return _cmd_run(command)
+        if args.action == "start":
+            return _cmd_start()
+        if args.action == "stop":
+            Services.attach(args.root).teardown()
+            return 0
+        reap(args.root)
+        return 0
+    except ServiceError as exc:
+        print(f"services: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The example messaging API: small JSON views over the chat tables."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from .models import Conversation, ConversationMessage, Message, MessageRecipient
+
+MAX_PAGE = 200
+MAX_BODY = 10_000
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _error(message: str, status: int = 400) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _page_params(request: HttpRequest) -> tuple[int, datetime | None]:
+    raw_limit = request.GET.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    raw_before = request.GET.get("before")
+    before = None
+    if raw_before:
+        try:
+            before = parse_datetime(raw_before)
+        except ValueError:
+            before = None
+        if before is None:
+            raise BadRequest("before must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+        if timezone.is_naive(before):
+            before = timezone.make_aware(before, UTC)
+    return int(raw_limit), before
+
+
+@require_GET
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    conversations = Conversation.objects.order_by("-last_message_at", "-id")[:50]
+    return JsonResponse(
+        {
+            "conversations": [
+                {"id": c.pk, "title": c.title, "last_message_at": _iso(c.last_message_at)} for c in conversations
+            ]
+        }
+    )
+
+
+@require_GET
+def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=conversation_id)
+    return JsonResponse(
+        {
+            "id": conversation.pk,
+            "title": conversation.title,
+            "created_at": _iso(conversation.created_at),
+            "last_message_at": _iso(conversation.last_message_at),
+            "participants": list(conversation.participants.order_by("id").values_list("id", flat=True)),
+            "message_count": conversation.entries.count(),
+        }
+    )
+
+
+@csrf_exempt  # an API for programs, not browser forms; API keys arrive with the rate-limit release
+@require_http_methods(["GET", "POST"])
+def conversation_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=conversation_id)
+    try:
+        if request.method == "POST":
+            return _create_message(request, conversation)
+        limit, before = _page_params(request)
+    except BadRequest as exc:
+        return _error(str(exc))
+    entries = ConversationMessage.objects.filter(conversation=conversation)
+    if before is not None:
+        entries = entries.filter(created_at__lt=before)
+    page = list(entries.select_related("message").order_by("-created_at", "-id")[:limit])
+    return JsonResponse(
+        {
+            "conversation": conversation.pk,
+            "messages": [
+                {
+                    "id": entry.message_id,
+                    "sender": entry.message.sender_id,
+                    "body": entry.message.body,
+                    "created_at": _iso(entry.created_at),
+                }
+                for entry in page
+            ],
+            "next_before": _iso(page[-1].created_at) if len(page) == limit else None,
+        }
+    )
+
+
+def _create_message(request: HttpRequest, conversation: Conversation) -> HttpResponse:
+    payload = _json_body(request)
+    sender_id = payload.get("sender")
+    body = payload.get("body")
+    if not isinstance(sender_id, int) or isinstance(sender_id, bool):
+        raise BadRequest("sender must be a user id (integer)")
+    if not isinstance(body, str) or not body.strip() or len(body) > MAX_BODY:
+        raise BadRequest(f"body must be a non-empty string of at most {MAX_BODY} characters")
+    participants = set(conversation.participants.values_list("id", flat=True))
+    if sender_id not in participants:
+        raise BadRequest("sender is not a participant of this conversation")
+    now = timezone.now()
+    with transaction.atomic():
+        message = Message.objects.create(sender_id=sender_id, body=body, created_at=now)
+        ConversationMessage.objects.create(conversation=conversation, message=message, created_at=now)
+        MessageRecipient.objects.bulk_create(
+            MessageRecipient(message=message, recipient_id=user_id, created_at=now)
+            for user_id in sorted(participants - {sender_id})
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
+    return JsonResponse(
+        {"id": message.pk, "conversation": conversation.pk, "sender": sender_id, "created_at": _iso(now)},
+        status=201,
+    )
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise BadRequest("send the message as JSON (Content-Type: application/json)")
+    try:
+        payload = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return payload
+
+
+@require_GET
+def message_delivery(request: HttpRequest, message_id: int) -> HttpResponse:
+    message = get_object_or_404(Message, pk=message_id)
+    counts = dict(
+        MessageRecipient.objects.filter(message=message)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    return JsonResponse(
+        {
+            "message": message.pk,
+            "recipients": sum(counts.values()),
+            **{status: counts.get(status, 0) for status in MessageRecipient.Status.values},
+        }
+    )

@@ -1,0 +1,69 @@
+"""Test settings: every alias on a real server started by the launcher (or given by URL)."""
+
+from __future__ import annotations
+
+from django_scaleops.testing.env import database_from_url, redis_cache_from_url
+from django_scaleops.testing.services import ensure_services
+
+_services = ensure_services()
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_scaleops",
+    "example_project.chat",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+TEST_DATABASE_NAME = "test_scaleops"
+
+# "replica" and "pgbouncer" are real servers. Django's test setup treats a MIRROR alias as a
+# copy of "default"; tests/conftest.py then points each back at its own server, on the test
+# database that replication (or PgBouncer's pass-through) makes visible there.
+DATABASES = {
+    "default": database_from_url(_services["DATABASE_URL"], TEST={"NAME": TEST_DATABASE_NAME}),
+    "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}),
+    "pgbouncer": database_from_url(
+        _services["PGBOUNCER_URL"],
+        TEST={"MIRROR": "default"},
+        # Transaction pooling: no server-side cursors, no prepared statements.
+        DISABLE_SERVER_SIDE_CURSORS=True,
+        OPTIONS={"prepare_threshold": None},
+    ),
+}
+
+CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,79 @@
+"""The app itself: settings object, system checks, URL helpers, progress bar."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import OutputWrapper
+from django.test import override_settings
+
+from django_scaleops.conf import Settings, conf
+from django_scaleops.progress import ProgressBar
+from django_scaleops.testing.env import database_from_url, redis_cache_from_url
+
+
+def scaleops_messages():
+    return [m for m in run_checks() if m.id and m.id.startswith("scaleops.")]
+
+
+def test_manage_check_is_clean():
+    out = StringIO()
+    call_command("check", stdout=out)
+    assert "no issues" in out.getvalue()
+
+
+@override_settings(SCALEOPS_NOT_A_REAL_SETTING=1)
+def test_unknown_setting_is_flagged():
+    messages = scaleops_messages()
+    assert [m.id for m in messages] == ["scaleops.W001"]
+    assert "SCALEOPS_NOT_A_REAL_SETTING" in messages[0].msg
+
+
+def test_declared_settings_have_docs_and_valid_defaults():
+    for name, setting in Settings.declared().items():
+        assert name.startswith("SCALEOPS_")
+        assert setting.doc
+        assert setting.is_valid(setting.default), name
+        assert getattr(conf, name) == setting.default
+
+
+def test_database_from_url():
+    entry = database_from_url("postgres://app:p%40ss@db.local:6432/chat?sslmode=require", CONN_MAX_AGE=60)
+    assert entry["NAME"] == "chat"
+    assert (entry["USER"], entry["PASSWORD"], entry["HOST"], entry["PORT"]) == ("app", "p@ss", "db.local", "6432")
+    assert entry["OPTIONS"] == {"sslmode": "require"}
+    assert entry["CONN_MAX_AGE"] == 60
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgres://u@h:5432", "not a url"])
+def test_database_from_url_rejects_bad_urls(url):
+    with pytest.raises(ValueError, match=r"PostgreSQL URL|names no database"):
+        database_from_url(url)
+
+
+def test_redis_cache_from_url():
+    assert redis_cache_from_url("redis://127.0.0.1:6380/1")["LOCATION"] == "redis://127.0.0.1:6380/1"
+    with pytest.raises(ValueError, match="Redis URL"):
+        redis_cache_from_url("http://127.0.0.1")
+
+
+def test_progress_bar_on_a_pipe_prints_every_tenth():
+    out = StringIO()
+    with ProgressBar(OutputWrapper(out), total=1000, label="rows") as bar:
+        for _ in range(100):
+            bar.advance(10)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("rows [")
+    assert "  0% 0/1000" in lines[0]
+    assert lines[-1].endswith(")") and "100% 1000/1000" in lines[-1]
+    assert len(lines) == 11
+
+
+def test_progress_bar_with_zero_total():
+    out = StringIO()
+    with ProgressBar(out, total=0) as bar:
+        bar.advance(0)
+    assert "100% 0/0" in out.getvalue()
