@@ -15,3 +15,5 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops import checks
 
         register(checks.check_settings)
+        # Each capability registers its own checks and receivers below, one line each.
+

@@ -53,7 +53,24 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 class Settings:
     """The settings of django-scaleops. Each area adds its own block below."""
 
-    # Settings are added by the capability that uses them (see docs/settings.md).
+    # Each capability declares its settings in its own block below (and in docs/settings.md):
+    # NAME = Setting(default, types, "one line of documentation")
+
+    # ---- logging and APM (SCALEOPS_LOG_*, SCALEOPS_APM_*)
+
+    # ---- read replicas (SCALEOPS_ROUTER_*)
+
+    # ---- partitioning (SCALEOPS_PARTITION_*)
+
+    # ---- rate limiting (SCALEOPS_THROTTLE_*)
+
+    # ---- bulk operations (SCALEOPS_BULK_*)
+
+    # ---- cache (SCALEOPS_CACHE_*)
+
+    # ---- monitoring and HTTP (SCALEOPS_MONITOR_*, SCALEOPS_HTTP_*)
+
+    # ---- PgBouncer (SCALEOPS_PGBOUNCER_*)
 
     @classmethod
     def declared(cls) -> dict[str, Setting[Any]]:
