@@ -16,3 +16,13 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
+        from django.test.signals import setting_changed
+
+        from django_scaleops.http.checks import check_http
+        from django_scaleops.monitoring import checks as monitoring_checks
+        from django_scaleops.monitoring import monitor
+
+        register(monitoring_checks.check_monitoring)
+        register(check_http)
+        setting_changed.connect(monitor.on_setting_changed, dispatch_uid="scaleops-monitor-settings")
+        monitor.install_if_enabled()

@@ -69,6 +69,67 @@ class Settings:
     # ---- cache (SCALEOPS_CACHE_*)
 
     # ---- monitoring and HTTP (SCALEOPS_MONITOR_*, SCALEOPS_HTTP_*)
+    SCALEOPS_MONITOR_ENABLED: Setting[bool] = Setting(
+        False, bool, "Install the query monitor on every database connection (the example project turns it on)."
+    )
+    SCALEOPS_SLOW_QUERY_MS: Setting[int | float] = Setting(
+        100, (int, float), "A query taking at least this many milliseconds is slow."
+    )
+    SCALEOPS_MONITOR_MAX_FINGERPRINTS = Setting(
+        500, int, "Statement fingerprints tracked per process; further statements are counted under 'other'."
+    )
+    SCALEOPS_MONITOR_N_PLUS_ONE = Setting(
+        10, int, "Log an N+1 hint when one statement runs this many times in a request (0 turns it off)."
+    )
+    SCALEOPS_MONITOR_HEALTH_WINDOW = Setting(60, int, "Seconds of the sliding window the query health is read from.")
+    SCALEOPS_MONITOR_HEALTH_MIN_SAMPLE = Setting(
+        100, int, "Queries the window needs before a health verdict; fewer gives 'unknown'."
+    )
+    SCALEOPS_MONITOR_DEGRADED_SHARE = Setting(0.05, float, "Slow share from which query health is 'degraded'.")
+    SCALEOPS_MONITOR_UNHEALTHY_SHARE = Setting(0.10, float, "Slow share above which query health is 'unhealthy'.")
+    SCALEOPS_MONITOR_REDIS_CACHE: Setting[str | None] = Setting(
+        "default",
+        (str, type(None)),
+        "django-redis cache alias that sums the figures of all worker processes; None keeps them per process.",
+    )
+    SCALEOPS_MONITOR_REDIS_PREFIX = Setting("scaleops:qm", str, "Prefix of the monitor's Redis keys.")
+    SCALEOPS_MONITOR_FLUSH_INTERVAL: Setting[int | float] = Setting(
+        5.0, (int, float), "Seconds between two flushes of a process's figures to Redis."
+    )
+    SCALEOPS_MONITOR_TOKEN: Setting[str | None] = Setting(
+        None,
+        (str, type(None)),
+        "Bearer token that opens the metrics and health endpoints (besides a staff session); None: staff only.",
+    )
+    SCALEOPS_MONITOR_HEALTH_DATABASES: Setting[list[str] | None] = Setting(
+        None, (list, tuple, type(None)), "Database aliases the readiness check pings; None: every alias."
+    )
+    SCALEOPS_MONITOR_HEALTH_CRITICAL: Setting[list[str]] = Setting(
+        ["default"], (list, tuple), "Aliases whose failure makes readiness fail (503); others only degrade it."
+    )
+    SCALEOPS_HTTP_COMPRESS_MIN_BYTES = Setting(1024, int, "Responses shorter than this many bytes stay uncompressed.")
+    SCALEOPS_HTTP_COMPRESS_TYPES: Setting[list[str]] = Setting(
+        [
+            "text/*",
+            "application/json",
+            "application/*+json",
+            "application/javascript",
+            "application/xml",
+            "application/*+xml",
+            "image/svg+xml",
+        ],
+        (list, tuple),
+        "Content types worth compressing ('*' wildcards allowed); images, archives and the rest are left alone.",
+    )
+    SCALEOPS_HTTP_ENCODINGS: Setting[list[str]] = Setting(
+        ["br", "zstd", "gzip"],
+        (list, tuple),
+        "Encodings offered, preferred first on equal q-values; br and zstd only when their package is installed.",
+    )
+    SCALEOPS_HTTP_CACHE_PATHS: Setting[list[str]] = Setting(
+        [], (list, tuple), "Path prefixes whose successful GET responses get a default Cache-Control."
+    )
+    SCALEOPS_HTTP_CACHE_MAX_AGE = Setting(3600, int, "max-age (seconds) of that default Cache-Control.")
 
     # ---- PgBouncer (SCALEOPS_PGBOUNCER_*)
 

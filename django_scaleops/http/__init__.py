@@ -1,0 +1,1 @@
+"""Compression, conditional GET and Cache-Control middleware that middleware order cannot break."""

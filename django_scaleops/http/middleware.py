@@ -1,0 +1,211 @@
+"""Compression, conditional GET and Cache-Control, built on Django's own middleware and helpers.
+
+What Django's ``GZipMiddleware`` + ``ConditionalGetMiddleware`` get wrong, and what changes here:
+
+- the ETag is computed on the *uncompressed* body, by whichever of the two runs first, so the
+  order of the two in ``MIDDLEWARE`` cannot change it (Django's, reversed, hashes a gzip body
+  that carries random BREACH padding: a new ETag every response, so never a 304);
+- it is made weak when the body is encoded, and ``If-None-Match`` compares weakly;
+- HEAD gets 304 as GET does; ``If-None-Match`` takes precedence over ``If-Modified-Since``;
+- ``Accept-Encoding`` q-values are honoured (``gzip;q=0`` means no gzip);
+- only bodies of at least ``SCALEOPS_HTTP_COMPRESS_MIN_BYTES`` and of compressible types are
+  compressed, never an already encoded body or one marked ``Cache-Control: no-transform``;
+- br and zstd are offered when their packages are installed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.gzip import GZipMiddleware
+from django.middleware.http import ConditionalGetMiddleware as DjangoConditionalGetMiddleware
+from django.utils.cache import (
+    get_conditional_response,
+    patch_cache_control,
+    patch_vary_headers,
+    set_response_etag,
+)
+from django.utils.http import parse_http_date_safe
+from django.utils.text import compress_sequence, compress_string
+
+from django_scaleops.conf import conf
+from django_scaleops.http.negotiation import (
+    GZIP_MAX_RANDOM_BYTES,
+    choose_encoding,
+    encoders,
+    is_compressible,
+    offered_encodings,
+)
+
+_COMMA = re.compile(r"\s*,\s*")
+_CONDITIONAL_HEADERS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE")
+
+
+def _cache_control_directives(response: HttpResponseBase) -> set[str]:
+    return {part.split("=", 1)[0].strip().lower() for part in _COMMA.split(response.get("Cache-Control", "")) if part}
+
+
+def ensure_etag(request: HttpRequest, response: HttpResponseBase) -> None:
+    """Give a GET/HEAD response an ETag of its uncompressed body, unless it cannot be right.
+
+    No ETag for ``no-store``, streaming or already encoded bodies (an encoded body may carry
+    random padding), nor for an empty HEAD body (the GET body it stands for is unknown).
+    """
+    if request.method not in ("GET", "HEAD") or response.has_header("ETag"):
+        return
+    if response.streaming or response.has_header("Content-Encoding"):
+        return
+    if "no-store" in _cache_control_directives(response):
+        return
+    if not 200 <= response.status_code < 300:
+        return
+    set_response_etag(response)  # md5 of the body, only when there is a body
+
+
+def conditional_response(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    """304 (or 412) when the request's preconditions say so; Django's RFC 9110 evaluation."""
+    if request.method not in ("GET", "HEAD") or not any(header in request.META for header in _CONDITIONAL_HEADERS):
+        return response
+    etag = response.get("ETag")
+    last_modified = parse_http_date_safe(response["Last-Modified"]) if response.has_header("Last-Modified") else None
+    if not etag and not last_modified:
+        return response
+    # Django's stubs say HttpResponse; any response with headers works.
+    conditional = get_conditional_response(
+        request, etag=etag, last_modified=last_modified, response=cast(HttpResponse, response)
+    )
+    return response if conditional is None else conditional
+
+
+def _weaken_etag(response: HttpResponseBase) -> None:
+    etag = response.get("ETag")
+    if etag and etag.startswith('"'):
+        response.headers["ETag"] = "W/" + etag
+
+
+class ConditionalGetMiddleware(DjangoConditionalGetMiddleware):
+    """Django's, for GET *and* HEAD, with the ETag taken from the uncompressed body.
+
+    Placed inside or outside ``CompressionMiddleware``, the ETag is the same: whichever runs first
+    hashes the uncompressed body.
+    """
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        ensure_etag(request, response)
+        return conditional_response(request, response)
+
+
+class CompressionMiddleware(GZipMiddleware):
+    """gzip (and br / zstd when installed) by ``Accept-Encoding`` q-values, with ETag and 304.
+
+    Subclasses Django's ``GZipMiddleware`` for its sync/async plumbing and BREACH padding.
+    """
+
+    max_random_bytes = GZIP_MAX_RANDOM_BYTES
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if response.has_header("Content-Encoding") or "no-transform" in _cache_control_directives(response):
+            return response
+        if not is_compressible(response.get("Content-Type"), conf.SCALEOPS_HTTP_COMPRESS_TYPES):
+            return response
+        if not response.streaming and len(response.content) < conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES:  # type: ignore[attr-defined]
+            return response
+        # From here the representation depends on Accept-Encoding, also for clients that sent none.
+        patch_vary_headers(response, ("Accept-Encoding",))
+        ensure_etag(request, response)
+        offered = offered_encodings(conf.SCALEOPS_HTTP_ENCODINGS)
+        if response.streaming:
+            offered = [coding for coding in offered if coding == "gzip"]  # only gzip streams here
+        coding = choose_encoding(request.META.get("HTTP_ACCEPT_ENCODING"), offered)
+        if coding is not None:
+            _weaken_etag(response)
+        # Answer 304 before spending time compressing a body that will not be sent.
+        conditional = conditional_response(request, response)
+        if conditional is not response or coding is None:
+            return conditional
+        if response.streaming:
+            self._compress_stream(response)
+        else:
+            content: bytes = response.content  # type: ignore[attr-defined]
+            compressed = encoders()[coding](content)
+            if len(compressed) >= len(content):
+                _unweaken_if_ours(response)
+                return response
+            response.content = compressed  # type: ignore[attr-defined]
+            response.headers["Content-Length"] = str(len(compressed))
+        response.headers["Content-Encoding"] = coding
+        return response
+
+    def _compress_stream(self, response: Any) -> None:
+        if response.is_async:
+            original: AsyncIterator[bytes] = response.streaming_content
+
+            async def gzip_chunks() -> AsyncIterator[bytes]:
+                # One gzip member per chunk, as Django does: valid gzip, flushed as it comes.
+                async for chunk in original:
+                    yield compress_string(chunk, max_random_bytes=self.max_random_bytes)
+
+            response.streaming_content = gzip_chunks()
+        else:
+            response.streaming_content = compress_sequence(
+                response.streaming_content, max_random_bytes=self.max_random_bytes
+            )
+        if response.has_header("Content-Length"):
+            del response.headers["Content-Length"]
+
+
+def _unweaken_if_ours(response: HttpResponseBase) -> None:
+    # The body went out uncompressed after all, so it is byte-identical: the ETag may stay strong.
+    etag = response.get("ETag", "")
+    if etag.startswith('W/"'):
+        response.headers["ETag"] = etag[2:]
+
+
+class CacheControlMiddleware:
+    """A default ``Cache-Control: max-age`` for successful GET/HEAD under ``SCALEOPS_HTTP_CACHE_PATHS``.
+
+    A view's own Cache-Control is kept. A response that sets cookies, or varies on Cookie or
+    Authorization, is made ``private`` so shared caches never keep one user's page for another.
+    ``Vary`` is merged, never replaced.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        response: HttpResponseBase = self.get_response(request)
+        self.apply(request, response)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        response: HttpResponseBase = await self.get_response(request)
+        self.apply(request, response)
+        return response
+
+    def apply(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        if request.method not in ("GET", "HEAD") or response.status_code not in (200, 203, 204, 304):
+            return
+        if not any(request.path.startswith(prefix) for prefix in conf.SCALEOPS_HTTP_CACHE_PATHS):
+            return
+        if not response.has_header("Cache-Control"):
+            patch_cache_control(response, max_age=conf.SCALEOPS_HTTP_CACHE_MAX_AGE)
+        vary = {value.strip().lower() for value in _COMMA.split(response.get("Vary", "")) if value}
+        if response.cookies or vary & {"cookie", "authorization", "*"}:
+            directives = _cache_control_directives(response)
+            if not directives & {"private", "no-store"}:
+                patch_cache_control(response, private=True)
+        if is_compressible(response.get("Content-Type"), conf.SCALEOPS_HTTP_COMPRESS_TYPES):
+            patch_vary_headers(response, ("Accept-Encoding",))
