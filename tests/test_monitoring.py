@@ -366,3 +366,37 @@ def test_four_processes_report_their_sum(monitoring):
     stats = aggregate.read(aggregate.redis_client(), prefix)
     assert stats.aliases["default"].count == 4000
     assert sum(hist.count for hist in stats.fingerprints.values()) == 4000
+
+
+# ---- system checks
+
+
+def monitoring_check_ids():
+    from django.core.checks import run_checks
+
+    return sorted(m.id for m in run_checks() if m.id and m.id.startswith(("scaleops.E65", "scaleops.W65")))
+
+
+def test_checks_are_clean_by_default():
+    assert monitoring_check_ids() == []
+
+
+@override_settings(
+    SCALEOPS_MONITOR_DEGRADED_SHARE=0.2,
+    SCALEOPS_MONITOR_UNHEALTHY_SHARE=0.1,
+    SCALEOPS_SLOW_QUERY_MS=0,
+    SCALEOPS_MONITOR_TOKEN="short",
+)
+def test_bad_monitor_settings_are_flagged():
+    assert monitoring_check_ids() == ["scaleops.E651", "scaleops.E652", "scaleops.W652"]
+
+
+@override_settings(
+    SCALEOPS_MONITOR_REDIS_CACHE="locmem",
+    CACHES={
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    },
+)
+def test_aggregation_needs_a_django_redis_cache(monitoring):
+    assert monitoring_check_ids() == ["scaleops.W651"]

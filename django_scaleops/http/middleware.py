@@ -19,6 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.gzip import GZipMiddleware
 from django.middleware.http import ConditionalGetMiddleware as DjangoConditionalGetMiddleware
@@ -86,6 +87,34 @@ def _weaken_etag(response: HttpResponseBase) -> None:
         response.headers["ETag"] = "W/" + etag
 
 
+def negotiable(response: HttpResponseBase) -> bool:
+    """Whether the body may be compressed, so that its representation depends on Accept-Encoding."""
+    if response.has_header("Content-Encoding") or "no-transform" in _cache_control_directives(response):
+        return False
+    if not is_compressible(response.get("Content-Type"), conf.SCALEOPS_HTTP_COMPRESS_TYPES):
+        return False
+    return response.streaming or len(response.content) >= conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES  # type: ignore[attr-defined]
+
+
+def planned_encoding(request: HttpRequest, response: HttpResponseBase) -> str | None:
+    """For a negotiable response: add ``Vary: Accept-Encoding``, pick the coding, weaken the ETag if any.
+
+    Both middleware call this, so a 304 made by either carries the ETag and Vary of the 200.
+    """
+    patch_vary_headers(response, ("Accept-Encoding",))
+    offered = offered_encodings(conf.SCALEOPS_HTTP_ENCODINGS)
+    if response.streaming:
+        offered = [coding for coding in offered if coding == "gzip"]  # only gzip streams here
+    coding = choose_encoding(request.META.get("HTTP_ACCEPT_ENCODING"), offered)
+    if coding is not None:
+        _weaken_etag(response)
+    return coding
+
+
+def _compression_installed() -> bool:
+    return "django_scaleops.http.middleware.CompressionMiddleware" in settings.MIDDLEWARE
+
+
 class ConditionalGetMiddleware(DjangoConditionalGetMiddleware):
     """Django's, for GET *and* HEAD, with the ETag taken from the uncompressed body.
 
@@ -95,6 +124,8 @@ class ConditionalGetMiddleware(DjangoConditionalGetMiddleware):
 
     def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         ensure_etag(request, response)
+        if _compression_installed() and negotiable(response):
+            planned_encoding(request, response)
         return conditional_response(request, response)
 
 
@@ -107,21 +138,10 @@ class CompressionMiddleware(GZipMiddleware):
     max_random_bytes = GZIP_MAX_RANDOM_BYTES
 
     def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        if response.has_header("Content-Encoding") or "no-transform" in _cache_control_directives(response):
+        if not negotiable(response):
             return response
-        if not is_compressible(response.get("Content-Type"), conf.SCALEOPS_HTTP_COMPRESS_TYPES):
-            return response
-        if not response.streaming and len(response.content) < conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES:  # type: ignore[attr-defined]
-            return response
-        # From here the representation depends on Accept-Encoding, also for clients that sent none.
-        patch_vary_headers(response, ("Accept-Encoding",))
         ensure_etag(request, response)
-        offered = offered_encodings(conf.SCALEOPS_HTTP_ENCODINGS)
-        if response.streaming:
-            offered = [coding for coding in offered if coding == "gzip"]  # only gzip streams here
-        coding = choose_encoding(request.META.get("HTTP_ACCEPT_ENCODING"), offered)
-        if coding is not None:
-            _weaken_etag(response)
+        coding = planned_encoding(request, response)
         # Answer 304 before spending time compressing a body that will not be sent.
         conditional = conditional_response(request, response)
         if conditional is not response or coding is None:
