@@ -34,6 +34,16 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Compression and conditional GET: any order works; compression first saves work on 304s.
+    *(
+        [
+            "django_scaleops.http.middleware.CacheControlMiddleware",
+            "django_scaleops.http.middleware.CompressionMiddleware",
+            "django_scaleops.http.middleware.ConditionalGetMiddleware",
+        ]
+        if WITH_SCALEOPS
+        else []
+    ),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -76,3 +86,17 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Query monitoring: every query timed; slow ones (>= 100 ms) logged as JSON; figures summed across
+# worker processes in Redis; /metrics/queries, /metrics and /health/ open to staff sessions or to
+# "Authorization: Bearer $SCALEOPS_MONITOR_TOKEN".
+SCALEOPS_MONITOR_ENABLED = WITH_SCALEOPS
+SCALEOPS_MONITOR_TOKEN = os.environ.get("SCALEOPS_MONITOR_TOKEN") or None
+SCALEOPS_HTTP_CACHE_PATHS = ["/static/"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_scaleops.monitoring": {"handlers": ["console"], "level": "WARNING"}},
+}

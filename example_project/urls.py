@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.apps import apps
 from django.contrib import admin
 from django.urls import include, path
 
@@ -7,3 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("example_project.chat.urls")),
 ]
+
+if apps.is_installed("django_scaleops"):
+    # /metrics/queries (JSON), /metrics (Prometheus), /health/ (readiness), /health/live
+    urlpatterns.append(path("", include("django_scaleops.monitoring.urls")))

@@ -222,7 +222,12 @@ def test_fingerprints_fold_literals_and_lists():
 def test_params_are_masked():
     assert mask_params(["secret", 42, None, b"xy"]) == ["<str:6>", "<int>", None, "<bytes:2>"]
     assert mask_params({"password": "hunter2"}) == {"password": "<str:7>"}
-    assert mask_params([("a", 1), ("b", 2)]) == {"rows": 2, "first": ["<str:1>", "<int>"]}
+    assert mask_params([("a", 1), ("b", 2)], many=True) == {"rows": 2, "first": ["<str:1>", "<int>"]}
+    assert mask_params(([1, 2, 3], ["x"])) == ["<list:3>", "<list:1>"]  # array parameters, not rows
+    long = mask_params(list(range(5000)))
+    assert long[:2] == ["<int>", "<int>"]
+    assert long[-1] == "... 4980 more"
+    assert len(long) == 21
 
 
 @override_settings(SCALEOPS_MONITOR_MAX_FINGERPRINTS=3)

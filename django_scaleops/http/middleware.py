@@ -15,6 +15,7 @@ What Django's ``GZipMiddleware`` + ``ConditionalGetMiddleware`` get wrong, and w
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.gzip import GZipMiddleware
 from django.middleware.http import ConditionalGetMiddleware as DjangoConditionalGetMiddleware
+from django.test.signals import setting_changed
 from django.utils.cache import (
     get_conditional_response,
     patch_cache_control,
@@ -37,7 +39,6 @@ from django_scaleops.http.negotiation import (
     GZIP_MAX_RANDOM_BYTES,
     choose_encoding,
     encoders,
-    is_compressible,
     offered_encodings,
 )
 
@@ -45,8 +46,57 @@ _COMMA = re.compile(r"\s*,\s*")
 _CONDITIONAL_HEADERS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE")
 
 
+class _Policy:
+    """The settings the middleware reads per response, read once (and again after a change)."""
+
+    def __init__(self) -> None:
+        self.min_bytes = conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES
+        patterns = [fnmatch.translate(pattern.lower()) for pattern in conf.SCALEOPS_HTTP_COMPRESS_TYPES]
+        self.types = re.compile("|".join(patterns) or "(?!)")  # no patterns: nothing is compressible
+        self.offered = offered_encodings(conf.SCALEOPS_HTTP_ENCODINGS)
+        self.streamable = [coding for coding in self.offered if coding == "gzip"]  # only gzip streams here
+        self.compression_installed = "django_scaleops.http.middleware.CompressionMiddleware" in settings.MIDDLEWARE
+        self.cache_paths = tuple(conf.SCALEOPS_HTTP_CACHE_PATHS)
+        self.max_age = conf.SCALEOPS_HTTP_CACHE_MAX_AGE
+        self._compressible: dict[str, bool] = {}
+
+    def compressible(self, content_type: str | None) -> bool:
+        if not content_type:
+            return False
+        known = self._compressible.get(content_type)
+        if known is None:
+            media_type = content_type.split(";", 1)[0].strip().lower()
+            known = bool(self.types.match(media_type))
+            if len(self._compressible) < 256:
+                self._compressible[content_type] = known
+        return known
+
+
+_policy: _Policy | None = None
+
+
+def policy() -> _Policy:
+    global _policy
+    if _policy is None:
+        _policy = _Policy()
+    return _policy
+
+
+def _forget_policy(setting: str, **kwargs: Any) -> None:
+    global _policy
+    if setting.startswith("SCALEOPS_HTTP_") or setting == "MIDDLEWARE":
+        _policy = None
+
+
+setting_changed.connect(_forget_policy, dispatch_uid="django_scaleops.http.policy")
+_UNPLANNED = "unplanned"
+
+
 def _cache_control_directives(response: HttpResponseBase) -> set[str]:
-    return {part.split("=", 1)[0].strip().lower() for part in _COMMA.split(response.get("Cache-Control", "")) if part}
+    value = response.get("Cache-Control")
+    if not value:
+        return set()
+    return {part.split("=", 1)[0].strip().lower() for part in _COMMA.split(value) if part}
 
 
 def ensure_etag(request: HttpRequest, response: HttpResponseBase) -> None:
@@ -91,9 +141,10 @@ def negotiable(response: HttpResponseBase) -> bool:
     """Whether the body may be compressed, so that its representation depends on Accept-Encoding."""
     if response.has_header("Content-Encoding") or "no-transform" in _cache_control_directives(response):
         return False
-    if not is_compressible(response.get("Content-Type"), conf.SCALEOPS_HTTP_COMPRESS_TYPES):
+    current = policy()
+    if not current.compressible(response.get("Content-Type")):
         return False
-    return response.streaming or len(response.content) >= conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES  # type: ignore[attr-defined]
+    return response.streaming or len(response.content) >= current.min_bytes  # type: ignore[attr-defined]
 
 
 def planned_encoding(request: HttpRequest, response: HttpResponseBase) -> str | None:
@@ -101,18 +152,17 @@ def planned_encoding(request: HttpRequest, response: HttpResponseBase) -> str | 
 
     Both middleware call this, so a 304 made by either carries the ETag and Vary of the 200.
     """
+    planned: str | None = getattr(response, "_scaleops_coding", _UNPLANNED)
+    if planned != _UNPLANNED:
+        return planned  # the other middleware already decided
     patch_vary_headers(response, ("Accept-Encoding",))
-    offered = offered_encodings(conf.SCALEOPS_HTTP_ENCODINGS)
-    if response.streaming:
-        offered = [coding for coding in offered if coding == "gzip"]  # only gzip streams here
+    current = policy()
+    offered = current.streamable if response.streaming else current.offered
     coding = choose_encoding(request.META.get("HTTP_ACCEPT_ENCODING"), offered)
     if coding is not None:
         _weaken_etag(response)
+    response._scaleops_coding = coding  # type: ignore[attr-defined]
     return coding
-
-
-def _compression_installed() -> bool:
-    return "django_scaleops.http.middleware.CompressionMiddleware" in settings.MIDDLEWARE
 
 
 class ConditionalGetMiddleware(DjangoConditionalGetMiddleware):
@@ -124,7 +174,7 @@ class ConditionalGetMiddleware(DjangoConditionalGetMiddleware):
 
     def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         ensure_etag(request, response)
-        if _compression_installed() and negotiable(response):
+        if policy().compression_installed and negotiable(response):
             planned_encoding(request, response)
         return conditional_response(request, response)
 
@@ -218,14 +268,15 @@ class CacheControlMiddleware:
     def apply(self, request: HttpRequest, response: HttpResponseBase) -> None:
         if request.method not in ("GET", "HEAD") or response.status_code not in (200, 203, 204, 304):
             return
-        if not any(request.path.startswith(prefix) for prefix in conf.SCALEOPS_HTTP_CACHE_PATHS):
+        current = policy()
+        if not current.cache_paths or not request.path.startswith(current.cache_paths):
             return
         if not response.has_header("Cache-Control"):
-            patch_cache_control(response, max_age=conf.SCALEOPS_HTTP_CACHE_MAX_AGE)
+            patch_cache_control(response, max_age=current.max_age)
         vary = {value.strip().lower() for value in _COMMA.split(response.get("Vary", "")) if value}
         if response.cookies or vary & {"cookie", "authorization", "*"}:
             directives = _cache_control_directives(response)
             if not directives & {"private", "no-store"}:
                 patch_cache_control(response, private=True)
-        if is_compressible(response.get("Content-Type"), conf.SCALEOPS_HTTP_COMPRESS_TYPES):
+        if current.compressible(response.get("Content-Type")):
             patch_vary_headers(response, ("Accept-Encoding",))

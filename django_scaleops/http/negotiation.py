@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -61,13 +60,6 @@ def choose_encoding(header: str | None, offered: Sequence[str]) -> str | None:
     if best is not None and preferences.get("identity", -1.0) > best_quality:
         return None
     return best
-
-
-def is_compressible(content_type: str | None, patterns: Sequence[str]) -> bool:
-    if not content_type:
-        return False
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return any(fnmatch.fnmatchcase(media_type, pattern.lower()) for pattern in patterns)
 
 
 def _gzip(data: bytes) -> bytes:

@@ -41,6 +41,9 @@ _DISPATCH_UID = "django_scaleops.monitoring"
 # Frames from these modules are plumbing, not the call site a reader wants.
 _PLUMBING = ("django.", "django_scaleops.", "psycopg", "asgiref.", "contextlib", "concurrent.", "threading")
 
+# (alias, SQL string) pairs whose histograms are remembered; the ORM sends a few hundred strings.
+TARGET_CACHE_SIZE = 4096
+
 Execute = Callable[[str, Any, bool, dict[str, Any]], Any]
 
 
@@ -53,13 +56,16 @@ class QueryMonitor:
         self._fingerprints = FingerprintCache()
         self._stats = QueryStats()
         self._flushed = QueryStats()
-        self._second = 0
+        self._targets: dict[tuple[str, str], tuple[LogHistogram, LogHistogram, str, str]] = {}
         self._flusher_pid: int | None = None
         self._flush_lock = threading.Lock()
         self.configure()
 
     def configure(self) -> None:
         """Read the settings the hot path needs once, not per query."""
+        new_bound = getattr(self, "max_fingerprints", None) != conf.SCALEOPS_MONITOR_MAX_FINGERPRINTS
+        if new_bound:
+            self._targets = {}
         self.slow_ns = int(conf.SCALEOPS_SLOW_QUERY_MS * 1_000_000)
         self.max_fingerprints = conf.SCALEOPS_MONITOR_MAX_FINGERPRINTS
         self.n_plus_one = conf.SCALEOPS_MONITOR_N_PLUS_ONE
@@ -73,43 +79,43 @@ class QueryMonitor:
         try:
             return execute(sql, params, many, context)
         finally:
-            self.record(context["connection"].alias, sql, time.perf_counter_ns() - start, params, scope)
+            self.record(context["connection"].alias, sql, time.perf_counter_ns() - start, params, scope, many)
 
     def record(
-        self, alias: str, sql: str, duration_ns: int, params: Any = None, scope: dict[str, int] | None = None
+        self,
+        alias: str,
+        sql: str,
+        duration_ns: int,
+        params: Any = None,
+        scope: dict[str, int] | None = None,
+        many: bool = False,
     ) -> None:
         """Count one query of ``duration_ns`` on ``alias``."""
-        fingerprint, text = self._fingerprints.get(sql)
+        target = self._targets.get((alias, sql))
+        if target is None:
+            target = self._target(alias, sql)
+        hist, fp_hist, fingerprint, text = target
         micros = duration_ns / 1000
         index = bucket_index(micros)
         slow = duration_ns >= self.slow_ns
         second = int(time.time())
-        stats = self._stats
         with self._lock:
-            hist = stats.aliases.get(alias)
-            if hist is None:
-                hist = stats.aliases[alias] = LogHistogram()
-            hist.buckets[index] = hist.buckets.get(index, 0) + 1
+            buckets = hist.buckets
+            buckets[index] = buckets.get(index, 0) + 1
             hist.count += 1
             hist.total += micros
-            fp_hist = stats.fingerprints.get(fingerprint)
-            if fp_hist is None:
-                if len(stats.fingerprints) >= self.max_fingerprints:
-                    fingerprint = OTHER
-                    fp_hist = stats.fingerprints.get(OTHER)
-                if fp_hist is None:
-                    fp_hist = stats.fingerprints[fingerprint] = LogHistogram()
-                    stats.fingerprint_text.setdefault(fingerprint, text)
-            fp_hist.buckets[index] = fp_hist.buckets.get(index, 0) + 1
+            buckets = fp_hist.buckets
+            buckets[index] = buckets.get(index, 0) + 1
             fp_hist.count += 1
             fp_hist.total += micros
-            counts = stats.window.get(second)
+            counts = self._stats.window.get(second)
             if counts is None:
-                counts = stats.window[second] = [0, 0]
+                counts = self._stats.window[second] = [0, 0]
                 self._prune_window(second)
             counts[0] += 1
             if slow:
                 counts[1] += 1
+                stats = self._stats
                 stats.alias_slow[alias] = stats.alias_slow.get(alias, 0) + 1
                 stats.fingerprint_slow[fingerprint] = stats.fingerprint_slow.get(fingerprint, 0) + 1
         if scope is not None and self.n_plus_one:
@@ -117,7 +123,27 @@ class QueryMonitor:
             if seen == self.n_plus_one:
                 self._n_plus_one_hint(alias, fingerprint, text, seen)
         if slow:
-            self._slow_event(alias, fingerprint, text, duration_ns, params)
+            self._slow_event(alias, fingerprint, text, duration_ns, params, many)
+
+    def _target(self, alias: str, sql: str) -> tuple[LogHistogram, LogHistogram, str, str]:
+        """The histograms one (alias, SQL string) counts into, looked up once and then cached."""
+        fingerprint, text = self._fingerprints.get(sql)
+        with self._lock:
+            stats = self._stats
+            hist = stats.aliases.get(alias)
+            if hist is None:
+                hist = stats.aliases[alias] = LogHistogram()
+            if fingerprint not in stats.fingerprints and len(stats.fingerprints) >= self.max_fingerprints:
+                fingerprint = OTHER
+            fp_hist = stats.fingerprints.get(fingerprint)
+            if fp_hist is None:
+                fp_hist = stats.fingerprints[fingerprint] = LogHistogram()
+                stats.fingerprint_text.setdefault(fingerprint, text)
+            target = (hist, fp_hist, fingerprint, text)
+            if len(self._targets) >= TARGET_CACHE_SIZE:
+                self._targets = {}
+            self._targets[(alias, sql)] = target
+        return target
 
     def _prune_window(self, now: int) -> None:
         # Called under the lock when a new second starts; keeps twice the window so that a
@@ -127,7 +153,7 @@ class QueryMonitor:
             del self._stats.window[second]
             self._flushed.window.pop(second, None)
 
-    def _slow_event(self, alias: str, fingerprint: str, text: str, duration_ns: int, params: Any) -> None:
+    def _slow_event(self, alias: str, fingerprint: str, text: str, duration_ns: int, params: Any, many: bool) -> None:
         event = {
             "event": "slow_query",
             "fingerprint": fingerprint,
@@ -137,7 +163,7 @@ class QueryMonitor:
             "alias": alias,
             "request_id": current_request_id(),
             "call_site": call_site(),
-            "params": mask_params(params),
+            "params": mask_params(params, many),
         }
         slow_logger.warning(json.dumps(event, default=str), extra={"scaleops_event": event})
 
@@ -174,6 +200,7 @@ class QueryMonitor:
         with self._lock:
             self._stats = QueryStats()
             self._flushed = QueryStats()
+            self._targets = {}
 
     def flush(self) -> bool:
         """Send what this process counted since the last flush to Redis. False when it could not."""
@@ -205,6 +232,7 @@ class QueryMonitor:
         self._flush_lock = threading.Lock()
         self._stats = QueryStats()
         self._flushed = QueryStats()
+        self._targets = {}
         self._flusher_pid = None
 
 
@@ -233,18 +261,31 @@ def call_site() -> str | None:
     return None
 
 
-def mask_params(params: Any) -> Any:
-    """The shape of the parameters, never their values: ``["<int>", "<str:12>"]``."""
+MAX_MASKED_PARAMS = 20
+
+
+def mask_params(params: Any, many: bool = False) -> Any:
+    """The shape of the parameters, never their values: ``["<int>", "<str:12>"]``.
+
+    At most ``MAX_MASKED_PARAMS`` are listed, so a 5,000-value ``IN`` list stays one short line.
+    """
     if params is None:
         return None
-    if isinstance(params, Mapping):
-        return {str(key): _mask(value) for key, value in params.items()}
     if isinstance(params, Iterator):
         return "<iterator>"  # executemany's generators must not be consumed here
+    if many and isinstance(params, Sequence):
+        return {"rows": len(params), "first": mask_params(params[0]) if params else None}
+    if isinstance(params, Mapping):
+        items = list(params.items())
+        masked: Any = {str(key): _mask(value) for key, value in items[:MAX_MASKED_PARAMS]}
+        if len(items) > MAX_MASKED_PARAMS:
+            masked["..."] = f"{len(items) - MAX_MASKED_PARAMS} more"
+        return masked
     if isinstance(params, Sequence) and not isinstance(params, str | bytes):
-        if params and all(isinstance(row, list | tuple) for row in params):
-            return {"rows": len(params), "first": mask_params(params[0])}
-        return [_mask(value) for value in params]
+        masked = [_mask(value) for value in params[:MAX_MASKED_PARAMS]]
+        if len(params) > MAX_MASKED_PARAMS:
+            masked.append(f"... {len(params) - MAX_MASKED_PARAMS} more")
+        return masked
     return _mask(params)
 
 
