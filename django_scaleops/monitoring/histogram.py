@@ -13,17 +13,17 @@ from collections.abc import Iterable, Mapping
 
 ACCURACY = 0.01
 GAMMA = (1 + ACCURACY) / (1 - ACCURACY)
-_INV_LOG_GAMMA = 1 / math.log(GAMMA)
+INV_LOG_GAMMA = 1 / math.log(GAMMA)
 # Values at or below this (microseconds) share one bucket; a query is never that fast.
 MIN_VALUE = 1e-3
-_MIN_INDEX = math.ceil(math.log(MIN_VALUE) * _INV_LOG_GAMMA)
+MIN_INDEX = math.ceil(math.log(MIN_VALUE) * INV_LOG_GAMMA)
 
 
 def bucket_index(value: float) -> int:
     """The bucket of a positive value."""
     if value <= MIN_VALUE:
-        return _MIN_INDEX
-    return math.ceil(math.log(value) * _INV_LOG_GAMMA)
+        return MIN_INDEX
+    return math.ceil(math.log(value) * INV_LOG_GAMMA)
 
 
 def bucket_value(index: int) -> float:

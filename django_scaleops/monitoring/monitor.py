@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -28,7 +29,7 @@ from django.db.backends.signals import connection_created
 
 from django_scaleops.conf import conf
 from django_scaleops.monitoring.fingerprint import FingerprintCache
-from django_scaleops.monitoring.histogram import LogHistogram, bucket_index
+from django_scaleops.monitoring.histogram import INV_LOG_GAMMA, MIN_INDEX, MIN_VALUE, LogHistogram
 from django_scaleops.monitoring.stats import OTHER, QueryStats
 
 slow_logger = logging.getLogger("django_scaleops.monitoring.slow")
@@ -57,6 +58,7 @@ class QueryMonitor:
         self._stats = QueryStats()
         self._flushed = QueryStats()
         self._targets: dict[tuple[str, str], tuple[LogHistogram, LogHistogram, str, str]] = {}
+        self._wall_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._flusher_pid: int | None = None
         self._flush_lock = threading.Lock()
         self.configure()
@@ -79,7 +81,8 @@ class QueryMonitor:
         try:
             return execute(sql, params, many, context)
         finally:
-            self.record(context["connection"].alias, sql, time.perf_counter_ns() - start, params, scope, many)
+            end = time.perf_counter_ns()
+            self.record(context["connection"].alias, sql, end - start, params, scope, many, end)
 
     def record(
         self,
@@ -89,16 +92,18 @@ class QueryMonitor:
         params: Any = None,
         scope: dict[str, int] | None = None,
         many: bool = False,
+        end_ns: int | None = None,
     ) -> None:
-        """Count one query of ``duration_ns`` on ``alias``."""
+        """Count one query of ``duration_ns`` on ``alias`` that ended at ``end_ns`` (perf_counter_ns)."""
         target = self._targets.get((alias, sql))
         if target is None:
             target = self._target(alias, sql)
         hist, fp_hist, fingerprint, text = target
         micros = duration_ns / 1000
-        index = bucket_index(micros)
+        index = math.ceil(math.log(micros) * INV_LOG_GAMMA) if micros > MIN_VALUE else MIN_INDEX
         slow = duration_ns >= self.slow_ns
-        second = int(time.time())
+        # Wall-clock second (windows of all processes must line up) without a second clock read.
+        second = ((time.perf_counter_ns() if end_ns is None else end_ns) + self._wall_offset_ns) // 1_000_000_000
         with self._lock:
             buckets = hist.buckets
             buckets[index] = buckets.get(index, 0) + 1
@@ -207,6 +212,7 @@ class QueryMonitor:
         from django_scaleops.monitoring import aggregate
 
         with self._flush_lock:
+            self._wall_offset_ns = time.time_ns() - time.perf_counter_ns()
             return aggregate.flush(self)
 
     def _flush_loop(self) -> None:
