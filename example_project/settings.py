@@ -37,6 +37,7 @@ MIDDLEWARE = [
     # Compression and conditional GET: any order works; compression first saves work on 304s.
     *(
         [
+            "django_scaleops.monitoring.middleware.QueryScopeMiddleware",  # N+1 hints under ASGI too
             "django_scaleops.http.middleware.CacheControlMiddleware",
             "django_scaleops.http.middleware.CompressionMiddleware",
             "django_scaleops.http.middleware.ConditionalGetMiddleware",

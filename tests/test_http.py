@@ -135,6 +135,14 @@ def test_brotli_and_zstd(client):
     assert br["ETag"] == zstd["ETag"] == body["ETag"]  # one representation's ETag, weak when encoded
 
 
+def test_streaming_is_gzipped_without_etag(client):
+    response = get(client, "/streamed")
+    assert response["Content-Encoding"] == "gzip"
+    assert not response.has_header("ETag")
+    body = gzip.decompress(b"".join(response.streaming_content))
+    assert body.count(b"\n") == 50
+
+
 def test_already_encoded_is_untouched(client, settings):
     settings.MIDDLEWARE = [
         "django_scaleops.http.middleware.CompressionMiddleware",

@@ -260,6 +260,25 @@ def test_n_plus_one_hint_once_per_request(monitoring, client, settings, caplog):
     assert monitor.snapshot().n_plus_one == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_n_plus_one_hint_in_async_views(monitoring, async_client, settings, caplog):
+    settings.MIDDLEWARE = ["django_scaleops.monitoring.middleware.QueryScopeMiddleware", *settings.MIDDLEWARE]
+    from asgiref.sync import async_to_sync
+
+    from tests.monitoringapp.models import Probe
+
+    settings.ROOT_URLCONF = "tests.monitoringapp.urls"
+    Probe.objects.bulk_create([Probe(name=f"p{i}") for i in range(12)])
+    caplog.set_level(logging.WARNING, logger=SLOW_LOGGER)
+
+    async def fetch():
+        return (await async_client.get("/async/n-plus-one")).status_code
+
+    assert async_to_sync(fetch)() == 200
+    hints = [json.loads(r.getMessage()) for r in caplog.records if r.name == SLOW_LOGGER]
+    assert [h["event"] for h in hints] == ["n_plus_one"]
+
+
 # ---- health
 
 

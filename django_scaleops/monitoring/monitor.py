@@ -306,6 +306,20 @@ def _mask(value: Any) -> str | None:
 
 
 @contextmanager
+def request_scope() -> Iterator[None]:
+    """Count statements per fingerprint inside, for the N+1 hint (a request's lifetime)."""
+    current = _request_scope.get()
+    if current is _MUTED:
+        yield
+        return
+    token = _request_scope.set({})
+    try:
+        yield
+    finally:
+        _request_scope.reset(token)
+
+
+@contextmanager
 def unmonitored() -> Iterator[None]:
     """Queries inside are not counted (the monitoring endpoints' own probes)."""
     token = _request_scope.set(_MUTED)

@@ -12,4 +12,6 @@ urlpatterns = [
     path("sized", views.sized),
     path("cached/sized", views.sized),
     path("async/sized", views.async_sized),
+    path("async/n-plus-one", views.async_n_plus_one),
+    path("streamed", views.streamed),
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.test.utils import CaptureQueriesContext
 
 from tests.monitoringapp.models import Probe
@@ -48,3 +48,15 @@ def sized(request: HttpRequest) -> HttpResponse:
 
 async def async_sized(request: HttpRequest) -> HttpResponse:
     return sized(request)
+
+
+async def async_n_plus_one(request: HttpRequest) -> HttpResponse:
+    names = []
+    async for pk in Probe.objects.values_list("id", flat=True)[:12]:
+        names.append((await Probe.objects.aget(pk=pk)).name)
+    return JsonResponse({"names": names})
+
+
+def streamed(request: HttpRequest) -> StreamingHttpResponse:
+    chunks = (json.dumps({"row": i, "pad": "y" * 100}).encode() + b"\n" for i in range(50))
+    return StreamingHttpResponse(chunks, content_type="application/x-ndjson+json")

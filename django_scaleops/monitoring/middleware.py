@@ -1,0 +1,38 @@
+"""``QueryScopeMiddleware``: opens the per-request query scope the N+1 hint counts in.
+
+Under WSGI the monitor opens it from ``request_started`` without any middleware. Under ASGI,
+Django sends that signal from a task of its own (``Signal.asend`` gathers receivers), so a
+ContextVar set there never reaches the view: add this middleware to get N+1 hints in ASGI too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from django_scaleops.monitoring.monitor import request_scope
+
+
+class QueryScopeMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        with request_scope():
+            response: HttpResponseBase = self.get_response(request)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        with request_scope():
+            response: HttpResponseBase = await self.get_response(request)
+        return response
