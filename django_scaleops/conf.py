@@ -8,9 +8,12 @@ Code reads settings only through ``conf``, so ``override_settings`` is always ho
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
+
+logger = logging.getLogger("django_scaleops.conf")
 
 T = TypeVar("T")
 
@@ -36,14 +39,29 @@ class Setting(Generic[T]):
     def __get__(self, instance: object | None, owner: type) -> T | Setting[T]:
         if instance is None:
             return self
-        value: T = getattr(settings, self.name, self.default)
-        return value
+        value = getattr(settings, self.name, self.default)
+        if not self.is_valid(value):
+            # A wrong type is reported by check scaleops.E001 (which stops runserver and
+            # migrate); at run time the documented default is safer than a crash deep inside.
+            _warn_invalid(self.name, value)
+            return self.default
+        valid: T = value
+        return valid
 
     def is_valid(self, value: Any) -> bool:
         # bool is an int subclass; a number setting must not silently accept True.
         if isinstance(value, bool) and bool not in _as_tuple(self.types):
             return False
         return isinstance(value, self.types)
+
+
+_warned: set[str] = set()
+
+
+def _warn_invalid(name: str, value: Any) -> None:
+    if name not in _warned:
+        _warned.add(name)
+        logger.warning("%s has a value of the wrong type (%s); using its default", name, type(value).__name__)
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -37,6 +37,12 @@ def test_declared_settings_have_docs_and_valid_defaults():
         assert name.startswith("SCALEOPS_")
         assert setting.doc
         assert setting.is_valid(setting.default), name
+
+
+@override_settings(SCALEOPS_NOT_A_REAL_SETTING=1)
+def test_conf_reads_settings_lazily():
+    name, setting = next(iter(Settings.declared().items()))
+    with override_settings(**{name: setting.default}):
         assert getattr(conf, name) == setting.default
 
 
@@ -77,3 +83,23 @@ def test_progress_bar_with_zero_total():
     with ProgressBar(out, total=0) as bar:
         bar.advance(0)
     assert "100% 0/0" in out.getvalue()
+
+
+@override_settings(SCALEOPS_SLOW_QUERY_MS="100")
+def test_wrong_type_is_an_error_naming_the_value():
+    messages = [m for m in scaleops_messages() if m.id == "scaleops.E001"]
+    assert len(messages) == 1
+    assert "SCALEOPS_SLOW_QUERY_MS" in messages[0].msg
+    assert "'100'" in messages[0].msg
+
+
+@override_settings(SCALEOPS_MONITOR_HEALTH_WINDOW=True)
+def test_a_bool_is_not_a_number():
+    assert "scaleops.E001" in [m.id for m in scaleops_messages()]
+
+
+@override_settings(SCALEOPS_SLOW_QUERY_MS="100")
+def test_a_value_of_the_wrong_type_reads_as_the_default():
+    default = Settings.declared()["SCALEOPS_SLOW_QUERY_MS"].default
+    value = conf.SCALEOPS_SLOW_QUERY_MS
+    assert value == default
