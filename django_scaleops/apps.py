@@ -16,3 +16,6 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
+        from django_scaleops.pgbouncer.apps import ready as pgbouncer_ready
+
+        pgbouncer_ready()
