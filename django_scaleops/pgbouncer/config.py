@@ -214,7 +214,7 @@ def _secret(entry: ServerEntry, auth_type: str, stored: Mapping[str, str]) -> st
     if not password:
         raise ConfigError(
             f"alias {entry.alias!r} (user {entry.user!r}) has no PASSWORD, so PgBouncer could not check"
-            f" {auth_type} logins; set PASSWORD or read the verifier from the server (--secrets-from-server)"
+            f" {auth_type} logins; set PASSWORD or copy the stored verifier (--secrets-from ALIAS)"
         )
     return scram_secret(password) if auth_type == "scram-sha-256" else md5_secret(entry.user, password)
 

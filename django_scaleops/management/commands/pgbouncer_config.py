@@ -48,10 +48,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--admin-user", action="append", default=[], help="Add to admin_users (repeatable).")
         parser.add_argument(
-            "--secrets-from-server",
-            action="store_true",
-            help="Copy the roles' verifiers from pg_authid (needs a superuser), so PgBouncer can also log in"
-            " to servers that ask for SCRAM.",
+            "--secrets-from",
+            metavar="ALIAS",
+            help="Copy the roles' stored verifiers from pg_authid through ALIAS (a superuser connection), so"
+            " PgBouncer can also log in to servers that ask for SCRAM.",
         )
         parser.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="Add or override a [pgbouncer] setting."
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         try:
             entries = server_entries(server_aliases(options["aliases"]))
             recommendation = self._size(entries, options)
-            stored = self._stored_secrets(entries) if options["secrets_from_server"] else {}
+            stored = self._stored_secrets(options["secrets_from"], entries) if options["secrets_from"] else {}
             out_dir: Path | None = options["output_dir"]
             auth_file = str((out_dir / "userlist.txt").resolve()) if out_dir else "userlist.txt"
             generated = build_config(
@@ -129,19 +129,16 @@ class Command(BaseCommand):
             ) from None
         return int(row[0]) if row else 100
 
-    def _stored_secrets(self, entries: list[ServerEntry]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for entry in entries:
-            if entry.user in found:
-                continue
-            try:
-                found.update(server_secrets(entry.alias, [entry.user]))
-            except DatabaseError as exc:
-                raise CommandError(
-                    f"cannot read pg_authid through {entry.alias!r} ({type(exc).__name__}): it needs a superuser."
-                    " Drop --secrets-from-server to compute verifiers from PASSWORD."
-                ) from None
-        return found
+    def _stored_secrets(self, alias: str, entries: list[ServerEntry]) -> dict[str, str]:
+        if alias not in connections.settings:
+            raise CommandError(f"--secrets-from: unknown database alias {alias!r}")
+        try:
+            return server_secrets(alias, {entry.user for entry in entries})
+        except DatabaseError as exc:
+            raise CommandError(
+                f"cannot read pg_authid through {alias!r} ({type(exc).__name__}): it needs a superuser."
+                " Drop --secrets-from to compute verifiers from each alias' PASSWORD."
+            ) from None
 
     def _explain(self, generated: GeneratedConfig, recommendation: PoolRecommendation, options: dict[str, Any]) -> None:
         self.stdout.write("")
