@@ -108,6 +108,7 @@ def bouncer(django_db_setup: None, django_db_blocker: Any) -> Iterator[Bouncer]:
         with connections["default"].cursor() as cursor:
             cursor.execute(f"DROP ROLE IF EXISTS {ROLE}")
             cursor.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD %s", [PASSWORD])
+        _wait_for_role_on_replica()
         test_db = connections["default"].settings_dict["NAME"]
         primary = {**copy.deepcopy(connections["default"].settings_dict), "USER": ROLE, "PASSWORD": PASSWORD}
         replica = {**copy.deepcopy(connections["replica"].settings_dict), "USER": ROLE, "PASSWORD": PASSWORD}
@@ -125,6 +126,17 @@ def bouncer(django_db_setup: None, django_db_blocker: Any) -> Iterator[Bouncer]:
             shutil.rmtree(folder, ignore_errors=True)
             with connections["default"].cursor() as cursor:
                 cursor.execute(f"DROP ROLE IF EXISTS {ROLE}")
+
+
+def _wait_for_role_on_replica() -> None:
+    # The primary commits asynchronously (synchronous_commit=off): replay takes a moment.
+    deadline = time.monotonic() + 15
+    while True:
+        with connections["replica"].cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ROLE])
+            if cursor.fetchone() or time.monotonic() > deadline:
+                return
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
