@@ -65,7 +65,8 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"  stats {database}: {stats.get('avg_xact_count', 0):.0f} xact/s,"
                     f" avg xact {stats.get('avg_xact_time', 0) / 1000:.2f} ms,"
-                    f" avg wait {stats.get('avg_wait_time', 0) / 1000:.2f} ms"
+                    # avg_wait_time is microseconds of waiting per second, summed over clients.
+                    f" clients waited {stats.get('avg_wait_time', 0) / 1000:.1f} ms/s"
                 )
         if result.server_sessions_per_minute is not None:
             self.stdout.write(f"  new server sessions: {result.server_sessions_per_minute:.1f}/min")
