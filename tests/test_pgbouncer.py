@@ -7,15 +7,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
+import psycopg
 import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
-from django.db import OperationalError, connections, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 from django.test import override_settings
 
 from django_scaleops import metrics
@@ -256,3 +258,88 @@ def test_pgbouncer_outage_gives_a_clear_error_and_restart_recovers(services):
         assert cursor.fetchone() == (1,)
     with override_settings(SCALEOPS_PGBOUNCER_ALIASES=HARNESS):
         assert validate_pool_health("pgbouncer").status == "ok"
+
+
+# ---- the traps the checks exist for, reproduced on the harness' PgBouncer 1.18
+
+
+def _harness_max_prepared_statements() -> int:
+    with override_settings(SCALEOPS_PGBOUNCER_ALIASES=HARNESS):
+        return int(get_pool_metrics("pgbouncer").config.get("max_prepared_statements") or 0)
+
+
+def test_psycopg_prepared_statements_break_behind_transaction_pooling():
+    if _harness_max_prepared_statements():
+        pytest.skip("this PgBouncer carries prepared statements")
+    url = os.environ["PGBOUNCER_URL"]
+    query = "SELECT %s::int + 1"
+    with (
+        psycopg.connect(url, autocommit=True, prepare_threshold=None) as a,
+        psycopg.connect(url, autocommit=True, prepare_threshold=None) as b,
+    ):
+        for i in range(5):  # Django's default (prepare_threshold=None): fine
+            assert a.execute(query, [i]).fetchone() == (i + 1,)
+            assert b.execute(query, [i]).fetchone() == (i + 1,)
+
+    def alternate_with_prepared_statements() -> None:
+        with (
+            psycopg.connect(url, autocommit=True, prepare_threshold=0) as a,
+            psycopg.connect(url, autocommit=True, prepare_threshold=0) as b,
+        ):
+            for i in range(5):
+                a.execute(query, [i]).fetchone()
+                b.execute(query, [i]).fetchone()
+
+    # What scaleops.E503 flags.
+    with pytest.raises(psycopg.Error, match=r"prepared statement .* (already exists|does not exist)"):
+        alternate_with_prepared_statements()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "pgbouncer"])
+def test_server_side_cursors_break_behind_transaction_pooling(django_user_model):
+    user = django_user_model.objects.create(username="cursor-owner")
+    Message.objects.bulk_create(Message(sender=user, body=f"c{i}") for i in range(30))
+    # The alias as scaleops.E502 would flag it: through PgBouncer with server-side cursors on.
+    params = connections["pgbouncer"].settings_dict
+    params["DISABLE_SERVER_SIDE_CURSORS"] = False
+    # A second client of the same pool (the test database through PgBouncer).
+    other = psycopg.connect(
+        host=params["HOST"], port=params["PORT"], user=params["USER"], dbname=params["NAME"], prepare_threshold=None
+    )
+    try:
+        rows = Message.objects.using("pgbouncer").filter(sender=user).order_by("id").iterator(chunk_size=10)
+        assert next(rows).body == "c0"  # DECLARE ... WITH HOLD and the first FETCH, on server S1
+        other.execute("SELECT 1")  # another client's open transaction now holds S1
+        # Django wraps the FETCH error; closing the cursor then raises psycopg's own, unwrapped.
+        with pytest.raises((DatabaseError, psycopg.Error), match=r"cursor .* does not exist"):
+            list(rows)  # the next FETCH runs on another server connection
+    finally:
+        params["DISABLE_SERVER_SIDE_CURSORS"] = True
+        other.rollback()
+        other.close()
+        connections["pgbouncer"].close()
+
+
+def test_rows_are_read_by_column_name_across_pgbouncer_releases():
+    from django_scaleops.pgbouncer.metrics import _connection, _pool
+
+    # SHOW POOLS of 1.25: new columns (load_balance_hosts), different order; of 1.7: no maxwait_us.
+    newer = {"load_balance_hosts": None, "pool_mode": "transaction", "maxwait_us": 250_000, "maxwait": 1,
+             "sv_login": 0, "sv_tested": 0, "sv_used": 1, "sv_idle": 3, "sv_being_canceled": 0,
+             "sv_active_cancel": 0, "sv_active": 16, "cl_waiting_cancel_req": 0, "cl_active_cancel_req": 0,
+             "cl_waiting": 4, "cl_active": 16, "user": "app", "database": "chat"}  # fmt: skip
+    pool = _pool(newer, 20, "session")
+    assert (pool.cl_waiting, pool.sv_active, pool.maxwait_ms, pool.pool_mode) == (4, 16, 1250.0, "transaction")
+    assert pool.utilisation == 0.8
+    older = _pool({"database": "chat", "user": "app", "cl_waiting": 2, "maxwait": 3}, 10, "transaction")
+    assert (older.maxwait_ms, older.pool_mode, older.sv_idle) == (3000.0, "transaction", 0)
+    # SHOW CLIENTS of 1.23+: id, replication and prepared_statements columns added.
+    client = _connection(
+        {"type": "C", "user": "app", "database": "chat", "replication": "none", "state": "active",
+         "addr": "10.0.0.7", "port": 51234, "connect_time": "2026-01-31 12:00:00 UTC",
+         "request_time": "2026-01-31 12:00:05 UTC", "wait": 0, "wait_us": 0, "close_needed": 0,
+         "ptr": "0x1", "link": "0x2", "remote_pid": 0, "tls": "", "application_name": "web",
+         "prepared_statements": 0, "id": 17},
+        "client",
+    )  # fmt: skip
+    assert client.linked and client.request_time is not None and client.request_time.second == 5
