@@ -172,6 +172,9 @@ def test_live_checks_ask_pgbouncer_only_with_database():
         assert check_pgbouncer_live(databases=None) == []
         # PgBouncer 1.18 cannot carry prepared statements, and it pools in transaction mode.
         assert scaleops_ids(check_pgbouncer_live(databases=["bouncer_ps"])) == ["scaleops.E508", "scaleops.E509"]
+        call_command("check", stdout=StringIO())  # the static checks pass: max_prepared_statements is declared
+        with pytest.raises(SystemCheckError, match=r"scaleops\.E508"):
+            call_command("check", "--database", "bouncer_ps", stdout=StringIO(), stderr=StringIO())
     unreachable = {"pgbouncer": {"admin_url": "postgresql://postgres:hunter2@127.0.0.1:1/pgbouncer"}}
     with override_settings(SCALEOPS_PGBOUNCER_ALIASES=unreachable):
         messages = check_pgbouncer_live(databases=["pgbouncer"])

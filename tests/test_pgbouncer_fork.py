@@ -68,6 +68,9 @@ PROBE = textwrap.dedent(
     connections["pooled"].close()  # back into the pool, still open
     report["idle_child"] = in_child()
     report["parent_after_second"] = parent_pid()
+    from django_scaleops.pgbouncer.forking import close_pools
+    close_pools()  # what a gunicorn pre_fork hook calls: nothing left to inherit
+    report["pools_after_close"] = sorted(connections["pooled"]._connection_pools)
     print(json.dumps(report))
     """
 )
@@ -99,6 +102,7 @@ def test_forked_children_get_their_own_sessions_and_leave_the_parents_alone():
     # The parent's session survived both children, including their exit.
     assert report["parent_after_first"] == parent
     assert report["parent_after_second"] == parent
+    assert report["pools_after_close"] == []
 
 
 @pytest.mark.django_db(databases=["default"])

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -37,7 +37,7 @@ class PooledAlias:
 
     alias: str
     pool_mode: str = "transaction"
-    admin_url: str | None = None
+    admin_url: str | None = field(default=None, repr=False)  # may hold a password
     direct: str | None = None
     max_prepared_statements: int = 0
 
@@ -96,6 +96,14 @@ def pooled_aliases() -> list[PooledAlias]:
         for alias, options in declared.items()
         if not option_problems(alias, options)
     ]
+
+
+def default_pooled_alias() -> PooledAlias:
+    """The first alias declared in ``SCALEOPS_PGBOUNCER_ALIASES``."""
+    entries = pooled_aliases()
+    if not entries:
+        raise PgBouncerError("no alias is declared in SCALEOPS_PGBOUNCER_ALIASES")
+    return entries[0]
 
 
 def pooled_alias(alias: str) -> PooledAlias:

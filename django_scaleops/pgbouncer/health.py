@@ -10,7 +10,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from django_scaleops.conf import conf
-from django_scaleops.pgbouncer.aliases import PgBouncerError, PooledAlias, pooled_alias, pooled_aliases
+from django_scaleops.pgbouncer.aliases import PgBouncerError, PooledAlias, default_pooled_alias, pooled_alias
 from django_scaleops.pgbouncer.metrics import PoolMetrics, get_pool_metrics
 
 OK, DEGRADED, UNHEALTHY = "ok", "degraded", "unhealthy"
@@ -85,7 +85,7 @@ def validate_pool_health(alias: str | None = None, *, sample_seconds: float = 0.
 
     Never raises for an unreachable PgBouncer: that is an ``unhealthy`` result with ``error``.
     """
-    entry = pooled_alias(alias) if alias else _only_alias()
+    entry = pooled_alias(alias) if alias else default_pooled_alias()
     try:
         churn = _server_sessions_per_minute(entry, sample_seconds)
         metrics = get_pool_metrics(entry.alias)
@@ -113,13 +113,6 @@ def validate_pool_health(alias: str | None = None, *, sample_seconds: float = 0.
     if any(finding.level == CRITICAL for finding in findings):
         status = UNHEALTHY
     return PoolHealth(entry.alias, status, tuple(findings), tuple(leaks), churn, metrics)
-
-
-def _only_alias() -> PooledAlias:
-    entries = pooled_aliases()
-    if not entries:
-        raise PgBouncerError("no alias is declared in SCALEOPS_PGBOUNCER_ALIASES")
-    return entries[0]
 
 
 def _pool_findings(metrics: PoolMetrics) -> list[Finding]:

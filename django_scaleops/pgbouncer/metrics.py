@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django_scaleops.conf import conf
-from django_scaleops.pgbouncer.aliases import ADMIN_DATABASE, PgBouncerError, pooled_alias, pooled_aliases
+from django_scaleops.pgbouncer.aliases import (
+    ADMIN_DATABASE,
+    PgBouncerError,
+    default_pooled_alias,
+    pooled_alias,
+    pooled_aliases,
+)
 from django_scaleops.pgbouncer.console import AdminConsole, Row, admin_console
 
 
@@ -100,16 +106,9 @@ def get_pool_metrics(alias: str | None = None) -> PoolMetrics:
     Raises:
         PgBouncerError: the alias is not declared, or the admin console cannot be read.
     """
-    entry = pooled_alias(alias) if alias else _first_alias()
+    entry = pooled_alias(alias) if alias else default_pooled_alias()
     with admin_console(entry.resolved_admin_url()) as console:
         return read_metrics(console, entry.alias)
-
-
-def _first_alias() -> Any:
-    entries = pooled_aliases()
-    if not entries:
-        raise PgBouncerError("no alias is declared in SCALEOPS_PGBOUNCER_ALIASES")
-    return entries[0]
 
 
 def read_metrics(console: AdminConsole, alias: str) -> PoolMetrics:
