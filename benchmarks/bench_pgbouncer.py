@@ -2,10 +2,11 @@
 
 1. A new connection + ``SELECT 1``: the cost a Django app with ``CONN_MAX_AGE = 0`` pays per
    request. Each round is the median of 100 connections; rounds alternate.
-2. 320 concurrent clients, each with its own connection, running short transactions with a
-   little think time: through PgBouncer's pool of 20 server connections, or straight to a
-   server with ``max_connections = 300`` (some clients are then refused: counted as errors).
-   The clients run in 4 processes x 80 threads; each round lasts 3 seconds after connecting.
+2. 320 concurrent clients, each with its own connection, running short transactions: through
+   PgBouncer's pool of 20 server connections, or straight to a server with
+   ``max_connections = 300`` (some clients are then refused: counted as errors). The clients
+   run in 4 processes x 80 threads; each round lasts 3 seconds after connecting. Two loads:
+   5 ms between transactions (saturates the 2 cores) and 50 ms (a web worker's pace).
 
 Run with ``make bench`` (or under ``python -m django_scaleops.testing.services run --``).
 """
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -31,7 +33,6 @@ CONNECTIONS_PER_ROUND = 100
 CLIENTS = 320
 PROCESSES = 4
 ROUND_SECONDS = 3.0
-THINK_SECONDS = 0.005
 
 
 def connect_and_select(url: str) -> float:
@@ -45,7 +46,7 @@ def connect_and_select(url: str) -> float:
     return statistics.median(timings)
 
 
-def client_process(url: str, threads: int, seconds: float) -> tuple[int, int]:
+def client_process(url: str, threads: int, seconds: float, think: float) -> tuple[int, int]:
     """Run ``threads`` clients for ``seconds`` after all have tried to connect: (requests, errors)."""
     barrier = threading.Barrier(threads + 1)
     counts = [0] * threads
@@ -71,7 +72,7 @@ def client_process(url: str, threads: int, seconds: float) -> tuple[int, int]:
                 except psycopg.Error:
                     errors[index] += 1
                     return
-                time.sleep(THINK_SECONDS)
+                time.sleep(think)
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
     for worker in workers:
@@ -84,9 +85,9 @@ def client_process(url: str, threads: int, seconds: float) -> tuple[int, int]:
     return sum(counts), sum(errors)
 
 
-def concurrent_round(pool: ProcessPoolExecutor, url: str, errors_seen: list[int]) -> float:
+def concurrent_round(pool: ProcessPoolExecutor, url: str, think: float, errors_seen: list[int]) -> float:
     per_process = CLIENTS // PROCESSES
-    futures = [pool.submit(client_process, url, per_process, ROUND_SECONDS) for _ in range(PROCESSES)]
+    futures = [pool.submit(client_process, url, per_process, ROUND_SECONDS, think) for _ in range(PROCESSES)]
     results = [future.result() for future in futures]
     errors_seen.append(sum(errors for _, errors in results))
     return sum(requests for requests, _ in results) / ROUND_SECONDS
@@ -107,22 +108,24 @@ def main() -> None:
         ours_name="through PgBouncer",
         peer_name="direct to PostgreSQL",
     )
-    pooled_errors: list[int] = []
-    direct_errors: list[int] = []
     with ProcessPoolExecutor(PROCESSES, mp_context=get_context("spawn")) as pool:
-        compare(
-            f"{CLIENTS} concurrent clients, 2 short queries a transaction ({ROUND_SECONDS:.0f} s a round)",
-            lambda: concurrent_round(pool, pooled, pooled_errors),
-            lambda: concurrent_round(pool, direct, direct_errors),
-            rounds=5,
-            unit="tx/s",
-            ours_name="PgBouncer, 20 server conns",
-            peer_name=f"direct, {CLIENTS} server conns",
-        )
-    print(
-        f"  errors a round (median): PgBouncer {statistics.median(pooled_errors):.0f},"
-        f" direct {statistics.median(direct_errors):.0f} (refused: max_connections = 300)"
-    )
+        for think, rounds in ((0.005, 5), (0.05, 3)):
+            pooled_errors: list[int] = []
+            direct_errors: list[int] = []
+            compare(
+                f"{CLIENTS} concurrent clients, 2 short queries a transaction, {think * 1000:.0f} ms between"
+                f" transactions ({ROUND_SECONDS:.0f} s a round)",
+                partial(concurrent_round, pool, pooled, think, pooled_errors),
+                partial(concurrent_round, pool, direct, think, direct_errors),
+                rounds=rounds,
+                unit="tx/s",
+                ours_name="PgBouncer, 20 server conns",
+                peer_name=f"direct, {CLIENTS} server conns",
+            )
+            print(
+                f"  errors a round (median): PgBouncer {statistics.median(pooled_errors):.0f},"
+                f" direct {statistics.median(direct_errors):.0f} (clients refused: max_connections = 300)"
+            )
 
 
 if __name__ == "__main__":
