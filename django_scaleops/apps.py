@@ -26,3 +26,6 @@ class ScaleOpsConfig(AppConfig):
         register(check_http)
         setting_changed.connect(monitor.on_setting_changed, dispatch_uid="scaleops-monitor-settings")
         monitor.install_if_enabled()
+        from django_scaleops.pgbouncer.apps import ready as pgbouncer_ready
+
+        pgbouncer_ready()

@@ -151,6 +151,37 @@ class Settings:
 
     # ---- PgBouncer (SCALEOPS_PGBOUNCER_*)
 
+    SCALEOPS_PGBOUNCER_ALIASES: Setting[dict[str, dict[str, Any]]] = Setting(
+        {},
+        dict,
+        "Database aliases that connect through PgBouncer, each mapped to its options "
+        "(pool_mode, admin_url, direct, max_prepared_statements); see docs/pgbouncer.md.",
+    )
+    SCALEOPS_PGBOUNCER_MAX_WAIT_MS = Setting(
+        100, int, "A client waiting this long (ms) for a server connection makes health degraded."
+    )
+    SCALEOPS_PGBOUNCER_MAX_WAIT_CRITICAL_MS = Setting(
+        1000, int, "A client waiting this long (ms) for a server connection makes health unhealthy."
+    )
+    SCALEOPS_PGBOUNCER_UTILISATION_WARN = Setting(
+        0.8, (int, float), "Share of a pool's server connections in use above which health is degraded."
+    )
+    SCALEOPS_PGBOUNCER_LEAK_SECONDS = Setting(
+        30, (int, float), "A client holding a server connection this long (s) since its last query is a leak."
+    )
+    SCALEOPS_PGBOUNCER_CHURN_PER_MINUTE = Setting(
+        60, (int, float), "New server sessions per minute above which health reports server churn."
+    )
+    SCALEOPS_PGBOUNCER_METRICS_TTL = Setting(
+        5, (int, float), "Seconds the metrics endpoint reuses one reading of the admin console."
+    )
+    SCALEOPS_PGBOUNCER_CONNECT_TIMEOUT = Setting(
+        3, int, "Seconds to wait for PgBouncer's admin console before reporting it unreachable."
+    )
+    SCALEOPS_PGBOUNCER_FORK_GUARD = Setting(
+        True, bool, "Forget database connections and native pools inherited across os.fork()."
+    )
+
     @classmethod
     def declared(cls) -> dict[str, Setting[Any]]:
         """Every declared setting by name."""

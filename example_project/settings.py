@@ -77,7 +77,12 @@ _services = ensure_services()
 DATABASES = {
     "default": database_from_url(_services["DATABASE_URL"]),
     "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}),
+    # PgBouncer in transaction mode in front of the primary; "default" stays direct (migrations).
+    "pgbouncer": database_from_url(
+        _services["PGBOUNCER_URL"], TEST={"MIRROR": "default"}, DISABLE_SERVER_SIDE_CURSORS=True
+    ),
 }
+SCALEOPS_PGBOUNCER_ALIASES = {"pgbouncer": {"pool_mode": "transaction", "direct": "default"}}
 
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
 
