@@ -70,7 +70,7 @@ class Settings:
         3, int, "Retries of a batch after a serialization failure or deadlock when max_retries is not given."
     )
     SCALEOPS_BULK_TEMP_TABLE_ROWS = Setting(
-        1000,
+        100,
         int,
         "Batches larger than this go through a COPY'd temp table for upserts, RETURNING and updates;"
         " smaller ones use a VALUES list.",

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from django_scaleops import metrics
 from django_scaleops.bulk import BatchResult, BulkOperationError, keyset_batches
 from django_scaleops.signals import bulk_write_committed
-from tests.bulkapp.models import PARTITIONED_DDL, Event, IsolationProbe, Item, Owner, Pet
+from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Event, IsolationProbe, Item, Mood, Owner, Pet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,6 +93,20 @@ def test_values_psycopg_rejects_are_prepared_by_django():
     assert result.rows_done == 1
     item = Item.objects.get(sku="s1")
     assert (item.name, item.quantity, item.created_at) == ("123", 7, naive.replace(tzinfo=UTC))
+
+
+def test_types_without_a_binary_dumper_go_by_text_copy():
+    with connection.cursor() as cursor:
+        cursor.execute(MOOD_DDL)
+    try:
+        rows = ({"name": f"n{n}", "mood": "happy" if n % 2 else "sad"} for n in range(300))
+        assert Mood.objects.batch_create(rows, batch_size=100).rows_done == 300
+        assert Mood.objects.filter(mood="happy").count() == 150
+        result = Mood.objects.batch_create([("x", "angry")], fields=["name", "mood"], continue_on_error=True)
+        assert result.failures[0].sqlstate == "22P02"  # invalid_text_representation for the enum
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE bulkapp_mood")
 
 
 def test_bad_input_gets_a_clear_error():
@@ -210,7 +224,7 @@ def test_create_on_partitioned_table_routes_rows_to_partitions(events):
 # ---- batch_update
 
 
-@pytest.mark.parametrize("size", [300, 2500])  # VALUES list, then COPY'd temp table
+@pytest.mark.parametrize("size", [60, 2500])  # VALUES list, then COPY'd temp table
 def test_update_of_many_fields(size, sent):
     Item.objects.batch_create(item_rows(size), fields=ITEM_FIELDS)
     objs = list(Item.objects.order_by("?"))
@@ -344,11 +358,20 @@ def test_stream_and_writes_behind_pgbouncer_transaction_mode():
     assert Item.objects.using("pgbouncer").batch_delete(batch_size=1000).rows_done == 3000
 
 
-def test_keyset_batches_of_values_list():
+def test_keyset_batches_of_values_and_values_lists():
     Item.objects.batch_create(item_rows(25), fields=ITEM_FIELDS)
+    expected = list(Item.objects.order_by("pk").values_list("pk", flat=True))
     batches = list(keyset_batches(Item.objects.values_list("pk", flat=True), 10))
     assert [len(b) for b in batches] == [10, 10, 5]
-    assert [pk for batch in batches for pk in batch] == list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    assert [pk for batch in batches for pk in batch] == expected
+    tuples = list(keyset_batches(Item.objects.values_list("name", "id"), 10))
+    assert [row[1] for batch in tuples for row in batch] == expected
+    dicts = list(keyset_batches(Item.objects.values("sku", "id"), 7))
+    assert [row["id"] for batch in dicts for row in batch] == expected
+    by_sku = list(keyset_batches(Item.objects.values_list("sku", flat=True), 10, key="sku"))
+    assert [s for batch in by_sku for s in batch] == sorted(f"sku-{n}" for n in range(25))
+    with pytest.raises(ValueError, match="among the values"):
+        next(keyset_batches(Item.objects.values_list("name"), 10))
 
 
 def test_parallel_processing_one_connection_per_worker_closed_after():

@@ -186,7 +186,19 @@ def max_rows_per_statement(columns: int, limit: int = 65535) -> int:
     return max(1, limit // max(columns, 1))
 
 
-FAST_PATH_ERRORS: tuple[type[Exception], ...] = (*DUMP_ERRORS, psycopg.DataError, psycopg.ProgrammingError)
+# invalid_binary_representation: the server refused what a dumper produced for a value.
+RETRY_PREPARED_SQLSTATES = frozenset({"22P03"})
+
+
+def rejected_by_fast_road(exc: BaseException) -> bool:
+    """A Python value psycopg would not dump as it is, as opposed to a row the database refused."""
+    if isinstance(exc, DUMP_ERRORS):
+        return True
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if isinstance(cause, psycopg.Error):
+        # Client-side psycopg errors (a row of the wrong length, no dumper) carry no SQLSTATE.
+        return cause.sqlstate is None or cause.sqlstate in RETRY_PREPARED_SQLSTATES
+    return False
 
 
 def copy_prepared(
@@ -217,9 +229,11 @@ def copy_prepared(
         sid = transaction.savepoint(using=connection.alias)
         try:
             count = copy_rows(connection, table, columns, oids, map(fast, rows))
-        except FAST_PATH_ERRORS:
-            # A value psycopg will not dump as it is: send the batch again, prepared by Django.
+        except Exception as exc:
             transaction.savepoint_rollback(sid, using=connection.alias)
+            if not rejected_by_fast_road(exc):
+                raise
+            # A value psycopg will not dump as it is: send the batch again, prepared by Django.
         else:
             transaction.savepoint_commit(sid, using=connection.alias)
             return count

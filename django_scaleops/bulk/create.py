@@ -77,6 +77,7 @@ class Inserter:
         # AutoField and friends, or a db_default: the database assigns the key when it is None.
         self.auto_pk = AutoFieldMixin in type(self.pk).__mro__ or self.pk.db_default is not NOT_PROVIDED
         self.db_default_fields = [f for f in self.concrete if f.db_default is not NOT_PROVIDED]
+        self.has_relations = any(f.is_relation for f in self.concrete)
         self.fields_arg = [self._field(name) for name in fields] if fields is not None else None
         self.returning = returning
         self.on_conflict = on_conflict
@@ -198,7 +199,7 @@ class Inserter:
         return total
 
     def _write_group(self, shape: _Shape, rows: list[Any]) -> Outcome:
-        if shape.instances:
+        if shape.instances and self.has_relations:
             for obj in rows:
                 obj._prepare_related_fields_for_save(operation_name="batch_create")
         if self.returning or self.on_conflict:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db import connections, models
+from django.db.models.query import FlatValuesListIterable, ModelIterable
 
 from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
 from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
@@ -34,7 +35,11 @@ def keyset_batches(queryset: models.QuerySet[Any], size: int, *, key: str = "pk"
     field = model._meta.pk if key == "pk" else model._meta.get_field(key)
     assert field is not None
     attname = getattr(field, "attname", key)
-    flat = bool(getattr(queryset, "_iterable_class", None) and queryset._fields and len(queryset._fields) == 1)  # type: ignore[attr-defined]
+    shape = getattr(queryset, "_iterable_class", ModelIterable)
+    names: tuple[str, ...] = tuple(getattr(queryset, "_fields", None) or ())
+    if shape is not ModelIterable and key not in names and attname not in names:
+        raise ValueError(f"keyset paging by {key!r} needs it among the values()/values_list() fields.")
+    position = names.index(key if key in names else attname) if names else 0
     page = queryset.order_by(key)
     last: Any = None
     while True:
@@ -43,10 +48,12 @@ def keyset_batches(queryset: models.QuerySet[Any], size: int, *, key: str = "pk"
         if not rows:
             return
         tail = rows[-1]
-        if flat and not isinstance(tail, models.Model | dict | tuple):
+        if shape is FlatValuesListIterable:
             last = tail
         elif isinstance(tail, dict):
-            last = tail[key if key in tail else attname]
+            last = tail[names[position]]
+        elif isinstance(tail, tuple):
+            last = tail[position]
         else:
             last = getattr(tail, attname)
         yield rows

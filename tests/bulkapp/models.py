@@ -76,6 +76,29 @@ class Event(models.Model):
         return f"{self.kind} {self.pk}"
 
 
+class Mood(models.Model):
+    """A column of a PostgreSQL enum type, which psycopg cannot dump in binary: COPY goes as text."""
+
+    name = models.CharField(max_length=20)
+    mood = models.CharField(max_length=10)
+
+    objects = BulkManager()
+
+    class Meta:
+        managed = False
+        db_table = "bulkapp_mood"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.mood}"
+
+
+MOOD_DDL = """
+DO $$ BEGIN CREATE TYPE bulkapp_mood_kind AS ENUM ('happy', 'sad'); EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+CREATE TABLE IF NOT EXISTS bulkapp_mood (
+    id bigserial PRIMARY KEY, name varchar(20) NOT NULL, mood bulkapp_mood_kind NOT NULL
+);
+"""
+
 PARTITIONED_DDL = """
 CREATE TABLE IF NOT EXISTS bulkapp_event (
     id bigserial NOT NULL,
