@@ -17,6 +17,7 @@ class ScaleOpsConfig(AppConfig):
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
         from django_scaleops import metrics
-        from django_scaleops.bulk import stats as bulk_stats
+        from django_scaleops.bulk import checks as bulk_checks, stats as bulk_stats
 
+        register(bulk_checks.check_bulk_settings)
         metrics.register_source("bulk", bulk_stats.snapshot)

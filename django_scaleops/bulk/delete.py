@@ -12,9 +12,6 @@ from django_scaleops.bulk.result import BatchResult
 from django_scaleops.bulk.runner import BatchRunner, Outcome, positive_int, write_alias
 from django_scaleops.conf import conf
 
-# pk__in lists for the collector path stay far below PostgreSQL's 65,535 bind parameters.
-MAX_DELETE_BATCH = 30_000
-
 
 def needs_collector(queryset: models.QuerySet[Any], using: str) -> bool:
     """True when deleting must run Python: signal receivers, cascades, generic relations, parents."""
@@ -32,17 +29,17 @@ def batch_delete(queryset: models.QuerySet[Any], *, batch_size: int | None = Non
     model = queryset.model
     using = write_alias(queryset)
     size = positive_int("batch_size", conf.SCALEOPS_BULK_BATCH_SIZE if batch_size is None else batch_size)
-    size = min(size, MAX_DELETE_BATCH)
     target = queryset.using(using).order_by()
     collector = needs_collector(target, using)
 
     def delete(pks: list[Any]) -> Outcome:
-        # The filter is applied again: a row changed since it was selected is left alone.
+        # Keys come sorted, so their range is exact and needs no IN list; the filter is applied
+        # again, so a row changed since its key was read is left alone.
+        batch = target.filter(pk__gte=pks[0], pk__lte=pks[-1])
         if collector:
-            deleted = target.filter(pk__in=pks).delete()[1].get(model._meta.label, 0)
+            deleted = batch.delete()[1].get(model._meta.label, 0)
         else:
-            # Keys come sorted, so a range is exact and needs no IN list.
-            deleted = target.filter(pk__gte=pks[0], pk__lte=pks[-1])._raw_delete(using)
+            deleted = batch._raw_delete(using)
         return Outcome(int(deleted), pks)
 
     runner: BatchRunner[Any] = BatchRunner(model=model, using=using, operation="delete", **options)

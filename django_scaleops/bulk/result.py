@@ -43,7 +43,8 @@ class BatchResult:
         failures: one entry per failed batch, or per isolated row range when bisecting.
         retries: serialization-failure / deadlock retries that were needed.
         rolled_back: ``atomic=True`` and something failed, so nothing was written.
-        pks: primary keys returned by ``INSERT ... RETURNING`` or deleted, when asked for.
+        pks: primary keys returned by ``INSERT ... RETURNING`` (``batch_create(returning=True)``),
+            else None.
     """
 
     operation: str
