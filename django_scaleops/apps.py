@@ -16,8 +16,6 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
-        from django_scaleops import metrics
-        from django_scaleops.bulk import checks as bulk_checks, stats as bulk_stats
+        from django_scaleops.bulk.ready import ready as bulk_ready
 
-        register(bulk_checks.check_bulk_settings)
-        metrics.register_source("bulk", bulk_stats.snapshot)
+        bulk_ready()  # bulk operations: check E701, "bulk" metrics source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import threading
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,8 @@ from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_scaleops import metrics
-from django_scaleops.bulk import BatchResult, BulkOperationError, keyset_batches
+from django_scaleops.bulk import BatchResult, BulkOperationError, keyset_batches, progress_bar_callback
+from django_scaleops.progress import ProgressBar
 from django_scaleops.signals import bulk_write_committed
 from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Event, IsolationProbe, Item, Mood, Owner, Pet
 
@@ -262,7 +264,7 @@ def test_update_rejects_bad_input():
     objs = list(Item.objects.all())
     objs[1].quantity = -5  # violates the check constraint
     result = Item.objects.batch_update(objs, ["quantity"], continue_on_error=True)
-    assert [(f.start, f.stop) for f in result.failures] == [(1, 2)]  # position in the sorted batch
+    assert [(f.start, f.stop) for f in result.failures] == [(1, 2)]  # position in the input
     assert result.rows_done == 2
 
 
@@ -492,5 +494,11 @@ def test_progress_callback_and_metrics_source():
 
     Item.objects.batch_create(item_rows(250), fields=ITEM_FIELDS, batch_size=100, progress=progress)
     assert calls == [(100, 1), (200, 2), (250, 3)]
+    out = io.StringIO()
+    with ProgressBar(out, total=250, label="load", every=50) as bar:
+        Item.objects.batch_create(
+            item_rows(250, start=1000), fields=ITEM_FIELDS, batch_size=100, progress=progress_bar_callback(bar)
+        )
+    assert bar.done == 250 and "100% 250/250" in out.getvalue()
     figures = metrics.collect()["bulk"]
     assert figures["create_rows"] >= 250 and figures["create_batches"] >= 3

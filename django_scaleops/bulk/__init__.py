@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django_scaleops.bulk.process import keyset_batches, parallel_batch_process, stream_batch_process
 from django_scaleops.bulk.queryset import BulkManager, BulkQuerySet
-from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
+from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError, progress_bar_callback
 
 __all__ = [
     "BatchFailure",
@@ -14,5 +14,6 @@ __all__ = [
     "BulkQuerySet",
     "keyset_batches",
     "parallel_batch_process",
+    "progress_bar_callback",
     "stream_batch_process",
 ]

@@ -37,10 +37,8 @@ def batch_delete(queryset: models.QuerySet[Any], *, batch_size: int | None = Non
         # again, so a row changed since its key was read is left alone.
         batch = target.filter(pk__gte=pks[0], pk__lte=pks[-1])
         if collector:
-            deleted = batch.delete()[1].get(model._meta.label, 0)
-        else:
-            deleted = batch._raw_delete(using)
-        return Outcome(int(deleted), pks)
+            return Outcome(batch.delete()[1].get(model._meta.label, 0), pks)
+        return Outcome(int(batch._raw_delete(using)), pks)
 
     runner: BatchRunner[Any] = BatchRunner(model=model, using=using, operation="delete", **options)
     return runner.run(keyset_batches(target.values_list("pk", flat=True), size, key="pk"), delete)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class SupportsAdvance(Protocol):
+    def advance(self, count: int = 1) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,21 @@ class BulkOperationError(Exception):
         detail = "; ".join(str(failure) for failure in result.failures[:3])
         more = f" (+{len(result.failures) - 3} more)" if len(result.failures) > 3 else ""
         super().__init__(f"{result}. {detail}{more}")
+
+
+def progress_bar_callback(bar: SupportsAdvance) -> Callable[[BatchResult], None]:
+    """A ``progress=`` callback that advances a ``django_scaleops.progress.ProgressBar`` by rows read.
+
+    Example, in a management command::
+
+        with ProgressBar(self.stdout, total=queryset.count(), label="reindex") as bar:
+            queryset.stream_batch_process(reindex, progress=progress_bar_callback(bar))
+    """
+    seen = 0
+
+    def advance(result: BatchResult) -> None:
+        nonlocal seen
+        bar.advance(result.rows_seen - seen)
+        seen = result.rows_seen
+
+    return advance
