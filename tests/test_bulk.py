@@ -86,6 +86,8 @@ def test_create_instances_and_mappings_fill_defaults_and_auto_now():
     assert (item.quantity, item.tags, item.price) == (0, [], Decimal("0"))
     assert item.created_at >= before
     assert Item.objects.get(sku="i9").updated_at >= before  # auto_now ran as in save()
+    stamps = Item.objects.filter(sku__startswith="m").values_list("updated_at", flat=True)
+    assert len(set(stamps)) == 1 and stamps[0] >= before  # one auto_now stamp per batch of mappings
 
 
 def test_values_psycopg_rejects_are_prepared_by_django():

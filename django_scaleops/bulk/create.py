@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from functools import partial
 from itertools import islice
 from operator import attrgetter
 from types import SimpleNamespace
@@ -41,13 +40,21 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-class _Shape:
-    """How rows of one form (instance, mapping keys, tuple) become column values."""
+Read = Callable[[Any], Sequence[Any]]
 
-    def __init__(self, fields: list[Field], read: Callable[[Any], Sequence[Any]], *, instances: bool) -> None:
+
+class _Shape:
+    """How rows of one form (instance, mapping keys, tuple) become column values.
+
+    ``readers()`` is called once per batch and returns two functions from a row to its values:
+    the fast one for the binary COPY (psycopg checks the row length there) and a checked one with
+    clear errors for the Django-prepared road.
+    """
+
+    def __init__(self, fields: list[Field], readers: Callable[[], tuple[Read, Read]], *, instances: bool) -> None:
         self.fields = fields
         self.columns = [column_of(f) for f in fields]
-        self.read = read
+        self.readers = readers
         self.instances = instances
 
 
@@ -144,37 +151,51 @@ class Inserter:
             values = getter(obj)
             return values if len(fields) > 1 else (values,)
 
-        shape = self._shapes[key] = _Shape(fields, read, instances=True)
+        shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
         return shape
 
     def _mapping_shape(self, key: Any, row: Mapping[str, Any]) -> _Shape:
         given = [self._field(name) for name in row]
-        return self._positional_shape(key, given, lambda r: tuple(r.values()))
+
+        def values(row: Mapping[str, Any]) -> Sequence[Any]:
+            return tuple(row.values())
+
+        return self._positional_shape(key, given, values, values)
 
     def _sequence_shape(self, key: Any) -> _Shape:
         assert self.fields_arg is not None
         width = len(self.fields_arg)
 
-        def values(row: Sequence[Any]) -> Sequence[Any]:
+        def checked(row: Sequence[Any]) -> Sequence[Any]:
             if len(row) != width:
                 raise ValueError(f"a row has {len(row)} values but fields= names {width}.")
             return row
 
-        return self._positional_shape(key, list(self.fields_arg), values)
+        return self._positional_shape(key, list(self.fields_arg), _same, checked)
 
-    def _positional_shape(self, key: Any, given: list[Field], values: Callable[[Any], Sequence[Any]]) -> _Shape:
+    def _positional_shape(self, key: Any, given: list[Field], values: Read, checked: Read) -> _Shape:
         fill = self._filled(given)
-        if fill:
-            scratch = SimpleNamespace()  # auto_now(_add) fields stamp "now" through pre_save, as save() does
-            defaults = [partial(f.pre_save, scratch, True) if _needs_pre_save(f) else f.get_default for f in fill]  # type: ignore[arg-type]
+        # Fields left out: constant defaults once, auto_now(_add) stamps once per batch (so a
+        # batch shares one "now"), callable defaults (uuid4, timezone.now...) once per row.
+        constant = [f for f in fill if not _needs_pre_save(f) and not callable(f.default)]
+        stamped = [f for f in fill if _needs_pre_save(f)]
+        per_row = [f for f in fill if not _needs_pre_save(f) and callable(f.default)]
+        constant_values = tuple(f.get_default() for f in constant)
+        calls = [f.get_default for f in per_row]
+        scratch = SimpleNamespace()  # pre_save stamps "now" on it, as save() does on the instance
 
-            def read(row: Any) -> Sequence[Any]:
-                return (*values(row), *(default() for default in defaults))
+        def readers() -> tuple[Read, Read]:
+            suffix = (*constant_values, *(f.pre_save(scratch, True) for f in stamped))  # type: ignore[arg-type]
+            if not fill:
+                return values, checked
+            if not calls:
+                return (lambda row: (*values(row), *suffix)), (lambda row: (*checked(row), *suffix))
+            return (
+                lambda row: (*values(row), *suffix, *(call() for call in calls)),
+                lambda row: (*checked(row), *suffix, *(call() for call in calls)),
+            )
 
-            shape = _Shape([*given, *fill], read, instances=False)
-        else:
-            shape = _Shape(given, values, instances=False)
-        self._shapes[key] = shape
+        shape = self._shapes[key] = _Shape([*given, *constant, *stamped, *per_row], readers, instances=False)
         return shape
 
     def _slow_for(self, shape: _Shape) -> list[Converter]:
@@ -216,7 +237,8 @@ class Inserter:
     def _copy(self, table: str, shape: _Shape, rows: list[Any]) -> int:
         catalog = table_columns(self.connection, self.table)
         oids = [catalog[c].oid for c in shape.columns]
-        return copy_prepared(self.connection, table, shape.fields, oids, rows, shape.read)
+        fast, checked = shape.readers()
+        return copy_prepared(self.connection, table, shape.fields, oids, rows, checked, fast_read=fast)
 
     def _returning_sql(self) -> str:
         return f" RETURNING {self.qn(column_of(self.pk))}" if self.returning else ""
@@ -241,6 +263,7 @@ class Inserter:
     def _via_values(self, shape: _Shape, rows: list[Any]) -> Outcome:
         qn = self.qn
         slow = self._slow_for(shape)
+        _, read = shape.readers()
         width = len(shape.columns)
         head = f"INSERT INTO {qn(self.table)} ({', '.join(qn(c) for c in shape.columns)}) VALUES "
         tail = self._conflict_sql(shape) + self._returning_sql()
@@ -250,7 +273,7 @@ class Inserter:
         with self.connection.cursor() as cursor:
             for begin in range(0, len(rows), step):
                 chunk = rows[begin : begin + step]
-                params = [convert(v) for row in chunk for convert, v in zip(slow, shape.read(row), strict=True)]
+                params = [convert(v) for row in chunk for convert, v in zip(slow, read(row), strict=True)]
                 cursor.execute(head + ", ".join([placeholder] * len(chunk)) + tail, params)
                 if self.returning:
                     assert outcome.pks is not None
@@ -289,6 +312,10 @@ class Inserter:
                 setattr(obj, attname, pks[position])
             obj._state.adding = False
             obj._state.db = alias
+
+
+def _same(row: Any) -> Any:
+    return row
 
 
 def _needs_pre_save(field: Field) -> bool:
