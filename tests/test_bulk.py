@@ -455,15 +455,33 @@ def test_serialization_failure_is_retried_with_a_second_connection():
         other.close()
     assert result.retries == 1 and len(attempts) == 2 and result.ok
     assert Item.objects.get(sku="sku-1").quantity == 7
+
+
+@pytest.mark.parametrize(
+    ("error", "sqlstate"),
+    [(psycopg.errors.SerializationFailure, "40001"), (psycopg.errors.DeadlockDetected, "40P01")],
+)
+def test_retries_are_bounded_and_other_errors_are_not_retried(error, sqlstate):
+    Item.objects.batch_create(item_rows(3), fields=ITEM_FIELDS)
+    calls: list[int] = []
+
+    def always_conflicts(rows: list[Item]) -> None:
+        calls.append(1)
+        raise error("raised by the caller's function")
+
     with pytest.raises(BulkOperationError) as info:
-        Item.objects.stream_batch_process(_always_conflicts, isolation_level="serializable", max_retries=2)
-    assert info.value.result.retries == 2 and info.value.result.failures[0].sqlstate == "40001"
+        Item.objects.stream_batch_process(always_conflicts, isolation_level="serializable", max_retries=2)
+    assert info.value.result.retries == 2 and len(calls) == 3
+    assert info.value.result.failures[0].sqlstate == sqlstate
+    calls.clear()
 
+    def not_retryable(rows: list[Item]) -> None:
+        calls.append(1)
+        raise psycopg.errors.UniqueViolation("not a transient error")
 
-def _always_conflicts(rows: list[Item]) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    raise psycopg.errors.SerializationFailure("simulated by the caller's function")
+    with pytest.raises(BulkOperationError):
+        Item.objects.stream_batch_process(not_retryable, max_retries=5)
+    assert len(calls) == 1
 
 
 def test_signal_once_per_committed_batch_and_never_on_rollback(sent):
