@@ -19,7 +19,7 @@ from django_scaleops import metrics
 from django_scaleops.bulk import BatchResult, BulkOperationError, keyset_batches, progress_bar_callback
 from django_scaleops.progress import ProgressBar
 from django_scaleops.signals import bulk_write_committed
-from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Event, IsolationProbe, Item, Mood, Owner, Pet
+from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Dog, Event, IsolationProbe, Item, Mood, Owner, Pet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,6 +111,14 @@ def test_types_without_a_binary_dumper_go_by_text_copy():
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE bulkapp_mood")
+
+
+def test_multi_table_inheritance_is_refused_clearly():
+    with pytest.raises(ValueError, match="multi-table inherited"):
+        Dog.objects.batch_create([Dog(name="rex", breed="lab")])
+    with pytest.raises(ValueError, match="parent model's table"):
+        Dog.objects.batch_update([], ["name"])
+    assert Dog.objects.batch_update([], ["breed"]).rows_done == 0
 
 
 def test_bad_input_gets_a_clear_error():

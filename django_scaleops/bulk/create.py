@@ -73,6 +73,8 @@ class Inserter:
         update_fields: Sequence[str] | None,
     ) -> None:
         opts = model._meta
+        if any(parent._meta.concrete_model is not opts.concrete_model for parent in opts.all_parents):
+            raise ValueError("batch_create cannot insert a multi-table inherited model (its rows span tables).")
         self.model = model
         self.connection = connection
         self.table = opts.db_table

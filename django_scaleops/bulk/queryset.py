@@ -103,9 +103,11 @@ class BulkQuerySet(models.QuerySet[_M]):
     ) -> BatchResult:
         """Like ``stream_batch_process`` on ``workers`` threads, one connection each.
 
-        ``items_or_queryset`` of ``None`` means this queryset.
+        ``items_or_queryset`` of ``None`` means this queryset. Transactions run on ``using=``, else
+        this queryset's ``.using()`` alias, else the router's write alias (``"default"`` for items).
         """
         source: Iterable[Any] = self if items_or_queryset is None else items_or_queryset
+        options.setdefault("using", getattr(self, "_db", None))
         return process.parallel_batch_process(source, fn, workers=workers, **options)
 
 

@@ -48,6 +48,8 @@ class Updater:
                 raise ValueError("batch_update cannot change primary keys: they identify the rows.")
             if field.generated:
                 raise ValueError(f"{name!r} is a generated field and cannot be written.")
+            if field.model._meta.concrete_model is not opts.concrete_model:
+                raise ValueError(f"{name!r} lives in a parent model's table; update it through that model.")
             chosen.append(field)
         self.fields = [self.pk, *chosen]
         self.getter = attrgetter(*(f.attname for f in self.fields))

@@ -58,6 +58,21 @@ class Pet(models.Model):
         return self.name
 
 
+class Animal(models.Model):
+    name = models.CharField(max_length=40)
+
+    objects = BulkManager()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dog(Animal):
+    """Multi-table inheritance: rows span two tables."""
+
+    breed = models.CharField(max_length=40)
+
+
 class Event(models.Model):
     """A table partitioned by range of ``created_at``; created with raw DDL by the tests."""
 
