@@ -113,6 +113,22 @@ def test_types_without_a_binary_dumper_go_by_text_copy():
             cursor.execute("DROP TABLE bulkapp_mood")
 
 
+def test_values_binary_copy_would_wrap_around_are_refused_like_postgresql(events):
+    base = dt.datetime(2024, 5, 1, tzinfo=UTC)
+    rows = [(base, "ok", 1), (base, "huge", 2**31), (base, "ok", 2), (base, "negative", -(2**40))]
+    result = Event.objects.batch_create(rows, fields=["created_at", "kind", "amount"], continue_on_error=True)
+    assert [(f.start, f.sqlstate) for f in result.failures] == [(1, "22003"), (3, "22003")]
+    assert "out of range for integer column 'amount'" in str(result.failures[0].error)
+    assert sorted(Event.objects.values_list("amount", flat=True)) == [1, 2]  # nothing wrapped to -2**31
+
+
+def test_booleans_follow_django_not_python_truthiness():
+    rows = [("t", "t"), ("zero", 0), ("two", 2), ("true", True)]
+    result = Owner.objects.batch_create(rows, fields=["name", "active"], continue_on_error=True)
+    assert [(f.start, type(f.error).__name__) for f in result.failures] == [(2, "ValidationError")]
+    assert dict(Owner.objects.values_list("name", "active")) == {"t": True, "zero": False, "true": True}
+
+
 def test_multi_table_inheritance_is_refused_clearly():
     with pytest.raises(ValueError, match="multi-table inherited"):
         Dog.objects.batch_create([Dog(name="rex", breed="lab")])

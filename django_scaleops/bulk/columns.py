@@ -56,6 +56,53 @@ DUMP_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, AttributeErro
 
 Converter = Callable[[Any], Any]
 
+# psycopg's C dumpers wrap out-of-range ints around for int2/int4 (2**31 is stored as -2**31) and
+# turn too-large floats into infinity for float4, where PostgreSQL would refuse the value. COPY
+# checks these ranges itself, as the server would for an INSERT.
+INT_RANGES = {21: ("smallint", -(2**15), 2**15 - 1), 23: ("integer", -(2**31), 2**31 - 1)}
+FLOAT4_OID = 700
+FLOAT4_MAX = 3.4028234663852886e38
+BOOL_OID = 16
+
+
+class ValueOutOfRange(ValueError):
+    """A value the column's type cannot hold (SQLSTATE 22003, as PostgreSQL reports it)."""
+
+    sqlstate = "22003"
+
+
+def range_guard(oid: int, column: str) -> Converter | None:
+    """A check for the column types whose binary dumper would silently store a wrong value."""
+    if oid in INT_RANGES:
+        name, low, high = INT_RANGES[oid]
+
+        def check_int(value: Any) -> Any:
+            if value is not None and not low <= value <= high:
+                raise ValueOutOfRange(f"{value!r} is out of range for {name} column {column!r}.")
+            return value
+
+        return check_int
+    if oid == FLOAT4_OID:
+
+        def check_float(value: Any) -> Any:
+            if value is not None and FLOAT4_MAX < abs(value) < float("inf"):
+                raise ValueOutOfRange(f"{value!r} is out of range for real column {column!r}.")
+            return value
+
+        return check_float
+    return None
+
+
+def strict_bool(value: Any) -> Any:
+    # The bool dumper stores any truthy object as true; Django's to_python would refuse 2 or "x".
+    if value is None or type(value) is bool:
+        return value
+    raise TypeError(f"{type(value).__name__} is not a bool")
+
+
+def _then(first: Converter, second: Converter) -> Converter:
+    return lambda value: second(first(value))
+
 
 @dataclass(frozen=True)
 class Column:
@@ -218,15 +265,24 @@ def copy_prepared(
     """
     columns = [column_of(f) for f in fields]
     binary = binary_ok(connection, oids)
+    guards = [range_guard(oid, column) for oid, column in zip(oids, columns, strict=True)] if binary else []
     if binary:
-        unsafe = [(i, slow_converter(f, connection)) for i, f in enumerate(fields) if not is_fast(f)]
+        steps: list[tuple[int, Converter]] = []
+        for i, (field, oid, guard) in enumerate(zip(fields, oids, guards, strict=True)):
+            step: Converter | None = None if is_fast(field) else slow_converter(field, connection)
+            if oid == BOOL_OID:
+                step = strict_bool if step is None else _then(step, strict_bool)
+            if guard is not None:
+                step = guard if step is None else _then(step, guard)
+            if step is not None:
+                steps.append((i, step))
         first = fast_read or read
         fast = first
-        if unsafe:
+        if steps:
 
             def fast(row: Any) -> Sequence[Any]:
                 values = list(first(row))
-                for i, convert in unsafe:
+                for i, convert in steps:
                     values[i] = convert(values[i])
                 return values
 
@@ -242,5 +298,7 @@ def copy_prepared(
             transaction.savepoint_commit(sid, using=connection.alias)
             return count
     slow = [slow_converter(f, connection) for f in fields]
+    if guards:
+        slow = [c if g is None else _then(c, g) for c, g in zip(slow, guards, strict=True)]
     prepared = ([convert(v) for convert, v in zip(slow, read(row), strict=True)] for row in rows)
     return copy_rows(connection, table, columns, oids, prepared, binary=binary)

@@ -41,6 +41,7 @@ class IsolationProbe(models.Model):
 
 class Owner(models.Model):
     name = models.CharField(max_length=40)
+    active = models.BooleanField(default=True)
 
     objects = BulkManager()
 
