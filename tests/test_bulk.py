@@ -11,12 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection, connections, transaction
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, post_migrate
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_scaleops import metrics
-from django_scaleops.bulk import BatchResult, BulkOperationError, keyset_batches, progress_bar_callback
+from django_scaleops.bulk import BatchResult, BulkOperationError, columns, keyset_batches, progress_bar_callback
 from django_scaleops.progress import ProgressBar
 from django_scaleops.signals import bulk_write_committed
 from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Dog, Event, IsolationProbe, Item, Mood, Owner, Pet
@@ -127,6 +127,19 @@ def test_booleans_follow_django_not_python_truthiness():
     result = Owner.objects.batch_create(rows, fields=["name", "active"], continue_on_error=True)
     assert [(f.start, type(f.error).__name__) for f in result.failures] == [(2, "ValidationError")]
     assert dict(Owner.objects.values_list("name", "active")) == {"t": True, "zero": False, "true": True}
+
+
+def test_column_types_are_read_once_and_forgotten_after_migrations():
+    columns.forget_table()
+    with CaptureQueriesContext(connection) as queries:
+        first = columns.table_columns(connection, "bulkapp_item")
+        assert columns.table_columns(connection, "bulkapp_item") is first
+    assert len(queries) == 1 and first["quantity"].base_type == "integer"
+    uid = "django_scaleops.bulk.forget_table"
+    assert post_migrate.disconnect(dispatch_uid=uid), "the cache is not dropped after migrations"
+    post_migrate.connect(columns.forget_table, dispatch_uid=uid)
+    columns.forget_table("bulkapp_item")
+    assert columns.table_columns(connection, "bulkapp_item") is not first
 
 
 def test_multi_table_inheritance_is_refused_clearly():

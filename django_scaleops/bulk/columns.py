@@ -130,9 +130,9 @@ def table_columns(connection: BaseDatabaseWrapper, db_table: str) -> dict[str, C
     return columns
 
 
-def forget_table(db_table: str) -> None:
-    """Drop cached column types of a table (after its DDL changed)."""
-    for key in [k for k in _catalog if k[2] == db_table]:
+def forget_table(db_table: str | None = None, **kwargs: Any) -> None:
+    """Drop cached column types of a table, or of every table (connected to ``post_migrate``)."""
+    for key in [k for k in _catalog if db_table is None or k[2] == db_table]:
         del _catalog[key]
 
 
