@@ -29,3 +29,6 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops.pgbouncer.apps import ready as pgbouncer_ready
 
         pgbouncer_ready()
+        from django_scaleops.bulk.ready import ready as bulk_ready
+
+        bulk_ready()  # bulk operations: check E701, "bulk" metrics source

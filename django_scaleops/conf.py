@@ -83,6 +83,16 @@ class Settings:
     # ---- rate limiting (SCALEOPS_THROTTLE_*)
 
     # ---- bulk operations (SCALEOPS_BULK_*)
+    SCALEOPS_BULK_BATCH_SIZE = Setting(1000, int, "Rows per batch (and per transaction) when batch_size is not given.")
+    SCALEOPS_BULK_MAX_RETRIES = Setting(
+        3, int, "Retries of a batch after a serialization failure or deadlock when max_retries is not given."
+    )
+    SCALEOPS_BULK_TEMP_TABLE_ROWS = Setting(
+        100,
+        int,
+        "Batches larger than this go through a COPY'd temp table for upserts, RETURNING and updates;"
+        " smaller ones use a VALUES list.",
+    )
 
     # ---- cache (SCALEOPS_CACHE_*)
 

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django_scaleops",
     "example_project.chat",
     "tests.monitoringapp",
+    "tests.bulkapp",
 ]
 
 MIDDLEWARE = [

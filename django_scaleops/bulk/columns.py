@@ -1,0 +1,304 @@
+"""Model fields as table columns: catalog types, value preparation and the COPY writer.
+
+Values take one of two roads. The fast road hands Python values straight to psycopg's binary
+dumpers, chosen by each column's real type OID; it is only used for field classes whose
+``get_db_prep_save`` changes nothing that those dumpers would not reject (a ``str`` for an
+``int8`` column raises, it is not silently stored). Any other field (custom fields, encrypted
+fields, IP addresses...) always goes through ``get_db_prep_save``, as Django's own ``save()`` does.
+A batch the fast road rejects is re-sent with every value prepared by Django.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from django.db import models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import DatabaseDefault
+from psycopg import ProgrammingError, pq
+
+# Field classes (exact types) whose get_db_prep_save is, for well-typed values, the identity or
+# what psycopg's dumper for the column type does anyway.
+FAST_FIELD_TYPES: frozenset[type[models.Field[Any, Any]]] = frozenset(
+    {
+        models.AutoField,
+        models.BigAutoField,
+        models.SmallAutoField,
+        models.IntegerField,
+        models.BigIntegerField,
+        models.SmallIntegerField,
+        models.PositiveIntegerField,
+        models.PositiveBigIntegerField,
+        models.PositiveSmallIntegerField,
+        models.CharField,
+        models.TextField,
+        models.EmailField,
+        models.SlugField,
+        models.URLField,
+        models.BooleanField,
+        models.FloatField,
+        models.DecimalField,
+        models.DateTimeField,
+        models.DateField,
+        models.TimeField,
+        models.DurationField,
+        models.UUIDField,
+        models.BinaryField,
+    }
+)
+
+# Exceptions a psycopg dumper raises for a value of the wrong Python type.
+DUMP_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, AttributeError, OverflowError)
+
+Converter = Callable[[Any], Any]
+
+# psycopg's C dumpers wrap out-of-range ints around for int2/int4 (2**31 is stored as -2**31) and
+# turn too-large floats into infinity for float4, where PostgreSQL would refuse the value. COPY
+# checks these ranges itself, as the server would for an INSERT.
+INT_RANGES = {21: ("smallint", -(2**15), 2**15 - 1), 23: ("integer", -(2**31), 2**31 - 1)}
+FLOAT4_OID = 700
+FLOAT4_MAX = 3.4028234663852886e38
+BOOL_OID = 16
+
+
+class ValueOutOfRange(ValueError):
+    """A value the column's type cannot hold (SQLSTATE 22003, as PostgreSQL reports it)."""
+
+    sqlstate = "22003"
+
+
+def range_guard(oid: int, column: str) -> Converter | None:
+    """A check for the column types whose binary dumper would silently store a wrong value."""
+    if oid in INT_RANGES:
+        name, low, high = INT_RANGES[oid]
+
+        def check_int(value: Any) -> Any:
+            if value is not None and not low <= value <= high:
+                raise ValueOutOfRange(f"{value!r} is out of range for {name} column {column!r}.")
+            return value
+
+        return check_int
+    if oid == FLOAT4_OID:
+
+        def check_float(value: Any) -> Any:
+            if value is not None and FLOAT4_MAX < abs(value) < float("inf"):
+                raise ValueOutOfRange(f"{value!r} is out of range for real column {column!r}.")
+            return value
+
+        return check_float
+    return None
+
+
+def strict_bool(value: Any) -> Any:
+    # The bool dumper stores any truthy object as true; Django's to_python would refuse 2 or "x".
+    if value is None or type(value) is bool:
+        return value
+    raise TypeError(f"{type(value).__name__} is not a bool")
+
+
+def _then(first: Converter, second: Converter) -> Converter:
+    return lambda value: second(first(value))
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    oid: int
+    base_type: str  # without modifiers: casting to varchar(n) would silently truncate
+
+
+_catalog: dict[tuple[str, str, str], dict[str, Column]] = {}
+
+
+def table_columns(connection: BaseDatabaseWrapper, db_table: str) -> dict[str, Column]:
+    """The table's columns with their type OIDs, read once per alias, database and table."""
+    key = (connection.alias, str(connection.settings_dict["NAME"]), db_table)
+    columns = _catalog.get(key)
+    if columns is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT attname, atttypid, format_type(atttypid, NULL) FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                [connection.ops.quote_name(db_table)],
+            )
+            columns = {name: Column(name, int(oid), base) for name, oid, base in cursor.fetchall()}
+        _catalog[key] = columns
+    return columns
+
+
+def forget_table(db_table: str | None = None, **kwargs: Any) -> None:
+    """Drop cached column types of a table, or of every table (connected to ``post_migrate``)."""
+    for key in [k for k in _catalog if db_table is None or k[2] == db_table]:
+        del _catalog[key]
+
+
+def column_of(field: models.Field[Any, Any]) -> str:
+    """The database column of a concrete field (typed as optional in the stubs)."""
+    assert field.column is not None, f"{field!r} has no column"
+    return field.column
+
+
+def is_fast(field: models.Field[Any, Any]) -> bool:
+    if isinstance(field, models.ForeignKey):
+        return is_fast(field.target_field)
+    if type(field) is models.JSONField:
+        return field.encoder is None
+    return type(field) in FAST_FIELD_TYPES
+
+
+def slow_converter(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) -> Converter:
+    """Prepare a value exactly as ``Model.save()`` would."""
+    prep = field.get_db_prep_save
+    target_attname = field.target_field.attname if isinstance(field, models.ForeignKey) else None
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if hasattr(value, "resolve_expression"):
+            raise TypeError(
+                f"{field.model.__name__}.{field.name}: bulk operations take plain values, not"
+                f" expressions ({type(value).__name__}); use QuerySet.update() or bulk_update() for those."
+            )
+        if target_attname is not None and isinstance(value, models.Model):
+            value = getattr(value, target_attname)
+        return prep(value, connection)
+
+    return convert
+
+
+def binary_ok(connection: BaseDatabaseWrapper, oids: Sequence[int]) -> bool:
+    """Whether psycopg can dump every column type in binary (enums and extension types may not)."""
+    adapters = connection.connection.adapters
+    for oid in oids:
+        try:
+            adapters.get_dumper_by_oid(oid, pq.Format.BINARY)
+        except ProgrammingError:
+            return False
+    return True
+
+
+def copy_rows(
+    connection: BaseDatabaseWrapper,
+    table: str,
+    columns: Sequence[str],
+    oids: Sequence[int],
+    rows: Iterable[Sequence[Any]],
+    *,
+    binary: bool = True,
+) -> int:
+    """COPY ``rows`` into ``table``; returns the number of rows PostgreSQL reports."""
+    qn = connection.ops.quote_name
+    fmt = "BINARY" if binary else "TEXT"
+    sql = f"COPY {qn(table)} ({', '.join(qn(c) for c in columns)}) FROM STDIN (FORMAT {fmt})"
+    with connection.cursor() as wrapper, connection.wrap_database_errors:
+        cursor = wrapper.cursor
+        with cursor.copy(sql) as copy:
+            if binary:
+                copy.set_types(list(oids))
+            write = copy.write_row
+            for row in rows:
+                write(row)
+        return int(cursor.rowcount)
+
+
+def temp_table_name() -> str:
+    return f"scaleops_bulk_{uuid.uuid4().hex[:16]}"
+
+
+def create_temp_like(connection: BaseDatabaseWrapper, temp: str, table: str, columns: Sequence[str]) -> None:
+    """A temporary table with exactly the types of ``table``'s ``columns``, dropped at commit at the latest."""
+    qn = connection.ops.quote_name
+    cols = ", ".join(qn(c) for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {qn(temp)} ON COMMIT DROP AS SELECT {cols} FROM {qn(table)} WITH NO DATA"
+        )
+
+
+def drop_temp(connection: BaseDatabaseWrapper, temp: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(temp)}")
+
+
+def is_database_default(value: Any) -> bool:
+    return isinstance(value, DatabaseDefault)
+
+
+def max_rows_per_statement(columns: int, limit: int = 65535) -> int:
+    """Rows per statement so that bind parameters never exceed PostgreSQL's 65,535."""
+    return max(1, limit // max(columns, 1))
+
+
+# invalid_binary_representation: the server refused what a dumper produced for a value.
+RETRY_PREPARED_SQLSTATES = frozenset({"22P03"})
+
+
+def rejected_by_fast_road(exc: BaseException) -> bool:
+    """A Python value psycopg would not dump as it is, as opposed to a row the database refused."""
+    if isinstance(exc, DUMP_ERRORS):
+        return True
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if isinstance(cause, psycopg.Error):
+        # Client-side psycopg errors (a row of the wrong length, no dumper) carry no SQLSTATE.
+        return cause.sqlstate is None or cause.sqlstate in RETRY_PREPARED_SQLSTATES
+    return False
+
+
+def copy_prepared(
+    connection: BaseDatabaseWrapper,
+    table: str,
+    fields: Sequence[models.Field[Any, Any]],
+    oids: Sequence[int],
+    rows: Sequence[Any],
+    read: Callable[[Any], Sequence[Any]],
+    *,
+    fast_read: Callable[[Any], Sequence[Any]] | None = None,
+) -> int:
+    """COPY ``rows`` (each turned into values by ``read``), fast road first, Django-prepared if rejected.
+
+    ``fast_read`` may replace ``read`` on the fast road when it can skip checks psycopg makes anyway.
+    Must run inside a transaction: the fast attempt is wrapped in a savepoint.
+    """
+    columns = [column_of(f) for f in fields]
+    binary = binary_ok(connection, oids)
+    guards = [range_guard(oid, column) for oid, column in zip(oids, columns, strict=True)] if binary else []
+    if binary:
+        steps: list[tuple[int, Converter]] = []
+        for i, (field, oid, guard) in enumerate(zip(fields, oids, guards, strict=True)):
+            step: Converter | None = None if is_fast(field) else slow_converter(field, connection)
+            if oid == BOOL_OID:
+                step = strict_bool if step is None else _then(step, strict_bool)
+            if guard is not None:
+                step = guard if step is None else _then(step, guard)
+            if step is not None:
+                steps.append((i, step))
+        first = fast_read or read
+        fast = first
+        if steps:
+
+            def fast(row: Any) -> Sequence[Any]:
+                values = list(first(row))
+                for i, convert in steps:
+                    values[i] = convert(values[i])
+                return values
+
+        sid = transaction.savepoint(using=connection.alias)
+        try:
+            count = copy_rows(connection, table, columns, oids, map(fast, rows))
+        except Exception as exc:
+            transaction.savepoint_rollback(sid, using=connection.alias)
+            if not rejected_by_fast_road(exc):
+                raise
+            # A value psycopg will not dump as it is: send the batch again, prepared by Django.
+        else:
+            transaction.savepoint_commit(sid, using=connection.alias)
+            return count
+    slow = [slow_converter(f, connection) for f in fields]
+    if guards:
+        slow = [c if g is None else _then(c, g) for c, g in zip(slow, guards, strict=True)]
+    prepared = ([convert(v) for convert, v in zip(slow, read(row), strict=True)] for row in rows)
+    return copy_rows(connection, table, columns, oids, prepared, binary=binary)

@@ -1,0 +1,373 @@
+"""``batch_create``: binary COPY when nothing must come back, ``INSERT ... RETURNING`` when it must."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from operator import attrgetter
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
+
+from django_scaleops.bulk.columns import (
+    Converter,
+    column_of,
+    copy_prepared,
+    create_temp_like,
+    drop_temp,
+    is_database_default,
+    max_rows_per_statement,
+    slow_converter,
+    table_columns,
+    temp_table_name,
+)
+from django_scaleops.bulk.result import BatchResult
+from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
+from django_scaleops.conf import conf
+
+if TYPE_CHECKING:
+    Field = models.Field[Any, Any]
+CONFLICT_ACTIONS = (None, "ignore", "update")
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of up to ``size`` items, reading the iterable lazily (a generator is never materialised)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+Read = Callable[[Any], Sequence[Any]]
+
+
+class _Shape:
+    """How rows of one form (instance, mapping keys, tuple) become column values.
+
+    ``readers()`` is called once per batch and returns two functions from a row to its values:
+    the fast one for the binary COPY (psycopg checks the row length there) and a checked one with
+    clear errors for the Django-prepared road.
+    """
+
+    def __init__(self, fields: list[Field], readers: Callable[[], tuple[Read, Read]], *, instances: bool) -> None:
+        self.fields = fields
+        self.columns = [column_of(f) for f in fields]
+        self.readers = readers
+        self.instances = instances
+
+
+class Inserter:
+    """Writes one batch of rows; built once per ``batch_create`` call."""
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        connection: BaseDatabaseWrapper,
+        *,
+        fields: Sequence[str] | None,
+        returning: bool,
+        on_conflict: str | None,
+        conflict_fields: Sequence[str] | None,
+        update_fields: Sequence[str] | None,
+    ) -> None:
+        opts = model._meta
+        if any(parent._meta.concrete_model is not opts.concrete_model for parent in opts.all_parents):
+            raise ValueError("batch_create cannot insert a multi-table inherited model (its rows span tables).")
+        self.model = model
+        self.connection = connection
+        self.table = opts.db_table
+        self.qn = connection.ops.quote_name
+        assert opts.pk is not None
+        self.pk: Field = opts.pk
+        self.concrete: list[Field] = [f for f in opts.concrete_fields]
+        self.by_name: dict[str, Field] = {f.name: f for f in self.concrete} | {f.attname: f for f in self.concrete}
+        # AutoField and friends, or a db_default: the database assigns the key when it is None.
+        self.auto_pk = AutoFieldMixin in type(self.pk).__mro__ or self.pk.db_default is not NOT_PROVIDED
+        self.db_default_fields = [f for f in self.concrete if f.db_default is not NOT_PROVIDED]
+        self.has_relations = any(f.is_relation for f in self.concrete)
+        self.fields_arg = [self._field(name) for name in fields] if fields is not None else None
+        self.returning = returning
+        self.on_conflict = on_conflict
+        self.conflict_fields = [self._field(n) for n in conflict_fields or ()]
+        self.update_fields = [self._field(n) for n in update_fields] if update_fields is not None else None
+        if on_conflict == "update" and not self.conflict_fields:
+            raise ValueError("on_conflict='update' needs conflict_fields: the unique columns that identify a row.")
+        self._shapes: dict[Any, _Shape] = {}
+        self._slow: dict[str, Converter] = {}
+
+    def _field(self, name: str) -> Field:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise ValueError(f"{self.model.__name__} has no concrete field {name!r}.") from None
+
+    # -- shapes
+
+    def _filled(self, given: list[Field]) -> list[Field]:
+        """Fields to fill from Python defaults: not given, not assigned by the database."""
+        names = {f.attname for f in given}
+        return [
+            f
+            for f in self.concrete
+            if f.attname not in names
+            and not (f is self.pk and self.auto_pk)
+            and f.db_default is NOT_PROVIDED
+            and not f.generated
+        ]
+
+    def _shape_for(self, row: Any) -> tuple[Any, _Shape]:
+        if isinstance(row, models.Model):
+            if not isinstance(row, self.model):
+                raise TypeError(f"batch_create on {self.model.__name__} got a {type(row).__name__} instance.")
+            key: Any = (
+                "obj",
+                row.pk is None and self.auto_pk,
+                *(is_database_default(getattr(row, f.attname)) for f in self.db_default_fields),
+            )
+            return key, self._shapes.get(key) or self._instance_shape(key, row)
+        if isinstance(row, Mapping):
+            key = ("map", *row)
+            return key, self._shapes.get(key) or self._mapping_shape(key, row)
+        if isinstance(row, Sequence) and not isinstance(row, str | bytes):
+            if self.fields_arg is None:
+                raise ValueError("batch_create with tuples needs fields=[...] naming the value of each position.")
+            key = ("seq",)
+            return key, self._shapes.get(key) or self._sequence_shape(key)
+        raise TypeError(f"batch_create takes model instances, mappings or tuples, not {type(row).__name__}.")
+
+    def _instance_shape(self, key: Any, row: models.Model) -> _Shape:
+        skip_pk = bool(key[1])
+        skip = {f.attname for f, flag in zip(self.db_default_fields, key[2:], strict=True) if flag}
+        fields = [
+            f for f in self.concrete if not (skip_pk and f is self.pk) and f.attname not in skip and not f.generated
+        ]
+        getter = attrgetter(*(f.attname for f in fields))
+        # auto_now / auto_now_add and custom pre_save hooks run as in save().
+        presave = [f for f in fields if _needs_pre_save(f)]
+
+        def read(obj: Any) -> Sequence[Any]:
+            for f in presave:
+                f.pre_save(obj, True)
+            values = getter(obj)
+            return values if len(fields) > 1 else (values,)
+
+        shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
+        return shape
+
+    def _mapping_shape(self, key: Any, row: Mapping[str, Any]) -> _Shape:
+        given = [self._field(name) for name in row]
+
+        def values(row: Mapping[str, Any]) -> Sequence[Any]:
+            return tuple(row.values())
+
+        return self._positional_shape(key, given, values, values)
+
+    def _sequence_shape(self, key: Any) -> _Shape:
+        assert self.fields_arg is not None
+        width = len(self.fields_arg)
+
+        def checked(row: Sequence[Any]) -> Sequence[Any]:
+            if len(row) != width:
+                raise ValueError(f"a row has {len(row)} values but fields= names {width}.")
+            return row
+
+        return self._positional_shape(key, list(self.fields_arg), _same, checked)
+
+    def _positional_shape(self, key: Any, given: list[Field], values: Read, checked: Read) -> _Shape:
+        fill = self._filled(given)
+        # Fields left out: constant defaults once, auto_now(_add) stamps once per batch (so a
+        # batch shares one "now"), callable defaults (uuid4, timezone.now...) once per row.
+        constant = [f for f in fill if not _needs_pre_save(f) and not callable(f.default)]
+        stamped = [f for f in fill if _needs_pre_save(f)]
+        per_row = [f for f in fill if not _needs_pre_save(f) and callable(f.default)]
+        constant_values = tuple(f.get_default() for f in constant)
+        calls = [f.get_default for f in per_row]
+        scratch = SimpleNamespace()  # pre_save stamps "now" on it, as save() does on the instance
+
+        def readers() -> tuple[Read, Read]:
+            suffix = (*constant_values, *(f.pre_save(scratch, True) for f in stamped))  # type: ignore[arg-type]
+            if not fill:
+                return values, checked
+            if not calls:
+                return (lambda row: (*values(row), *suffix)), (lambda row: (*checked(row), *suffix))
+            return (
+                lambda row: (*values(row), *suffix, *(call() for call in calls)),
+                lambda row: (*checked(row), *suffix, *(call() for call in calls)),
+            )
+
+        shape = self._shapes[key] = _Shape([*given, *constant, *stamped, *per_row], readers, instances=False)
+        return shape
+
+    def _slow_for(self, shape: _Shape) -> list[Converter]:
+        return [
+            self._slow.get(f.attname) or self._slow.setdefault(f.attname, slow_converter(f, self.connection))
+            for f in shape.fields
+        ]
+
+    # -- writing
+
+    def write(self, rows: list[Any]) -> Outcome:
+        key, shape = self._shape_for(rows[0])
+        if key == ("seq",):  # tuples all share one shape: no per-row grouping
+            return self._write_group(shape, rows)
+        groups: dict[Any, list[Any]] = {}
+        for row in rows:
+            key, _ = self._shape_for(row)
+            groups.setdefault(key, []).append(row)
+        total = Outcome(pks=[] if self.returning else None)
+        for key, group in groups.items():
+            total = total + self._write_group(self._shapes[key], group)
+        return total
+
+    def _write_group(self, shape: _Shape, rows: list[Any]) -> Outcome:
+        if shape.instances and self.has_relations:
+            for obj in rows:
+                obj._prepare_related_fields_for_save(operation_name="batch_create")
+        if self.returning or self.on_conflict:
+            if len(rows) > conf.SCALEOPS_BULK_TEMP_TABLE_ROWS:
+                outcome = self._via_temp_table(shape, rows)
+            else:
+                outcome = self._via_values(shape, rows)
+        else:
+            outcome = Outcome(self._copy(self.table, shape, rows))
+        if shape.instances:
+            self._mark_saved(rows, outcome)
+        return outcome
+
+    def _copy(self, table: str, shape: _Shape, rows: list[Any]) -> int:
+        catalog = table_columns(self.connection, self.table)
+        oids = [catalog[c].oid for c in shape.columns]
+        fast, checked = shape.readers()
+        return copy_prepared(self.connection, table, shape.fields, oids, rows, checked, fast_read=fast)
+
+    def _returning_sql(self) -> str:
+        return f" RETURNING {self.qn(column_of(self.pk))}" if self.returning else ""
+
+    def _conflict_sql(self, shape: _Shape) -> str:
+        qn = self.qn
+        if self.on_conflict is None:
+            return ""
+        target = f"({', '.join(qn(column_of(f)) for f in self.conflict_fields)}) " if self.conflict_fields else ""
+        if self.on_conflict == "ignore":
+            return f" ON CONFLICT {target}DO NOTHING"
+        keys = {f.attname for f in self.conflict_fields} | {self.pk.attname}
+        if self.update_fields is not None:
+            updates = self.update_fields
+        else:
+            updates = [f for f in shape.fields if f.attname not in keys]
+        if not updates:
+            raise ValueError("on_conflict='update' has no column to update: pass update_fields=[...].")
+        sets = ", ".join(f"{qn(column_of(f))} = EXCLUDED.{qn(column_of(f))}" for f in updates)
+        return f" ON CONFLICT {target}DO UPDATE SET {sets}"
+
+    def _via_values(self, shape: _Shape, rows: list[Any]) -> Outcome:
+        qn = self.qn
+        slow = self._slow_for(shape)
+        _, read = shape.readers()
+        width = len(shape.columns)
+        head = f"INSERT INTO {qn(self.table)} ({', '.join(qn(c) for c in shape.columns)}) VALUES "
+        tail = self._conflict_sql(shape) + self._returning_sql()
+        placeholder = "(" + ", ".join(["%s"] * width) + ")"
+        outcome = Outcome(pks=[] if self.returning else None)
+        step = max_rows_per_statement(width)
+        with self.connection.cursor() as cursor:
+            for begin in range(0, len(rows), step):
+                chunk = rows[begin : begin + step]
+                params = [convert(v) for row in chunk for convert, v in zip(slow, read(row), strict=True)]
+                cursor.execute(head + ", ".join([placeholder] * len(chunk)) + tail, params)
+                if self.returning:
+                    assert outcome.pks is not None
+                    outcome.pks.extend(pk for (pk,) in cursor.fetchall())
+                outcome.rows += cursor.rowcount
+        return outcome
+
+    def _via_temp_table(self, shape: _Shape, rows: list[Any]) -> Outcome:
+        qn = self.qn
+        temp = temp_table_name()
+        create_temp_like(self.connection, temp, self.table, shape.columns)
+        self._copy(temp, shape, rows)
+        cols = ", ".join(qn(c) for c in shape.columns)
+        sql = (
+            f"INSERT INTO {qn(self.table)} ({cols}) SELECT {cols} FROM {qn(temp)}"
+            + self._conflict_sql(shape)
+            + self._returning_sql()
+        )
+        outcome = Outcome(pks=[] if self.returning else None)
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql)
+            if self.returning:
+                assert outcome.pks is not None
+                outcome.pks.extend(pk for (pk,) in cursor.fetchall())
+            outcome.rows = cursor.rowcount
+        drop_temp(self.connection, temp)
+        return outcome
+
+    def _mark_saved(self, rows: list[Any], outcome: Outcome) -> None:
+        alias = self.connection.alias
+        # Returned keys map back to instances only when every row was inserted (no skipped conflicts).
+        pks = outcome.pks if outcome.pks is not None and len(outcome.pks) == len(rows) else None
+        attname = self.pk.attname
+        for position, obj in enumerate(rows):
+            if pks is not None and getattr(obj, attname) is None:
+                setattr(obj, attname, pks[position])
+            obj._state.adding = False
+            obj._state.db = alias
+
+
+def _same(row: Any) -> Any:
+    return row
+
+
+def _needs_pre_save(field: Field) -> bool:
+    if isinstance(field, models.DateField):  # DateTimeField and TimeField too
+        return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False))
+    return type(field).pre_save is not models.Field.pre_save
+
+
+def batch_create(
+    queryset: models.QuerySet[Any],
+    rows: Iterable[Any],
+    *,
+    fields: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    returning: bool = False,
+    on_conflict: str | None = None,
+    conflict_fields: Sequence[str] | None = None,
+    update_fields: Sequence[str] | None = None,
+    atomic: bool = False,
+    isolation_level: object = None,
+    continue_on_error: bool = False,
+    bisect: bool = True,
+    max_retries: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> BatchResult:
+    """Insert rows in batches; see ``BulkQuerySet.batch_create``."""
+    if on_conflict not in CONFLICT_ACTIONS:
+        raise ValueError(f"on_conflict must be None, 'ignore' or 'update', not {on_conflict!r}.")
+    model = queryset.model
+    using = write_alias(queryset)
+    size = positive_int("batch_size", conf.SCALEOPS_BULK_BATCH_SIZE if batch_size is None else batch_size)
+    inserter = Inserter(
+        model,
+        connections[using],
+        fields=fields,
+        returning=returning,
+        on_conflict=on_conflict,
+        conflict_fields=conflict_fields,
+        update_fields=update_fields,
+    )
+    runner: BatchRunner[Any] = BatchRunner(
+        model=model,
+        using=using,
+        operation="create",
+        atomic=atomic,
+        isolation_level=isolation_level,
+        continue_on_error=continue_on_error,
+        bisect=bisect,
+        max_retries=max_retries,
+        progress=progress,
+        collect_pks=returning,
+    )
+    return runner.run(chunked(rows, size), inserter.write)

@@ -1,0 +1,561 @@
+"""Bulk operations against the real PostgreSQL primary (and PgBouncer in transaction mode)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import threading
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection, connections, transaction
+from django.db.models.signals import post_delete, post_migrate
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from django_scaleops import metrics
+from django_scaleops.bulk import BatchResult, BulkOperationError, columns, keyset_batches, progress_bar_callback
+from django_scaleops.progress import ProgressBar
+from django_scaleops.signals import bulk_write_committed
+from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Dog, Event, IsolationProbe, Item, Mood, Owner, Pet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+UTC = dt.UTC
+
+
+@pytest.fixture
+def events():
+    with connection.cursor() as cursor:
+        cursor.execute(PARTITIONED_DDL)
+    yield Event
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE bulkapp_event")
+
+
+@pytest.fixture
+def sent():
+    calls: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        calls.append({"sender": sender, **kwargs})
+
+    bulk_write_committed.connect(receiver, weak=False)
+    yield calls
+    bulk_write_committed.disconnect(receiver)
+
+
+def item_rows(count: int, *, bad: frozenset[int] = frozenset(), start: int = 0):
+    for n in range(start, start + count):
+        yield (
+            f"sku-{n}",
+            f"item {n}",
+            -1 if n in bad else n % 50,
+            Decimal("1.50"),
+            ["a"],
+            dt.datetime(2025, 1, 1, tzinfo=UTC),
+        )
+
+
+ITEM_FIELDS = ["sku", "name", "quantity", "price", "tags", "created_at"]
+
+
+# ---- batch_create
+
+
+def test_create_from_generator_of_tuples_by_copy():
+    with CaptureQueriesContext(connection) as queries:
+        result = Item.objects.batch_create(item_rows(2500), fields=ITEM_FIELDS, batch_size=1000)
+    assert (result.rows_done, result.rows_seen, result.batches_committed, result.ok) == (2500, 2500, 3, True)
+    assert not any(q["sql"].startswith("INSERT") for q in queries.captured_queries)  # COPY, not INSERT
+    item = Item.objects.get(sku="sku-7")
+    assert (item.name, item.quantity, item.price, item.tags) == ("item 7", 7, Decimal("1.50"), ["a"])
+    assert item.created_at == dt.datetime(2025, 1, 1, tzinfo=UTC)
+    assert item.updated_at is None or isinstance(item.updated_at, dt.datetime)
+
+
+def test_create_instances_and_mappings_fill_defaults_and_auto_now():
+    before = dt.datetime.now(UTC)
+    instances = (Item(sku=f"i{n}", name="x", quantity=n) for n in range(10))
+    assert Item.objects.batch_create(instances, batch_size=4).rows_done == 10
+    mappings = ({"sku": f"m{n}", "name": "y"} for n in range(5))
+    assert Item.objects.batch_create(mappings).rows_done == 5
+    item = Item.objects.get(sku="m3")
+    assert (item.quantity, item.tags, item.price) == (0, [], Decimal("0"))
+    assert item.created_at >= before
+    assert Item.objects.get(sku="i9").updated_at >= before  # auto_now ran as in save()
+    stamps = Item.objects.filter(sku__startswith="m").values_list("updated_at", flat=True)
+    assert len(set(stamps)) == 1 and stamps[0] >= before  # one auto_now stamp per batch of mappings
+
+
+def test_values_psycopg_rejects_are_prepared_by_django():
+    naive = dt.datetime(2025, 3, 1, 12, 0)
+    with pytest.warns(RuntimeWarning, match="naive datetime"):
+        result = Item.objects.batch_create([("s1", 123, "7", naive)], fields=["sku", "name", "quantity", "created_at"])
+    assert result.rows_done == 1
+    item = Item.objects.get(sku="s1")
+    assert (item.name, item.quantity, item.created_at) == ("123", 7, naive.replace(tzinfo=UTC))
+
+
+def test_types_without_a_binary_dumper_go_by_text_copy():
+    with connection.cursor() as cursor:
+        cursor.execute(MOOD_DDL)
+    try:
+        rows = ({"name": f"n{n}", "mood": "happy" if n % 2 else "sad"} for n in range(300))
+        assert Mood.objects.batch_create(rows, batch_size=100).rows_done == 300
+        assert Mood.objects.filter(mood="happy").count() == 150
+        result = Mood.objects.batch_create([("x", "angry")], fields=["name", "mood"], continue_on_error=True)
+        assert result.failures[0].sqlstate == "22P02"  # invalid_text_representation for the enum
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE bulkapp_mood")
+
+
+def test_values_binary_copy_would_wrap_around_are_refused_like_postgresql(events):
+    base = dt.datetime(2024, 5, 1, tzinfo=UTC)
+    rows = [(base, "ok", 1), (base, "huge", 2**31), (base, "ok", 2), (base, "negative", -(2**40))]
+    result = Event.objects.batch_create(rows, fields=["created_at", "kind", "amount"], continue_on_error=True)
+    assert [(f.start, f.sqlstate) for f in result.failures] == [(1, "22003"), (3, "22003")]
+    assert "out of range for integer column 'amount'" in str(result.failures[0].error)
+    assert sorted(Event.objects.values_list("amount", flat=True)) == [1, 2]  # nothing wrapped to -2**31
+
+
+def test_booleans_follow_django_not_python_truthiness():
+    rows = [("t", "t"), ("zero", 0), ("two", 2), ("true", True)]
+    result = Owner.objects.batch_create(rows, fields=["name", "active"], continue_on_error=True)
+    assert [(f.start, type(f.error).__name__) for f in result.failures] == [(2, "ValidationError")]
+    assert dict(Owner.objects.values_list("name", "active")) == {"t": True, "zero": False, "true": True}
+
+
+def test_column_types_are_read_once_and_forgotten_after_migrations():
+    columns.forget_table()
+    with CaptureQueriesContext(connection) as queries:
+        first = columns.table_columns(connection, "bulkapp_item")
+        assert columns.table_columns(connection, "bulkapp_item") is first
+    assert len(queries) == 1 and first["quantity"].base_type == "integer"
+    uid = "django_scaleops.bulk.forget_table"
+    assert post_migrate.disconnect(dispatch_uid=uid), "the cache is not dropped after migrations"
+    post_migrate.connect(columns.forget_table, dispatch_uid=uid)
+    columns.forget_table("bulkapp_item")
+    assert columns.table_columns(connection, "bulkapp_item") is not first
+
+
+def test_multi_table_inheritance_is_refused_clearly():
+    with pytest.raises(ValueError, match="multi-table inherited"):
+        Dog.objects.batch_create([Dog(name="rex", breed="lab")])
+    with pytest.raises(ValueError, match="parent model's table"):
+        Dog.objects.batch_update([], ["name"])
+    assert Dog.objects.batch_update([], ["breed"]).rows_done == 0
+
+
+def test_bad_input_gets_a_clear_error():
+    with pytest.raises(BulkOperationError, match="needs fields="):
+        Item.objects.batch_create([("a", "b")])
+    with pytest.raises(BulkOperationError, match="no concrete field 'nope'"):
+        Item.objects.batch_create([{"nope": 1}])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        Item.objects.batch_create([], batch_size=0)
+    with pytest.raises(BulkOperationError, match="2 values but fields= names 3"):
+        Item.objects.batch_create([("a", "b")], fields=["sku", "name", "quantity"])
+    with pytest.raises(ValueError, match="isolation_level must be one of"):
+        Item.objects.batch_create([], isolation_level="chaos")
+    assert Item.objects.count() == 0
+
+
+def test_three_bad_rows_among_100k_are_reported_exactly_and_the_rest_inserted():
+    bad = frozenset({17, 50_123, 99_998})
+    result = Item.objects.batch_create(
+        item_rows(100_000, bad=bad), fields=ITEM_FIELDS, batch_size=5000, continue_on_error=True
+    )
+    assert [(f.start, f.stop) for f in result.failures] == [(17, 18), (50_123, 50_124), (99_998, 99_999)]
+    assert [f.batch_index for f in result.failures] == [0, 10, 19]
+    assert {f.sqlstate for f in result.failures} == {"23514"}  # check_violation
+    assert (result.rows_done, result.rows_seen, result.batches_committed) == (99_997, 100_000, 20)
+    assert Item.objects.count() == 99_997
+    assert not Item.objects.filter(sku__in=[f"sku-{n}" for n in bad]).exists()
+    with pytest.raises(BulkOperationError):
+        result.raise_for_errors()
+
+
+def test_atomic_with_bad_rows_reports_them_and_inserts_none(sent):
+    bad = frozenset({3, 60_000, 99_999})
+    result = Item.objects.batch_create(
+        item_rows(100_000, bad=bad), fields=ITEM_FIELDS, batch_size=5000, atomic=True, continue_on_error=True
+    )
+    assert [(f.start, f.stop) for f in result.failures] == [(3, 4), (60_000, 60_001), (99_999, 100_000)]
+    assert result.rolled_back and result.rows_done == 0 and result.batches_committed == 0
+    assert Item.objects.count() == 0
+    assert sent == []  # nothing committed, nothing announced
+
+
+def test_stop_on_first_failure_keeps_earlier_batches():
+    with pytest.raises(BulkOperationError) as info:
+        Item.objects.batch_create(item_rows(3000, bad=frozenset({1500})), fields=ITEM_FIELDS, batch_size=1000)
+    result = info.value.result
+    assert (result.rows_done, result.batches_committed) == (1000, 1)
+    assert [(f.batch_index, f.start, f.stop) for f in result.failures] == [(1, 1000, 2000)]
+    assert isinstance(info.value.__cause__, Exception)
+    assert Item.objects.count() == 1000
+
+
+def test_returning_sets_primary_keys_on_instances_small_and_large_batches():
+    small = [Item(sku=f"r{n}", name="r") for n in range(5)]
+    result = Item.objects.batch_create(small, returning=True)
+    assert result.pks == [obj.pk for obj in small] and None not in result.pks
+    assert all(not obj._state.adding and obj._state.db == "default" for obj in small)
+    large = [Item(sku=f"L{n}", name="L") for n in range(3000)]
+    result = Item.objects.batch_create(large, returning=True, batch_size=3000)  # via temp table
+    assert sorted(result.pks) == sorted(obj.pk for obj in large)
+    assert Item.objects.get(pk=large[-1].pk).sku == "L2999"
+
+
+@override_settings(SCALEOPS_BULK_TEMP_TABLE_ROWS=100_000)
+def test_values_statements_stay_under_the_bind_parameter_limit():
+    columns = len([f for f in Item._meta.concrete_fields if not f.primary_key])  # 7
+    rows = ((f"p{n}", "p") for n in range(20_000))
+    with CaptureQueriesContext(connection) as queries:
+        result = Item.objects.batch_create(rows, fields=["sku", "name"], batch_size=20_000, returning=True)
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    per_statement = 65_535 // columns
+    assert len(inserts) == -(-20_000 // per_statement)  # ceil: 3 statements of <= 9,362 rows
+    assert result.rows_done == 20_000 and len(result.pks) == 20_000
+
+
+@pytest.mark.parametrize("size", [50, 3000])  # VALUES list, then COPY'd temp table
+def test_on_conflict_ignore_and_update(size):
+    Item.objects.batch_create(item_rows(size), fields=ITEM_FIELDS)
+    again: list[tuple[Any, ...]] = [
+        (f"sku-{n}", "renamed", 49, Decimal("9.99"), [], dt.datetime(2025, 2, 1, tzinfo=UTC)) for n in range(size + 10)
+    ]
+    ignored = Item.objects.batch_create(
+        again, fields=ITEM_FIELDS, batch_size=size + 10, on_conflict="ignore", conflict_fields=["sku"]
+    )
+    assert ignored.rows_done == 10
+    assert Item.objects.filter(name="renamed").count() == 10
+    updated = Item.objects.batch_create(
+        again,
+        fields=ITEM_FIELDS,
+        batch_size=size + 10,
+        on_conflict="update",
+        conflict_fields=["sku"],
+        update_fields=["name", "price"],
+    )
+    assert updated.rows_done == size + 10
+    item = Item.objects.get(sku="sku-1")
+    assert (item.name, item.price, item.quantity) == ("renamed", Decimal("9.99"), 1)  # quantity not in update_fields
+    with pytest.raises(ValueError, match="needs conflict_fields"):
+        Item.objects.batch_create(again, fields=ITEM_FIELDS, on_conflict="update")
+
+
+def test_create_on_partitioned_table_routes_rows_to_partitions(events):
+    rows = ((dt.datetime(2024 + n % 2, 6, 1, tzinfo=UTC), "click", n) for n in range(4000))
+    result = Event.objects.batch_create(rows, fields=["created_at", "kind", "amount"], batch_size=1500)
+    assert result.rows_done == 4000
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM ONLY bulkapp_event_2024")
+        assert cursor.fetchone()[0] == 2000
+    returned = Event.objects.batch_create(
+        [Event(created_at=dt.datetime(2025, 7, 1, tzinfo=UTC), kind="x", amount=1)], returning=True
+    )
+    assert Event.objects.get(pk=returned.pks[0]).kind == "x"
+
+
+# ---- batch_update
+
+
+@pytest.mark.parametrize("size", [60, 2500])  # VALUES list, then COPY'd temp table
+def test_update_of_many_fields(size, sent):
+    Item.objects.batch_create(item_rows(size), fields=ITEM_FIELDS)
+    objs = list(Item.objects.order_by("?"))
+    stamp = dt.datetime(2030, 1, 1, tzinfo=UTC)
+    for obj in objs:
+        obj.name, obj.quantity, obj.price, obj.tags, obj.created_at = (
+            f"u{obj.pk}",
+            42,
+            Decimal("3.25"),
+            {"k": obj.pk},
+            stamp,
+        )
+    sent.clear()
+    result = Item.objects.batch_update(objs, ["name", "quantity", "price", "tags", "created_at"], batch_size=1000)
+    assert (result.rows_done, result.ok) == (size, True)
+    assert len(sent) == result.batches_committed == -(-size // 1000)
+    assert sorted(pk for call in sent for pk in call["pks"]) == sorted(o.pk for o in objs)
+    assert all(call["pks"] == sorted(call["pks"]) for call in sent)  # each batch sorted by key
+    for item in Item.objects.all():
+        assert (item.name, item.quantity, item.price, item.tags, item.created_at) == (
+            f"u{item.pk}",
+            42,
+            Decimal("3.25"),
+            {"k": item.pk},
+            stamp,
+        )
+
+
+def test_update_rejects_bad_input():
+    with pytest.raises(ValueError, match="cannot change primary keys"):
+        Item.objects.batch_update([], ["id"])
+    with pytest.raises(BulkOperationError, match="without a primary key"):
+        Item.objects.batch_update([Item(sku="x")], ["name"])
+    Item.objects.batch_create(item_rows(3), fields=ITEM_FIELDS)
+    objs = list(Item.objects.all())
+    objs[1].quantity = -5  # violates the check constraint
+    result = Item.objects.batch_update(objs, ["quantity"], continue_on_error=True)
+    assert [(f.start, f.stop) for f in result.failures] == [(1, 2)]  # position in the input
+    assert result.rows_done == 2
+
+
+def test_update_on_partitioned_table(events):
+    Event.objects.batch_create(
+        ((dt.datetime(2024, 3, 1, tzinfo=UTC), "a", n) for n in range(1200)), fields=["created_at", "kind", "amount"]
+    )
+    objs = list(Event.objects.all())
+    for obj in objs:
+        obj.kind, obj.amount = "b", obj.amount + 1
+    assert Event.objects.batch_update(objs, ["kind", "amount"], batch_size=2000).rows_done == 1200
+    assert Event.objects.filter(kind="b").count() == 1200
+
+
+# ---- batch_delete
+
+
+def test_delete_without_python_work_does_not_load_instances(sent):
+    Item.objects.batch_create(item_rows(2500), fields=ITEM_FIELDS)
+    sent.clear()
+    with CaptureQueriesContext(connection) as queries:
+        result = Item.objects.filter(quantity__lt=25).batch_delete(batch_size=400)
+    assert result.rows_done == 1250 == result.rows_seen
+    assert Item.objects.count() == 1250 and not Item.objects.filter(quantity__lt=25).exists()
+    selects = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert selects and all('"bulkapp_item"."name"' not in sql for sql in selects)  # keys only
+    assert len(sent) == result.batches_committed == 4
+    assert all(call["operation"] == "delete" for call in sent)
+
+
+def test_delete_with_receiver_or_cascade_uses_the_collector():
+    owners = [Owner(name=f"o{n}") for n in range(30)]
+    Owner.objects.batch_create(owners, returning=True)
+    Pet.objects.batch_create(Pet(owner=o, name="p") for o in owners for _ in range(3))
+    result = Owner.objects.filter(name__lt="o2").batch_delete(batch_size=7)  # cascade to pets
+    assert result.rows_done == 12
+    assert Pet.objects.count() == (30 - 12) * 3
+    seen: list[int] = []
+
+    def receiver(instance: Any, **kwargs: Any) -> None:
+        seen.append(instance.pk)
+
+    post_delete.connect(receiver, sender=Pet)
+    try:
+        assert Pet.objects.batch_delete(batch_size=10).rows_done == 54
+    finally:
+        post_delete.disconnect(receiver, sender=Pet)
+    assert len(seen) == 54
+
+
+def test_delete_on_partitioned_table(events):
+    Event.objects.batch_create(
+        ((dt.datetime(2024 + n % 2, 1, 5, tzinfo=UTC), "k", n) for n in range(3000)),
+        fields=["created_at", "kind", "amount"],
+    )
+    result = Event.objects.filter(amount__gte=1000).batch_delete(batch_size=500)
+    assert result.rows_done == 2000 and Event.objects.count() == 1000
+
+
+def test_delete_rejects_sliced_querysets():
+    with pytest.raises(TypeError, match="limit"):
+        Item.objects.all()[:5].batch_delete()
+
+
+# ---- streaming and parallel processing
+
+
+def test_stream_visits_every_row_once_in_key_order(events):
+    Event.objects.batch_create(
+        ((dt.datetime(2024, 2, 1, tzinfo=UTC), "s", n) for n in range(2345)), fields=["created_at", "kind", "amount"]
+    )
+    seen: list[int] = []
+    result = Event.objects.filter(amount__gte=345).stream_batch_process(
+        lambda rows: seen.extend(r.pk for r in rows), batch_size=500
+    )
+    assert result.rows_done == 2000 and result.batches_committed == 4
+    assert seen == sorted(seen) and len(set(seen)) == 2000
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "pgbouncer"])
+def test_stream_and_writes_behind_pgbouncer_transaction_mode():
+    result = Item.objects.using("pgbouncer").batch_create(item_rows(3000), fields=ITEM_FIELDS, batch_size=700)
+    assert result.rows_done == 3000
+    seen: list[str] = []
+
+    def touch(rows: list[Item]) -> None:
+        seen.extend(r.sku for r in rows)
+        Item.objects.using("pgbouncer").filter(pk__in=[r.pk for r in rows]).update(name="seen")
+
+    result = Item.objects.using("pgbouncer").stream_batch_process(touch, batch_size=256)
+    assert result.rows_done == 3000 and len(set(seen)) == 3000
+    assert Item.objects.filter(name="seen").count() == 3000
+    assert Item.objects.using("pgbouncer").batch_delete(batch_size=1000).rows_done == 3000
+
+
+def test_keyset_batches_of_values_and_values_lists():
+    Item.objects.batch_create(item_rows(25), fields=ITEM_FIELDS)
+    expected = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    batches = list(keyset_batches(Item.objects.values_list("pk", flat=True), 10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert [pk for batch in batches for pk in batch] == expected
+    tuples = list(keyset_batches(Item.objects.values_list("name", "id"), 10))
+    assert [row[1] for batch in tuples for row in batch] == expected
+    dicts = list(keyset_batches(Item.objects.values("sku", "id"), 7))
+    assert [row["id"] for batch in dicts for row in batch] == expected
+    by_sku = list(keyset_batches(Item.objects.values_list("sku", flat=True), 10, key="sku"))
+    assert [s for batch in by_sku for s in batch] == sorted(f"sku-{n}" for n in range(25))
+    with pytest.raises(ValueError, match="among the values"):
+        next(keyset_batches(Item.objects.values_list("name"), 10))
+
+
+def test_parallel_processing_one_connection_per_worker_closed_after():
+    Item.objects.batch_create(item_rows(1000), fields=ITEM_FIELDS)
+    lock = threading.Lock()
+    used: dict[int, Any] = {}
+    seen: list[int] = []
+
+    def fn(rows: list[Item]) -> None:
+        with lock:
+            used[threading.get_ident()] = connections["default"]
+            seen.extend(r.pk for r in rows)
+        Item.objects.filter(pk__in=[r.pk for r in rows]).update(quantity=1)
+
+    result = Item.objects.parallel_batch_process(Item.objects.all(), fn, workers=3, batch_size=50)
+    assert result.rows_done == 1000 and result.batches_committed == 20 and len(set(seen)) == 1000
+    assert threading.get_ident() not in used and 1 <= len(used) <= 3
+    assert all(conn.connection is None for conn in used.values())  # closed
+    assert Item.objects.filter(quantity=1).count() == 1000
+
+    items = list(range(100))
+    got: list[int] = []
+
+    def boom(rows: list[int]) -> None:
+        if 42 in rows:
+            raise RuntimeError("bad item")
+        with lock:
+            got.extend(rows)
+
+    result = Item.objects.parallel_batch_process(items, boom, workers=2, batch_size=10, continue_on_error=True)
+    assert [(f.start, f.stop) for f in result.failures] == [(42, 43)]
+    assert sorted(got) == [n for n in items if n != 42]
+
+
+# ---- transactions, isolation, retries, signals
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [(None, "read committed"), ("repeatable read", "repeatable read"), ("serializable", "serializable")],
+)
+def test_isolation_level_is_applied_to_the_batch_transaction(level, expected):
+    IsolationProbe.objects.batch_create(({"label": str(n)} for n in range(3)), isolation_level=level)
+    assert set(IsolationProbe.objects.values_list("isolation", flat=True)) == {expected}
+    inside: list[str] = []
+
+    def probe(rows: list[Any]) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('transaction_isolation')")
+            inside.append(cursor.fetchone()[0])
+
+    IsolationProbe.objects.stream_batch_process(probe, batch_size=2, isolation_level=level)
+    assert inside == [expected, expected]
+
+
+def test_isolation_level_inside_a_callers_transaction_is_refused():
+    with transaction.atomic(), pytest.raises(TransactionManagementError, match="outside atomic"):
+        Item.objects.batch_create([], isolation_level="serializable")
+
+
+def test_serialization_failure_is_retried_with_a_second_connection():
+    Item.objects.batch_create(item_rows(4), fields=ITEM_FIELDS)
+    other = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    attempts: list[int] = []
+
+    def fn(rows: list[Item]) -> None:
+        attempts.append(len(rows))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT quantity FROM bulkapp_item WHERE sku = 'sku-1'")  # snapshot taken
+        if len(attempts) == 1:  # another client commits a change to the same row meanwhile
+            other.execute("UPDATE bulkapp_item SET quantity = 40 WHERE sku = 'sku-1'")
+        Item.objects.filter(sku="sku-1").update(quantity=7)  # 40001 on the first attempt
+
+    try:
+        result = Item.objects.stream_batch_process(fn, batch_size=10, isolation_level="repeatable read")
+    finally:
+        other.close()
+    assert result.retries == 1 and len(attempts) == 2 and result.ok
+    assert Item.objects.get(sku="sku-1").quantity == 7
+
+
+@pytest.mark.parametrize(
+    ("error", "sqlstate"),
+    [(psycopg.errors.SerializationFailure, "40001"), (psycopg.errors.DeadlockDetected, "40P01")],
+)
+def test_retries_are_bounded_and_other_errors_are_not_retried(error, sqlstate):
+    Item.objects.batch_create(item_rows(3), fields=ITEM_FIELDS)
+    calls: list[int] = []
+
+    def always_conflicts(rows: list[Item]) -> None:
+        calls.append(1)
+        raise error("raised by the caller's function")
+
+    with pytest.raises(BulkOperationError) as info:
+        Item.objects.stream_batch_process(always_conflicts, isolation_level="serializable", max_retries=2)
+    assert info.value.result.retries == 2 and len(calls) == 3
+    assert info.value.result.failures[0].sqlstate == sqlstate
+    calls.clear()
+
+    def not_retryable(rows: list[Item]) -> None:
+        calls.append(1)
+        raise psycopg.errors.UniqueViolation("not a transient error")
+
+    with pytest.raises(BulkOperationError):
+        Item.objects.stream_batch_process(not_retryable, max_retries=5)
+    assert len(calls) == 1
+
+
+def test_signal_once_per_committed_batch_and_never_on_rollback(sent):
+    Item.objects.batch_create(item_rows(2500), fields=ITEM_FIELDS, batch_size=1000)
+    assert [(c["sender"], c["using"], c["operation"], c["pks"]) for c in sent] == [
+        (Item, "default", "create", None)
+    ] * 3
+    sent.clear()
+    with transaction.atomic():
+        Item.objects.batch_create(item_rows(10, start=5000), fields=ITEM_FIELDS, batch_size=5)
+        assert sent == []  # not before the caller's commit
+    assert len(sent) == 2
+    sent.clear()
+    with transaction.atomic():
+        Item.objects.batch_create(item_rows(10, start=6000), fields=ITEM_FIELDS, batch_size=5)
+        transaction.set_rollback(True)  # the caller rolls back
+    with pytest.raises(BulkOperationError):
+        Item.objects.batch_create(
+            item_rows(10, start=7000, bad=frozenset({7008})), fields=ITEM_FIELDS, batch_size=5, atomic=True
+        )
+    assert sent == []
+    assert Item.objects.count() == 2510
+
+
+def test_progress_callback_and_metrics_source():
+    calls: list[tuple[int, int]] = []
+
+    def progress(result: BatchResult) -> None:
+        calls.append((result.rows_done, result.batches_committed))
+
+    Item.objects.batch_create(item_rows(250), fields=ITEM_FIELDS, batch_size=100, progress=progress)
+    assert calls == [(100, 1), (200, 2), (250, 3)]
+    out = io.StringIO()
+    with ProgressBar(out, total=250, label="load", every=50) as bar:
+        Item.objects.batch_create(
+            item_rows(250, start=1000), fields=ITEM_FIELDS, batch_size=100, progress=progress_bar_callback(bar)
+        )
+    assert bar.done == 250 and "100% 250/250" in out.getvalue()
+    figures = metrics.collect()["bulk"]
+    assert figures["create_rows"] >= 250 and figures["create_batches"] >= 3
