@@ -16,3 +16,8 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
+        from django_scaleops.db import checks as router_checks
+        from django_scaleops.db import receivers as router_receivers
+
+        register(router_checks.check_router)
+        router_receivers.connect()

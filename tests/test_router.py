@@ -1,0 +1,249 @@
+"""PrimaryReplicaRouter against a real primary and streaming replica: routing, transaction
+safety and read-your-writes by WAL position."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core import signing
+from django.core.management import call_command
+from django.db import connections, transaction
+from django.db.models.signals import post_migrate, post_save
+from django.test import AsyncClient, Client, override_settings
+
+from django_scaleops.db.lsn import format_lsn, parse_lsn
+from django_scaleops.db.state import current_state
+from django_scaleops.middleware.routing import COOKIE_SALT
+from django_scaleops.routers import (
+    PrimaryReplicaRouter,
+    capture_read_position,
+    restore_read_position,
+    use_primary,
+)
+from django_scaleops.testing.routing import assert_reads_from, record_reads
+from tests.router_helpers import (
+    MIDDLEWARE,
+    fresh_routing,
+    port_of,
+    raw_scalar,
+    replay_paused,
+    router_settings,
+    wait_for_replay,
+)
+from tests.routerapp.models import Note
+from tests.routerapp.views import read_note
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+
+
+@pytest.fixture
+def router():
+    with router_settings(), fresh_routing():
+        yield
+
+
+@pytest.fixture
+def web(router):
+    with override_settings(ROOT_URLCONF="tests.routerapp.urls", MIDDLEWARE=[MIDDLEWARE]):
+        yield
+
+
+def committed_note(body: str = "seen by all") -> Note:
+    """A note that the replica has replayed, written without pinning this context."""
+    with use_primary():
+        note = Note.objects.using("default").create(body=body)
+    wait_for_replay()
+    return note
+
+
+def test_lsn_round_trip_and_bad_input():
+    assert parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
+    assert format_lsn(parse_lsn("0/3000148")) == "0/3000148"
+    for bad in ("", "16", "/1", "zz/1", "123456789/1"):
+        with pytest.raises(ValueError, match="WAL position"):
+            parse_lsn(bad)
+
+
+def test_reads_go_to_the_replica_and_writes_to_the_primary(router):
+    note = committed_note()
+    with assert_reads_from("replica", at_least=2):
+        assert read_note(note.pk) == {"body": "seen by all", "port": port_of("replica")}
+        assert Note.objects.count() == 1
+    with record_reads() as log:
+        Note.objects.filter(pk=note.pk).update(body="changed")
+    assert log.aliases == []  # an UPDATE is not a read
+    assert raw_scalar("default", f"SELECT body FROM routerapp_note WHERE id = {note.pk}") == "changed"
+    router_ = PrimaryReplicaRouter()
+    assert router_.allow_migrate("default", "routerapp") is True
+    assert router_.allow_migrate("replica", "routerapp") is False
+    assert router_.allow_migrate("pgbouncer", "routerapp") is None
+    other = Note.objects.using("replica").get(pk=note.pk)
+    assert router_.allow_relation(note, other) is True
+
+
+def test_using_is_always_honoured(router):
+    note = committed_note()
+    with assert_reads_from("default"):
+        assert Note.objects.using("default").get(pk=note.pk).body == "seen by all"
+    with use_primary(), assert_reads_from("replica"):
+        assert Note.objects.using("replica").filter(pk=note.pk).exists()
+
+
+def test_create_then_read_never_stale_while_replay_is_paused(router):
+    with replay_paused():
+        note = Note.objects.create(body="mine")
+        # The replica really is behind: asked directly, it does not have the row.
+        assert not Note.objects.using("replica").filter(pk=note.pk).exists()
+        assert read_note(note.pk) == {"body": "mine", "port": port_of("default")}
+        assert current_state().min_lsn > 0
+    wait_for_replay()
+    # Caught up: the same context reads from the replica again.
+    assert read_note(note.pk) == {"body": "mine", "port": port_of("replica")}
+
+
+def test_raw_cursor_writes_are_tracked(router):
+    committed_note()
+    with replay_paused():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("INSERT INTO routerapp_note (body, created_at) VALUES ('raw', now()) RETURNING id")
+            pk = cursor.fetchone()[0]
+        assert read_note(pk) == {"body": "raw", "port": port_of("default")}
+
+
+def test_reads_inside_atomic_and_select_for_update_use_the_primary(router):
+    note = committed_note()
+    with transaction.atomic(), record_reads() as log:
+        mine = Note.objects.create(body="in a transaction")
+        assert read_note(mine.pk) is not None
+        assert Note.objects.select_for_update().get(pk=note.pk).body == "seen by all"
+        assert Note.objects.count() == 2
+    assert set(log.aliases) == {"default"}
+    assert not connections["replica"].in_atomic_block
+
+
+def test_post_save_receiver_reads_its_own_write(router):
+    seen: list[object] = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append(read_note(instance.pk))
+
+    post_save.connect(receiver, sender=Note, dispatch_uid="test-router-post-save")
+    try:
+        with replay_paused():
+            Note.objects.create(body="from a signal")
+    finally:
+        post_save.disconnect(dispatch_uid="test-router-post-save")
+    assert seen == [{"body": "from a signal", "port": port_of("default")}]
+
+
+def test_post_migrate_handlers_read_from_the_primary(router):
+    committed_note()
+    aliases: list[str] = []
+
+    def receiver(sender, **kwargs):
+        with record_reads() as log:
+            Note.objects.count()
+        aliases.extend(log.aliases)
+
+    post_migrate.connect(receiver, dispatch_uid="test-router-post-migrate")
+    try:
+        call_command("migrate", verbosity=0, interactive=False)
+    finally:
+        post_migrate.disconnect(dispatch_uid="test-router-post-migrate")
+    assert aliases
+    assert set(aliases) == {"default"}
+    # After migrate, reads leave the primary again.
+    with assert_reads_from("replica"):
+        Note.objects.count()
+
+
+def test_use_primary_as_context_manager_and_decorator(router):
+    committed_note()
+
+    @use_primary()
+    def count() -> int:
+        return Note.objects.count()
+
+    @use_primary()
+    async def acount() -> int:
+        return await Note.objects.acount()
+
+    with assert_reads_from("default", at_least=3):
+        with use_primary():
+            Note.objects.count()
+        assert count() == 1
+        assert async_to_sync(acount)() == 1
+    with assert_reads_from("replica"):
+        Note.objects.count()
+
+
+def test_background_task_reads_what_the_caller_wrote(router):
+    with replay_paused():
+        note = Note.objects.create(body="queued")
+        position = capture_read_position()
+        assert position is not None
+        results: dict[str, object] = {}
+
+        def task(name: str, carried: str | None) -> None:
+            try:
+                with restore_read_position(carried):
+                    results[name] = read_note(note.pk)
+            finally:
+                connections.close_all()
+
+        for name, carried in (("with", position), ("without", None)):
+            worker = threading.Thread(target=task, args=(name, carried))
+            worker.start()
+            worker.join()
+    # The helper carries the write to the task; a task without it reads the lagging replica.
+    assert results == {"with": {"body": "queued", "port": port_of("default")}, "without": None}
+
+
+def test_next_request_with_the_cookie_reads_its_write(web):
+    client, stranger = Client(), Client()
+    committed_note()
+    with replay_paused():
+        response = client.post("/notes/", json.dumps({"body": "posted"}), content_type="application/json")
+        assert response.status_code == 201
+        pk = response.json()["id"]
+        cookie = client.cookies["scaleops_rw"]
+        assert cookie["httponly"]
+        detail = client.get(f"/notes/{pk}/")
+        assert detail.status_code == 200
+        assert detail.json() == {"body": "posted", "port": port_of("default")}
+        # Another client has no pin: it reads the paused replica, which lacks the row.
+        assert stranger.get(f"/notes/{pk}/").status_code == 404
+        # A forged cookie is ignored rather than trusted.
+        forged = Client()
+        forged.cookies["scaleops_rw"] = "FFFFFFFF/0"
+        assert forged.get(f"/notes/{pk}/").status_code == 404
+    wait_for_replay()
+    assert client.get(f"/notes/{pk}/").json() == {"body": "posted", "port": port_of("replica")}
+
+
+def test_concurrent_asgi_requests_do_not_share_pins(web):
+    committed_note()
+    signer = signing.get_cookie_signer(salt="scaleops_rw" + COOKIE_SALT)
+    pins = [None, "0/1000", None, "0/2000", None, "0/3000", None, "0/4000"] * 3
+
+    async def one(pin: str | None) -> dict[str, object]:
+        client = AsyncClient()
+        if pin:
+            client.cookies["scaleops_rw"] = signer.sign(pin)
+        response = await client.get("/whoami/", {"sleep": "0.01"})
+        return response.json()
+
+    async def all_at_once() -> list[dict[str, object]]:
+        return await asyncio.gather(*(one(pin) for pin in pins))
+
+    results = async_to_sync(all_at_once)()
+    for pin, result in zip(pins, results, strict=True):
+        assert result["before"] == pin
+        assert result["after"] == pin
+        # Old positions are long replayed: every request reads from the replica.
+        assert result["replica"] == "replica"
+        assert result["port"] == port_of("replica")
