@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -230,14 +231,14 @@ def test_concurrent_asgi_requests_do_not_share_pins(web):
     signer = signing.get_cookie_signer(salt="scaleops_rw" + COOKIE_SALT)
     pins = [None, "0/1000", None, "0/2000", None, "0/3000", None, "0/4000"] * 3
 
-    async def one(pin: str | None) -> dict[str, object]:
+    async def one(pin: str | None) -> Any:
         client = AsyncClient()
         if pin:
             client.cookies["scaleops_rw"] = signer.sign(pin)
         response = await client.get("/whoami/", {"sleep": "0.01"})
         return response.json()
 
-    async def all_at_once() -> list[dict[str, object]]:
+    async def all_at_once() -> list[Any]:
         return await asyncio.gather(*(one(pin) for pin in pins))
 
     results = async_to_sync(all_at_once)()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db.models.expressions import RawSQL
@@ -15,7 +16,7 @@ from django_scaleops.db.state import current_state
 from tests.routerapp.models import Note
 
 
-def read_note(pk: int) -> dict[str, object] | None:
+def read_note(pk: int) -> Any:
     """The note and the port of the server that answered, or None when that server lacks it."""
     return Note.objects.filter(pk=pk).annotate(port=RawSQL("inet_server_port()", ())).values("body", "port").first()
 
@@ -36,7 +37,9 @@ async def whoami(request: HttpRequest) -> HttpResponse:
     seen_before = state.min_lsn
     # Interleave with the other requests in flight, then read and look again.
     await asyncio.sleep(float(request.GET.get("sleep", "0")))
-    port = await sync_to_async(lambda: Note.objects.annotate(port=RawSQL("inet_server_port()", ())).values("port").first())()
+    port = await sync_to_async(
+        lambda: Note.objects.annotate(port=RawSQL("inet_server_port()", ())).values("port").first()
+    )()
     await asyncio.sleep(float(request.GET.get("sleep", "0")))
     state = current_state()
     return JsonResponse(
