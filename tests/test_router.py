@@ -17,7 +17,7 @@ from django.db.models.signals import post_migrate, post_save
 from django.test import AsyncClient, Client, override_settings
 
 from django_scaleops.db.lsn import format_lsn, parse_lsn
-from django_scaleops.db.state import current_state
+from django_scaleops.db.state import current_state, primary_forced
 from django_scaleops.middleware.routing import COOKIE_SALT
 from django_scaleops.routers import (
     PrimaryReplicaRouter,
@@ -158,6 +158,8 @@ def test_post_migrate_handlers_read_from_the_primary(router):
     assert aliases
     assert set(aliases) == {"default"}
     # After migrate, reads leave the primary again.
+    assert not primary_forced()
+    wait_for_replay()
     with assert_reads_from("replica"):
         Note.objects.count()
 

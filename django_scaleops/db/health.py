@@ -70,13 +70,24 @@ class CheckConnection:
         self.conn: psycopg.Connection[Any] | None = None
 
     def fetchone(self, sql: str) -> tuple[Any, ...]:
+        reused = self.conn is not None and not self.conn.closed
         try:
-            if self.conn is None or self.conn.closed:
-                self.conn = psycopg.connect(**self.params, autocommit=True)
-            row = self.conn.execute(sql).fetchone()
+            return self._fetchone(sql)
+        except psycopg.OperationalError:
+            self.close()
+            if not reused:
+                raise
+        # A connection kept from before a restart fails once; only a fresh one's failure counts.
+        try:
+            return self._fetchone(sql)
         except psycopg.Error:
             self.close()
             raise
+
+    def _fetchone(self, sql: str) -> tuple[Any, ...]:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(**self.params, autocommit=True)
+        row = self.conn.execute(sql).fetchone()
         assert row is not None
         return tuple(row)
 
