@@ -147,7 +147,7 @@ def test_hot_standby_conflict_is_retried_on_the_primary(services):
                 Note.objects.raw("SELECT id, body, inet_server_port() AS port FROM routerapp_note, pg_sleep(2)")
             )
             locker.join()
-            assert [(row.body, row.port) for row in rows]  # type: ignore[attr-defined] == [("seen by all", port_of("default"))]
+            assert [(row.body, vars(row)["port"]) for row in rows] == [("seen by all", port_of("default"))]
             status = replica_status()["replicas"]["replica"]
             assert status["failovers"] == 1
             assert "40001" in status["last_error"]
