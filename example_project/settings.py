@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Per-request routing state and the read-your-writes cookie: before anything that reads.
+    *(["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -65,8 +67,14 @@ _services = ensure_services()
 
 DATABASES = {
     "default": database_from_url(_services["DATABASE_URL"]),
-    "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}),
+    "replica": database_from_url(
+        _services["REPLICA_URL"], TEST={"MIRROR": "default"}, OPTIONS={"connect_timeout": 2}
+    ),
 }
+
+# Reads go to the streaming replica once it has replayed what the client wrote (see docs/replicas.md).
+DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"] if WITH_SCALEOPS else []
+SCALEOPS_ROUTER_REPLICA_ALIASES = ["replica"]
 
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
 
