@@ -67,9 +67,7 @@ _services = ensure_services()
 
 DATABASES = {
     "default": database_from_url(_services["DATABASE_URL"]),
-    "replica": database_from_url(
-        _services["REPLICA_URL"], TEST={"MIRROR": "default"}, OPTIONS={"connect_timeout": 2}
-    ),
+    "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}, OPTIONS={"connect_timeout": 2}),
 }
 
 # Reads go to the streaming replica once it has replayed what the client wrote (see docs/replicas.md).

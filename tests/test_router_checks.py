@@ -52,7 +52,9 @@ def test_replica_without_test_mirror_or_connect_timeout_warns():
     bare = {key: value for key, value in settings.DATABASES["replica"].items() if key != "TEST"}
     with pytest.warns(UserWarning, match="DATABASES"):
         found = ids(
-            DATABASE_ROUTERS=[ROUTER], SCALEOPS_ROUTER_REPLICA_ALIASES=["replica"], DATABASES=databases_with(replica=bare)
+            DATABASE_ROUTERS=[ROUTER],
+            SCALEOPS_ROUTER_REPLICA_ALIASES=["replica"],
+            DATABASES=databases_with(replica=bare),
         )
     assert found == ["scaleops.W102", "scaleops.W103"]
 

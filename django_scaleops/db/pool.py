@@ -46,7 +46,6 @@ class ReplicaPool:
         self.primary = primary
         self.replicas = replicas
         self.aliases = frozenset([primary, *replicas])
-        self.pid = os.getpid()
         primary_settings = connections[primary].settings_dict
         self.health: dict[str, ReplicaHealth] = {
             alias: ReplicaHealth(alias, mirror=_is_mirror(connections[alias].settings_dict, primary_settings))
@@ -67,8 +66,10 @@ class ReplicaPool:
     # ---- routing -----------------------------------------------------------------------
 
     def db_for_read(self) -> str:
+        # Runs for every ORM read: keep the common path to a few attribute and dict lookups.
         primary = connections[self.primary]
-        failover.install(primary, failover.track_writes)
+        if failover.track_writes not in primary.execute_wrappers:
+            primary.execute_wrappers.append(failover.track_writes)
         if primary_forced() or primary.in_atomic_block or primary.needs_rollback:
             return self.primary
         state = current_state()
@@ -78,7 +79,15 @@ class ReplicaPool:
             return self._to_primary()
         if not self.replicas:
             return self.primary
-        self.ensure_monitor()
+        if self._monitor is None:
+            self.ensure_monitor()
+        # The request's replica, while it stays healthy and has what the client wrote.
+        sticky = state.replica
+        if sticky is not None:
+            health = self.health[sticky]
+            if health.state == HEALTHY and self._ready(sticky) and self._caught_up(sticky, state.min_lsn):
+                health.reads += 1
+                return sticky
         chosen = self.pick_replica(state)
         return chosen or self._to_primary()
 
@@ -92,12 +101,8 @@ class ReplicaPool:
             self._note_availability(bool(usable))
         if not usable:
             return None
-        if state.replica in usable:
-            order = [state.replica, *(a for a in usable if a != state.replica)]
-        else:
-            start = next(self._round_robin) % len(usable)
-            order = usable[start:] + usable[:start]
-        for alias in order:
+        start = next(self._round_robin) % len(usable)
+        for alias in usable[start:] + usable[:start]:
             if self._ready(alias) and self._caught_up(alias, state.min_lsn):
                 state.replica = alias
                 self.health[alias].reads += 1
@@ -110,12 +115,14 @@ class ReplicaPool:
 
     def _ready(self, alias: str) -> bool:
         connection = connections[alias]
-        try:
-            connection.ensure_connection()
-        except DatabaseError as exc:
-            self.mark_down(alias, f"connect failed: {type(exc).__name__}")
-            return False
-        failover.install(connection, failover.retry_elsewhere)
+        if connection.connection is None:
+            try:
+                connection.ensure_connection()
+            except DatabaseError as exc:
+                self.mark_down(alias, f"connect failed: {type(exc).__name__}")
+                return False
+        if failover.retry_elsewhere not in connection.execute_wrappers:
+            connection.execute_wrappers.append(failover.retry_elsewhere)
         if self.health[alias].mirror:
             _make_read_only(connection)
         return True
@@ -314,7 +321,7 @@ def get_pool() -> ReplicaPool | None:
     """The pool, or None when ``PrimaryReplicaRouter`` is not in ``DATABASE_ROUTERS``."""
     global _pool, _router_installed
     pool = _pool
-    if pool is not None and pool.pid == os.getpid():
+    if pool is not None:
         return pool
     if _router_installed is None:
         from django.db import router
@@ -323,19 +330,28 @@ def get_pool() -> ReplicaPool | None:
     if not _router_installed:
         return None
     with _pool_lock:
-        if _pool is None or _pool.pid != os.getpid():
-            # After a fork the monitor thread is gone; a fresh pool starts its own.
+        if _pool is None:
             _pool = ReplicaPool(
                 str(conf.SCALEOPS_ROUTER_PRIMARY_ALIAS), [str(a) for a in conf.SCALEOPS_ROUTER_REPLICA_ALIASES]
             )
         return _pool
 
 
+def _forget_pool_in_child() -> None:
+    # After a fork (gunicorn --preload, multiprocessing) the monitor thread is gone and the
+    # parent's connections must not be shared: the child builds its own pool on first use.
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def reset_pool() -> None:
     """Forget the pool (settings changed); its monitor stops."""
     global _pool, _router_installed
     with _pool_lock:
-        if _pool is not None and _pool.pid == os.getpid():
+        if _pool is not None:
             _pool.stop()
         _pool = None
         _router_installed = None
