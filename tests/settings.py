@@ -62,6 +62,9 @@ DATABASES = {
         DISABLE_SERVER_SIDE_CURSORS=True,
         OPTIONS={"prepare_threshold": None},
     ),
+    # A user's replica alias in a CI run with one server: a TEST MIRROR of "default" on the same
+    # server (the router's tests check it is served read-only and kept out of transactions).
+    "replica_mirror": database_from_url(_services["DATABASE_URL"], TEST={"MIRROR": "default"}),
 }
 
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}

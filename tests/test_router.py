@@ -12,16 +12,18 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core import signing
 from django.core.management import call_command
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models.signals import post_migrate, post_save
 from django.test import AsyncClient, Client, override_settings
 
 from django_scaleops.db.lsn import format_lsn, parse_lsn
+from django_scaleops.db.pool import get_pool
 from django_scaleops.db.state import current_state, primary_forced
 from django_scaleops.middleware.routing import COOKIE_SALT
 from django_scaleops.routers import (
     PrimaryReplicaRouter,
     capture_read_position,
+    replica_status,
     restore_read_position,
     use_primary,
 )
@@ -250,3 +252,22 @@ def test_concurrent_asgi_requests_do_not_share_pins(web):
         # Old positions are long replayed: every request reads from the replica.
         assert result["replica"] == "replica"
         assert result["port"] == port_of("replica")
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica_mirror"])
+def test_a_test_mirror_is_served_read_only_and_kept_out_of_transactions():
+    mirror_alias = "replica_mirror"
+    with router_settings(SCALEOPS_ROUTER_REPLICA_ALIASES=[mirror_alias]), fresh_routing():
+        note = Note.objects.create(body="mirrored")
+        # The mirror is the primary's own database: it never lags, so it serves reads at once.
+        with assert_reads_from(mirror_alias):
+            assert read_note(note.pk) == {"body": "mirrored", "port": port_of("default")}
+        with pytest.raises(DatabaseError, match="read-only transaction"):
+            Note.objects.using(mirror_alias).create(body="a write through a replica alias")
+        with transaction.atomic(), assert_reads_from("default"):
+            assert Note.objects.filter(pk=note.pk).exists()
+        pool = get_pool()
+        assert pool is not None
+        pool.check_all()
+        assert replica_status()["replicas"][mirror_alias]["state"] == "healthy"
+        assert replica_status()["replicas"][mirror_alias]["mirror"] is True
