@@ -215,6 +215,8 @@ def test_next_request_with_the_cookie_reads_its_write(web):
         response = client.post("/notes/", json.dumps({"body": "posted"}), content_type="application/json")
         assert response.status_code == 201
         pk = response.json()["id"]
+        # Same request: the view reads back what it just created, from the primary.
+        assert response.json()["read_back"] == {"body": "posted", "port": port_of("default")}
         cookie = client.cookies["scaleops_rw"]
         assert cookie["httponly"]
         detail = client.get(f"/notes/{pk}/")
@@ -233,25 +235,31 @@ def test_next_request_with_the_cookie_reads_its_write(web):
 def test_concurrent_asgi_requests_do_not_share_pins(web):
     committed_note()
     signer = signing.get_cookie_signer(salt="scaleops_rw" + COOKIE_SALT)
-    pins = [None, "0/1000", None, "0/2000", None, "0/3000", None, "0/4000"] * 3
+    with replay_paused():
+        Note.objects.create(body="not replayed yet")
+        ahead = capture_read_position()  # a position the paused replica has not reached
+        assert ahead is not None
+        pins = [None, "0/1000", None, ahead] * 5
 
-    async def one(pin: str | None) -> Any:
-        client = AsyncClient()
-        if pin:
-            client.cookies["scaleops_rw"] = signer.sign(pin)
-        response = await client.get("/whoami/", {"sleep": "0.01"})
-        return response.json()
+        async def one(pin: str | None) -> Any:
+            client = AsyncClient()
+            if pin:
+                client.cookies["scaleops_rw"] = signer.sign(pin)
+            response = await client.get("/whoami/", {"sleep": "0.01"})
+            return response.json()
 
-    async def all_at_once() -> list[Any]:
-        return await asyncio.gather(*(one(pin) for pin in pins))
+        async def all_at_once() -> list[Any]:
+            return await asyncio.gather(*(one(pin) for pin in pins))
 
-    results = async_to_sync(all_at_once)()
+        results = async_to_sync(all_at_once)()
     for pin, result in zip(pins, results, strict=True):
         assert result["before"] == pin
         assert result["after"] == pin
-        # Old positions are long replayed: every request reads from the replica.
-        assert result["replica"] == "replica"
-        assert result["port"] == port_of("replica")
+        if pin == ahead:
+            # Pinned past the replica: the primary answers, whatever the others do meanwhile.
+            assert (result["replica"], result["port"]) == (None, port_of("default"))
+        else:
+            assert (result["replica"], result["port"]) == ("replica", port_of("replica"))
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica_mirror"])

@@ -43,7 +43,8 @@ def capture_read_position() -> str | None:
     """The primary WAL position this context has written up to, to hand to a background task.
 
     Pass the value to the task and wrap its work in ``restore_read_position(value)``: its reads
-    then see everything the caller wrote. ``None`` when nothing was written.
+    then see everything the caller wrote. ``None`` when nothing was written. Inside ``atomic()``
+    the transaction's own writes are not committed yet: capture from ``transaction.on_commit``.
     """
     pool = get_pool()
     state = current_state()

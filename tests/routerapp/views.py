@@ -24,7 +24,7 @@ def read_note(pk: int) -> Any:
 @csrf_exempt
 def notes(request: HttpRequest) -> HttpResponse:
     note = Note.objects.create(body=json.loads(request.body)["body"])
-    return JsonResponse({"id": note.pk}, status=201)
+    return JsonResponse({"id": note.pk, "read_back": read_note(note.pk)}, status=201)
 
 
 def note_detail(request: HttpRequest, pk: int) -> HttpResponse:
