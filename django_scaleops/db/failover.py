@@ -95,7 +95,8 @@ def retry_elsewhere(execute: Callable[..., Any], sql: str, params: Any, many: bo
 
         _close_quietly(connection)
         state = current_state()
-        target = pool.pick_replica(state, exclude=alias) or pool.primary
+        floor = pool.health[alias].replay_lsn  # what this request may already have seen there
+        target = pool.pick_replica(state, exclude=alias, floor=floor) or pool.primary
         logger.warning("read on replica %s failed (%s); retried on %s", alias, type(exc).__name__, target)
         retry_cursor = connections[target].cursor()
         result = retry_cursor.execute(sql, params)

@@ -83,27 +83,31 @@ class ReplicaPool:
             self.ensure_monitor()
         # The request's replica, while it stays healthy and has what the client wrote.
         sticky = state.replica
+        floor = state.min_lsn
         if sticky is not None:
             health = self.health[sticky]
             if health.state == HEALTHY and self._ready(sticky) and self._caught_up(sticky, state.min_lsn):
                 health.reads += 1
                 return sticky
-        chosen = self.pick_replica(state)
+            # Moving on: the next replica must be as far as this one was, so reads never go back.
+            floor = max(floor, health.replay_lsn)
+        chosen = self.pick_replica(state, floor=floor)
         return chosen or self._to_primary()
 
     def db_for_write(self) -> str:
         failover.install(connections[self.primary], failover.track_writes)
         return self.primary
 
-    def pick_replica(self, state: RoutingState, exclude: str | None = None) -> str | None:
+    def pick_replica(self, state: RoutingState, exclude: str | None = None, floor: int = 0) -> str | None:
         usable = [alias for alias in self.replicas if alias != exclude and self.health[alias].state == HEALTHY]
         if exclude is None:
             self._note_availability(bool(usable))
         if not usable:
             return None
         start = next(self._round_robin) % len(usable)
+        needed = max(state.min_lsn, floor)
         for alias in usable[start:] + usable[:start]:
-            if self._ready(alias) and self._caught_up(alias, state.min_lsn):
+            if self._ready(alias) and self._caught_up(alias, needed):
                 state.replica = alias
                 self.health[alias].reads += 1
                 return alias
