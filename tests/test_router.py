@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core import signing
 from django.core.management import call_command
 from django.db import DatabaseError, connections, transaction
 from django.db.models.signals import post_migrate, post_save
+from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
 from django_scaleops.db.lsn import format_lsn, parse_lsn
@@ -232,9 +232,15 @@ def test_next_request_with_the_cookie_reads_its_write(web):
     assert client.get(f"/notes/{pk}/").json() == {"body": "posted", "port": port_of("replica")}
 
 
+def signed_cookie(value: str) -> str:
+    # Signed the way Django signs it (its format changed in 6.1), so this test is version-proof.
+    response = HttpResponse()
+    response.set_signed_cookie("scaleops_rw", value, salt=COOKIE_SALT)
+    return response.cookies["scaleops_rw"].value
+
+
 def test_concurrent_asgi_requests_do_not_share_pins(web):
     committed_note()
-    signer = signing.get_cookie_signer(salt="scaleops_rw" + COOKIE_SALT)
     with replay_paused():
         Note.objects.create(body="not replayed yet")
         ahead = capture_read_position()  # a position the paused replica has not reached
@@ -244,7 +250,7 @@ def test_concurrent_asgi_requests_do_not_share_pins(web):
         async def one(pin: str | None) -> Any:
             client = AsyncClient()
             if pin:
-                client.cookies["scaleops_rw"] = signer.sign(pin)
+                client.cookies["scaleops_rw"] = signed_cookie(pin)
             response = await client.get("/whoami/", {"sleep": "0.01"})
             return response.json()
 

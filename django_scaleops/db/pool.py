@@ -335,10 +335,29 @@ def get_pool() -> ReplicaPool | None:
         return None
     with _pool_lock:
         if _pool is None:
-            _pool = ReplicaPool(
-                str(conf.SCALEOPS_ROUTER_PRIMARY_ALIAS), [str(a) for a in conf.SCALEOPS_ROUTER_REPLICA_ALIASES]
-            )
+            primary, replicas = _configured_aliases()
+            if primary is None:
+                _router_installed = False  # off until the settings change
+                return None
+            _pool = ReplicaPool(primary, replicas)
         return _pool
+
+
+def _configured_aliases() -> tuple[str | None, list[str]]:
+    """The configured aliases that exist. Unknown ones are left out (scaleops.E101/E102 name
+    them) so that a typo degrades to primary-only routing instead of failing every query."""
+    primary = str(conf.SCALEOPS_ROUTER_PRIMARY_ALIAS)
+    known = connections.settings
+    if primary not in known:
+        logger.error("SCALEOPS_ROUTER_PRIMARY_ALIAS %r is not a database alias: the router is off", primary)
+        return None, []
+    replicas = []
+    for alias in conf.SCALEOPS_ROUTER_REPLICA_ALIASES:
+        if alias in known and alias != primary:
+            replicas.append(str(alias))
+        else:
+            logger.error("replica alias %r is not a database alias other than the primary: ignored", alias)
+    return primary, replicas
 
 
 def _forget_pool_in_child() -> None:
