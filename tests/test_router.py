@@ -232,6 +232,22 @@ def test_next_request_with_the_cookie_reads_its_write(web):
     assert client.get(f"/notes/{pk}/").json() == {"body": "posted", "port": port_of("replica")}
 
 
+def test_asgi_write_sets_the_cookie_and_the_next_async_request_reads_it(web):
+    committed_note()
+
+    async def post_then_get() -> tuple[Any, Any, Any]:
+        client = AsyncClient()
+        created = await client.post("/notes/", json.dumps({"body": "async"}), content_type="application/json")
+        detail = await client.get(f"/notes/{created.json()['id']}/")
+        return created, detail, client.cookies.get("scaleops_rw")
+
+    with replay_paused():
+        created, detail, cookie = async_to_sync(post_then_get)()
+    assert created.status_code == 201
+    assert cookie is not None and cookie.value
+    assert detail.json() == {"body": "async", "port": port_of("default")}
+
+
 def signed_cookie(value: str) -> str:
     # Signed the way Django signs it (its format changed in 6.1), so this test is version-proof.
     response = HttpResponse()

@@ -3,6 +3,7 @@ conflicts, lag classification, status command, metrics."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from io import StringIO
@@ -91,6 +92,9 @@ def test_replica_killed_during_250_reads_fails_none_and_is_readmitted(services, 
         out = StringIO()
         call_command("replica_status", stdout=out)
         assert "healthy" in out.getvalue()
+        out = StringIO()
+        call_command("replica_status", "--json", stdout=out)
+        assert json.loads(out.getvalue())["replicas"]["replica"]["state"] == HEALTHY
 
 
 def test_read_failing_mid_statement_is_retried_and_refused_connection_skipped(services):
