@@ -11,10 +11,11 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_scaleops.db.checks import check_router
-from tests.router_helpers import ROUTER
+from tests.router_helpers import MIDDLEWARE, ROUTER
 
 
 def ids(**overrides: object) -> list[str]:
+    overrides.setdefault("MIDDLEWARE", [MIDDLEWARE])
     with override_settings(**overrides):
         return [message.id or "" for message in check_router()]
 
@@ -46,6 +47,11 @@ def test_router_missing_and_router_without_replicas_warn():
     assert ids(DATABASE_ROUTERS=[], SCALEOPS_ROUTER_REPLICA_ALIASES=["replica"]) == ["scaleops.W101"]
     assert ids(DATABASE_ROUTERS=[ROUTER], SCALEOPS_ROUTER_REPLICA_ALIASES=[]) == ["scaleops.W104"]
     assert ids(DATABASE_ROUTERS=[], SCALEOPS_ROUTER_REPLICA_ALIASES=[]) == []
+
+
+def test_router_without_its_middleware_warns():
+    found = ids(DATABASE_ROUTERS=[ROUTER], SCALEOPS_ROUTER_REPLICA_ALIASES=["replica"], MIDDLEWARE=[])
+    assert "scaleops.W105" in found
 
 
 def test_replica_without_test_mirror_or_connect_timeout_warns():

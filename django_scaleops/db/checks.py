@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 from django_scaleops.conf import conf
 
 ROUTER_PATH = "django_scaleops.routers.PrimaryReplicaRouter"
+MIDDLEWARE_PATH = "django_scaleops.middleware.routing.ReplicaRoutingMiddleware"
 
 
 def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -71,6 +72,15 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="scaleops.W103",
                 )
             )
+    if replicas and MIDDLEWARE_PATH not in settings.MIDDLEWARE:
+        messages.append(
+            Warning(
+                "The router is installed without ReplicaRoutingMiddleware: a client's writes are not carried"
+                " to its next request, and routing state lives per thread instead of per request.",
+                hint=f'Add "{MIDDLEWARE_PATH}" near the top of MIDDLEWARE.',
+                id="scaleops.W105",
+            )
+        )
     if not replicas:
         messages.append(
             Warning(
