@@ -33,6 +33,8 @@ def committed_note(body: str = "seen by all") -> Note:
     with use_primary():
         note = Note.objects.using("default").create(body=body)
     wait_for_replay()
+    # Someone else's write: this context must not stay pinned behind WAL written since.
+    reset_routing_state()
     return note
 
 
