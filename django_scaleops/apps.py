@@ -32,3 +32,8 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops.bulk.ready import ready as bulk_ready
 
         bulk_ready()  # bulk operations: check E701, "bulk" metrics source
+        from django_scaleops.db import checks as router_checks
+        from django_scaleops.db import receivers as router_receivers
+
+        register(router_checks.check_router)
+        router_receivers.connect()

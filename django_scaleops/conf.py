@@ -77,6 +77,32 @@ class Settings:
     # ---- logging and APM (SCALEOPS_LOG_*, SCALEOPS_APM_*)
 
     # ---- read replicas (SCALEOPS_ROUTER_*)
+    SCALEOPS_ROUTER_PRIMARY_ALIAS = Setting("default", str, "Database alias of the primary; every write goes there.")
+    SCALEOPS_ROUTER_REPLICA_ALIASES: Setting[list[str] | tuple[str, ...]] = Setting(
+        [], (list, tuple), "Database aliases of the streaming replicas that serve reads."
+    )
+    SCALEOPS_ROUTER_CHECK_INTERVAL: Setting[int | float] = Setting(
+        30.0, (int, float), "Seconds between replica health checks (jittered by +/-20%)."
+    )
+    SCALEOPS_ROUTER_CHECK_TIMEOUT: Setting[int | float] = Setting(
+        2.0, (int, float), "Seconds a health check may take to connect and to run its query."
+    )
+    SCALEOPS_ROUTER_MAX_LAG_SECONDS: Setting[int | float] = Setting(
+        10.0, (int, float), "Replay lag in seconds over which (with the byte limit) a replica is lagging."
+    )
+    SCALEOPS_ROUTER_MAX_LAG_BYTES = Setting(
+        1024 * 1024, int, "WAL bytes behind the primary over which (with the time limit) a replica is lagging."
+    )
+    SCALEOPS_ROUTER_READMIT_CHECKS = Setting(
+        3, int, "Consecutive good health checks before a down or lagging replica serves reads again."
+    )
+    SCALEOPS_ROUTER_PIN_SECONDS: Setting[int | float] = Setting(
+        5.0, (int, float), "Safety net: seconds reads stay on the primary when a write's WAL position is unknown."
+    )
+    SCALEOPS_ROUTER_COOKIE_NAME = Setting("scaleops_rw", str, "Name of the signed read-your-writes cookie.")
+    SCALEOPS_ROUTER_COOKIE_MAX_AGE = Setting(
+        300, int, "Seconds a client's last write position is carried across requests."
+    )
 
     # ---- partitioning (SCALEOPS_PARTITION_*)
 

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Per-request routing state and the read-your-writes cookie: before anything that reads.
+    *(["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
     # Compression and conditional GET: any order works; compression first saves work on 304s.
     *(
         [
@@ -76,13 +78,17 @@ _services = ensure_services()
 
 DATABASES = {
     "default": database_from_url(_services["DATABASE_URL"]),
-    "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}),
+    "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}, OPTIONS={"connect_timeout": 2}),
     # PgBouncer in transaction mode in front of the primary; "default" stays direct (migrations).
     "pgbouncer": database_from_url(
         _services["PGBOUNCER_URL"], TEST={"MIRROR": "default"}, DISABLE_SERVER_SIDE_CURSORS=True
     ),
 }
 SCALEOPS_PGBOUNCER_ALIASES = {"pgbouncer": {"pool_mode": "transaction", "direct": "default"}}
+
+# Reads go to the streaming replica once it has replayed what the client wrote (see docs/replicas.md).
+DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"] if WITH_SCALEOPS else []
+SCALEOPS_ROUTER_REPLICA_ALIASES = ["replica"]
 
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
 

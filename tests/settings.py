@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "example_project.chat",
     "tests.monitoringapp",
     "tests.bulkapp",
+    "tests.routerapp",
 ]
 
 MIDDLEWARE = [
@@ -63,6 +64,9 @@ DATABASES = {
         DISABLE_SERVER_SIDE_CURSORS=True,
         OPTIONS={"prepare_threshold": None},
     ),
+    # A user's replica alias in a CI run with one server: a TEST MIRROR of "default" on the same
+    # server (the router's tests check it is served read-only and kept out of transactions).
+    "replica_mirror": database_from_url(_services["DATABASE_URL"], TEST={"MIRROR": "default"}),
 }
 
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}

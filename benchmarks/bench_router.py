@@ -1,0 +1,350 @@
+"""Read replicas: PrimaryReplicaRouter vs a fixed 2 s time pin (Rails-style) vs
+django-multidb-router, on a 90% read / 10% write workload with the replica ~200 ms behind.
+
+Twenty simulated clients, each a Django test client with its own cookies, take turns:
+10% of requests update the client's own conversation title (a version number), 45% read it
+back, 45% read someone else's. A read of one's own conversation that returns an older version
+is a stale read. Each router runs in its own worker process; rounds alternate. Then the routing
+decision itself is timed per query, against Django with no router.
+
+django-multidb-router is a benchmark-only peer: ``pip install -e '.[bench]'``. When it is
+missing, the comparison runs against the time pin only. Run with ``make bench``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import Worker, compare
+
+CLIENTS = 20
+CONVERSATIONS = 200
+OPS_PER_ROUND = 500
+ROUNDS = 5
+APPLY_DELAY = "200ms"
+TIME_PIN_SECONDS = 2.0
+MODE_VAR = "ROUTER_BENCH_MODE"
+BENCH_USER = "bench-router"
+
+
+# ---- Django setup, shared by the main process and the workers -----------------------------
+
+
+def configure(mode: str) -> None:
+    import django
+    from django.conf import settings
+
+    from django_scaleops.testing.env import database_from_url
+
+    routers = {
+        "ours": ["django_scaleops.routers.PrimaryReplicaRouter"],
+        "timepin": ["__main__.TimePinRouter"],
+        "multidb": ["multidb.PinningReplicaRouter"],
+        "none": [],
+    }[mode]
+    middleware = {
+        "ours": ["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"],
+        "timepin": ["__main__.TimePinMiddleware"],
+        "multidb": ["multidb.middleware.PinningRouterMiddleware"],
+        "none": [],
+    }[mode]
+    settings.configure(
+        SECRET_KEY="bench-only",
+        DEBUG=False,
+        USE_TZ=True,
+        ALLOWED_HOSTS=["testserver"],
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_scaleops",
+            "example_project.chat",
+        ],
+        DATABASES={
+            "default": database_from_url(os.environ["DATABASE_URL"]),
+            "replica": database_from_url(
+                os.environ["REPLICA_URL"], TEST={"MIRROR": "default"}, OPTIONS={"connect_timeout": 2}
+            ),
+        },
+        DATABASE_ROUTERS=routers,
+        MIDDLEWARE=middleware,
+        ROOT_URLCONF="__main__",
+        SCALEOPS_ROUTER_REPLICA_ALIASES=["replica"],
+        REPLICA_DATABASES=["replica"],
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+    )
+    django.setup()
+
+
+# ---- the Rails-style peer: after a write, every read of that client goes to the primary for 2 s
+
+
+_pinned: ContextVar[bool] = ContextVar("bench_time_pin", default=False)
+
+
+class TimePinRouter:
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return "default" if _pinned.get() else "replica"
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+
+class TimePinMiddleware:
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        pinned_until = float(request.COOKIES.get("pin_until", "0"))
+        token = _pinned.set(time.time() < pinned_until or request.method != "GET")
+        try:
+            response = self.get_response(request)
+        finally:
+            _pinned.reset(token)
+        if request.method != "GET":
+            response.set_cookie("pin_until", str(time.time() + TIME_PIN_SECONDS))
+        return response
+
+
+# ---- the views the simulated clients call (ROOT_URLCONF is this module in the workers) ------
+
+
+def write_view(request: Any, pk: int) -> Any:
+    from django.http import JsonResponse
+
+    from example_project.chat.models import Conversation
+
+    Conversation.objects.filter(pk=pk).update(title=request.POST["version"])
+    return JsonResponse({"ok": True})
+
+
+def read_view(request: Any, pk: int) -> Any:
+    from django.db.models.expressions import RawSQL
+    from django.http import JsonResponse
+
+    from example_project.chat.models import Conversation
+
+    row = Conversation.objects.filter(pk=pk).annotate(port=RawSQL("inet_server_port()", ())).values("title", "port")
+    return JsonResponse(row.get())
+
+
+urlpatterns: list[Any] = []
+
+
+def worker(mode: str) -> None:
+    configure(mode)
+    from django.db import connections
+    from django.test import Client
+    from django.urls import path
+
+    from example_project.chat.models import Conversation
+
+    urlpatterns.extend([path("w/<int:pk>/", write_view), path("r/<int:pk>/", read_view)])
+    replica_port = int(connections["replica"].settings_dict["PORT"])
+    mine = Conversation.objects.using("default").filter(created_by__username=BENCH_USER)
+    pks = list(mine.order_by("pk").values_list("pk", flat=True))
+    # Each router's clients own their rows: versions written by one worker are not another's.
+    slot = ["ours", "timepin", "multidb"].index(mode)
+    own = pks[slot * CLIENTS : (slot + 1) * CLIENTS]
+    clients = [Client() for _ in own]
+    versions = [
+        int(t) for t in Conversation.objects.using("default").filter(pk__in=own).values_list("title", flat=True)
+    ]
+    rng = random.Random(hash(mode) & 0xFFFF)
+    for line in sys.stdin:
+        count = int(line)
+        reads = replica_reads = own_reads = stale = 0
+        started = time.perf_counter()
+        for i in range(count):
+            who = i % len(clients)
+            dice = rng.random()
+            if dice < 0.10:
+                versions[who] += 1
+                response = clients[who].post(f"/w/{own[who]}/", {"version": str(versions[who])})
+                assert response.status_code == 200, response.status_code
+                continue
+            pk = own[who] if dice < 0.55 else rng.choice(pks)
+            row = clients[who].get(f"/r/{pk}/").json()
+            reads += 1
+            replica_reads += row["port"] == replica_port
+            if pk == own[who]:
+                own_reads += 1
+                stale += int(row["title"]) < versions[who]
+        elapsed = time.perf_counter() - started
+        figures = {"reads": reads, "replica_reads": replica_reads, "own_reads": own_reads, "stale": stale}
+        print(json.dumps({**figures, "requests_per_s": count / elapsed}), flush=True)
+
+
+class JsonWorker(Worker):
+    def run(self, count: int) -> dict[str, Any]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(f"{count}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
+        figures: dict[str, Any] = json.loads(line)
+        return figures
+
+
+# ---- main -------------------------------------------------------------------------------
+
+
+def seed() -> None:
+    """The benchmark's own conversations (owned by one user), leaving any demo data alone."""
+    from django.contrib.auth.models import User
+
+    from example_project.chat.models import Conversation
+
+    owner, _ = User.objects.using("default").get_or_create(username=BENCH_USER)
+    Conversation.objects.using("default").filter(created_by=owner).delete()
+    Conversation.objects.using("default").bulk_create(
+        Conversation(title="0", created_by=owner) for _ in range(CONVERSATIONS)
+    )
+
+
+def wait_for_replay(timeout: float = 30.0) -> None:
+    from django.db import connections
+
+    def scalar(alias: str, sql: str) -> Any:
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()[0]
+
+    target = scalar("default", "SELECT pg_current_wal_insert_lsn()::text")
+    deadline = time.monotonic() + timeout
+    while not scalar("replica", f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the replica did not catch up")
+        time.sleep(0.05)
+
+
+def workload(names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    workers = {name: JsonWorker(Path(__file__).name, {MODE_VAR: name}) for name in names}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    try:
+        for w in workers.values():
+            w.run(50)  # warm-up
+
+        def round_of(name: str) -> float:
+            figures = workers[name].run(OPS_PER_ROUND)
+            results[name].append(figures)
+            return 100.0 * float(figures["replica_reads"]) / float(figures["reads"])
+
+        for peer in names[1:]:
+            compare(
+                f"Reads served by the replica, {OPS_PER_ROUND} requests a round, replica {APPLY_DELAY} behind",
+                lambda: round_of("ours"),
+                lambda peer=peer: round_of(peer),  # type: ignore[misc]
+                rounds=ROUNDS,
+                unit="% on replica",
+                ours_name="PrimaryReplicaRouter",
+                peer_name={"timepin": "2 s time pin", "multidb": "django-multidb-router"}[peer],
+            )
+    finally:
+        for w in workers.values():
+            w.close()
+    return results
+
+
+def overhead() -> None:
+    from django.db.utils import ConnectionRouter
+
+    from django_scaleops.routers import PrimaryReplicaRouter
+    from example_project.chat.models import Conversation
+
+    calls = 20_000
+
+    def timed(router: ConnectionRouter) -> float:
+        router.db_for_read(Conversation)
+        started = time.perf_counter()
+        for _ in range(calls):
+            router.db_for_read(Conversation)
+        return (time.perf_counter() - started) / calls * 1e6
+
+    ours = ConnectionRouter([PrimaryReplicaRouter()])
+    bare = ConnectionRouter([])
+    compare(
+        f"Routing decision per read query ({calls:,} calls a round)",
+        lambda: timed(ours),
+        lambda: timed(bare),
+        rounds=7,
+        unit="µs/query",
+        higher_is_better=False,
+        ours_name="PrimaryReplicaRouter",
+        peer_name="no router (Django default)",
+    )
+    try:
+        # A benchmark-only peer without type information: imported by name.
+        pinning_router = importlib.import_module("multidb").PinningReplicaRouter
+    except ImportError:
+        return
+    multidb = ConnectionRouter([pinning_router()])
+    compare(
+        f"Routing decision per read query ({calls:,} calls a round)",
+        lambda: timed(ours),
+        lambda: timed(multidb),
+        rounds=7,
+        unit="µs/query",
+        higher_is_better=False,
+        ours_name="PrimaryReplicaRouter",
+        peer_name="django-multidb-router",
+    )
+
+
+def main() -> None:
+    configure("ours")
+    from django.core.management import call_command
+
+    from django_scaleops.testing.services import SERVICES_DIR_VAR, Services
+
+    call_command("migrate", interactive=False, verbosity=0)
+    seed()
+    names = ["ours", "timepin"]
+    try:
+        importlib.import_module("multidb")
+        names.append("multidb")
+    except ImportError:
+        print("django-multidb-router is not installed (pip install -e '.[bench]'): comparing with the time pin only")
+    root = os.environ.get(SERVICES_DIR_VAR)
+    replica = Services.attach(root).replica if root else None
+    if replica is None:
+        print(f"services given by URL: the replica cannot be delayed by {APPLY_DELAY}; its lag is whatever it is")
+    else:
+        wait_for_replay()
+        replica.set_apply_delay(APPLY_DELAY)
+    try:
+        results = workload(names)
+    finally:
+        if replica is not None:
+            replica.set_apply_delay(None)
+    print("\nPer router, all rounds (stale = a client read an older version of what it had written):")
+    for name, rounds in results.items():
+        reads = sum(r["reads"] for r in rounds)
+        on_replica = sum(r["replica_reads"] for r in rounds)
+        own = sum(r["own_reads"] for r in rounds)
+        stale = sum(r["stale"] for r in rounds)
+        rps = statistics.median(r["requests_per_s"] for r in rounds)
+        print(
+            f"  {name:<8} reads {reads:>6}  on replica {100 * on_replica / reads:5.1f}%  "
+            f"own-write reads {own:>5}  stale {stale:>3}  median {rps:,.0f} req/s"
+        )
+    overhead()
+
+
+if __name__ == "__main__":
+    mode = os.environ.get(MODE_VAR)
+    if mode:
+        worker(mode)
+    else:
+        main()

@@ -1,0 +1,119 @@
+"""System checks of the router (IDs scaleops.E1xx / W1xx)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from django_scaleops.conf import conf
+
+ROUTER_PATH = "django_scaleops.routers.PrimaryReplicaRouter"
+MIDDLEWARE_PATH = "django_scaleops.middleware.routing.ReplicaRoutingMiddleware"
+
+
+def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django_scaleops.db.router import PrimaryReplicaRouter
+
+    messages: list[CheckMessage] = []
+    primary: Any = conf.SCALEOPS_ROUTER_PRIMARY_ALIAS
+    replicas: Any = conf.SCALEOPS_ROUTER_REPLICA_ALIASES
+    if not isinstance(primary, str) or not isinstance(replicas, (list, tuple)):
+        return messages  # wrong types are scaleops.E001
+    installed = any(_is_router(r, PrimaryReplicaRouter) for r in settings.DATABASE_ROUTERS)
+    if not installed:
+        if replicas:
+            messages.append(
+                Warning(
+                    f"SCALEOPS_ROUTER_REPLICA_ALIASES is set ({list(replicas)!r}) but the router is not installed,"
+                    " so no read goes to a replica.",
+                    hint=f'Add "{ROUTER_PATH}" to DATABASE_ROUTERS.',
+                    id="scaleops.W101",
+                )
+            )
+        return messages
+    if primary not in settings.DATABASES:
+        messages.append(
+            Error(
+                f"SCALEOPS_ROUTER_PRIMARY_ALIAS {primary!r} is not a DATABASES alias.",
+                hint=f"Use one of {sorted(settings.DATABASES)!r}.",
+                id="scaleops.E101",
+            )
+        )
+    for alias in replicas:
+        if alias not in settings.DATABASES or alias == primary:
+            messages.append(
+                Error(
+                    f"SCALEOPS_ROUTER_REPLICA_ALIASES names {alias!r}, which is "
+                    + ("the primary." if alias == primary else "not a DATABASES alias."),
+                    hint=f"Replica aliases must be DATABASES aliases other than {primary!r}.",
+                    id="scaleops.E102",
+                )
+            )
+            continue
+        database = settings.DATABASES[alias]
+        if not database.get("TEST", {}).get("MIRROR"):
+            messages.append(
+                Warning(
+                    f"Replica alias {alias!r} has no TEST MIRROR: the test runner would try to create a test"
+                    " database on a read-only standby.",
+                    hint=f'Add "TEST": {{"MIRROR": "{primary}"}} to DATABASES[{alias!r}].',
+                    id="scaleops.W102",
+                )
+            )
+        if "connect_timeout" not in database.get("OPTIONS", {}):
+            messages.append(
+                Warning(
+                    f"Replica alias {alias!r} has no connect_timeout: a replica host that stops answering can"
+                    " hold a read for the operating system's TCP timeout before failover.",
+                    hint=f'Add "OPTIONS": {{"connect_timeout": 2}} to DATABASES[{alias!r}].',
+                    id="scaleops.W103",
+                )
+            )
+    if replicas and MIDDLEWARE_PATH not in settings.MIDDLEWARE:
+        messages.append(
+            Warning(
+                "The router is installed without ReplicaRoutingMiddleware: a client's writes are not carried"
+                " to its next request, and routing state lives per thread instead of per request.",
+                hint=f'Add "{MIDDLEWARE_PATH}" near the top of MIDDLEWARE.',
+                id="scaleops.W105",
+            )
+        )
+    if not replicas:
+        messages.append(
+            Warning(
+                "The router is installed but SCALEOPS_ROUTER_REPLICA_ALIASES is empty: every read goes to the primary.",
+                hint="List your replica aliases in SCALEOPS_ROUTER_REPLICA_ALIASES.",
+                id="scaleops.W104",
+            )
+        )
+    for name, minimum in (
+        ("SCALEOPS_ROUTER_CHECK_INTERVAL", 0.01),
+        ("SCALEOPS_ROUTER_CHECK_TIMEOUT", 0.1),
+        ("SCALEOPS_ROUTER_READMIT_CHECKS", 1),
+        ("SCALEOPS_ROUTER_MAX_LAG_SECONDS", 0),
+        ("SCALEOPS_ROUTER_MAX_LAG_BYTES", 0),
+        ("SCALEOPS_ROUTER_PIN_SECONDS", 0),
+        ("SCALEOPS_ROUTER_COOKIE_MAX_AGE", 1),
+    ):
+        value = getattr(conf, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
+            messages.append(
+                Error(
+                    f"{name} must be at least {minimum}, not {value!r}.",
+                    hint="See docs/replicas.md.",
+                    id="scaleops.E103",
+                )
+            )
+    return messages
+
+
+def _is_router(entry: Any, router_class: type) -> bool:
+    if isinstance(entry, str):
+        try:
+            entry = import_string(entry)
+        except ImportError:
+            return False
+    return isinstance(entry, router_class) or (isinstance(entry, type) and issubclass(entry, router_class))

@@ -1,0 +1,51 @@
+"""Signal receivers of the router, connected once from ``AppConfig.ready()``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig, apps
+from django.core.signals import setting_changed
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate, pre_migrate
+
+from django_scaleops import metrics
+from django_scaleops.db import failover, pool
+from django_scaleops.db.state import set_migrating
+
+
+def connect() -> None:
+    connection_created.connect(on_connection_created, dispatch_uid="scaleops.router.connection_created")
+    setting_changed.connect(on_setting_changed, dispatch_uid="scaleops.router.setting_changed")
+    pre_migrate.connect(on_pre_migrate, dispatch_uid="scaleops.router.pre_migrate")
+    metrics.register_source("replicas", pool.metrics_source)
+
+
+def on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    current = pool.get_pool()
+    if current is None:
+        return
+    if connection.alias == current.primary:
+        failover.install(connection, failover.track_writes)
+    elif connection.alias in current.health:
+        failover.install(connection, failover.retry_elsewhere)
+
+
+def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("DATABASE_ROUTERS", "DATABASES") or setting.startswith("SCALEOPS_ROUTER_"):
+        pool.reset_pool()
+
+
+def on_pre_migrate(sender: AppConfig, **kwargs: Any) -> None:
+    # Migrations, RunPython and post_migrate handlers read what they just wrote: primary only.
+    set_migrating(True)
+    # (Re)connected now so it runs after every other post_migrate receiver.
+    post_migrate.disconnect(dispatch_uid="scaleops.router.post_migrate")
+    post_migrate.connect(on_post_migrate, dispatch_uid="scaleops.router.post_migrate")
+
+
+def on_post_migrate(sender: AppConfig, **kwargs: Any) -> None:
+    with_models = [config for config in apps.get_app_configs() if config.models_module is not None]
+    if with_models and sender is with_models[-1]:
+        set_migrating(False)

@@ -1,0 +1,83 @@
+"""Shared plumbing of the router tests: settings, replay control, waiting for replication."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import connections
+from django.test import override_settings
+
+from django_scaleops.db.state import reset_routing_state
+
+ROUTER = "django_scaleops.routers.PrimaryReplicaRouter"
+MIDDLEWARE = "django_scaleops.middleware.routing.ReplicaRoutingMiddleware"
+
+
+def router_settings(**extra: Any) -> override_settings:
+    values: dict[str, Any] = {
+        "DATABASE_ROUTERS": [ROUTER],
+        "SCALEOPS_ROUTER_REPLICA_ALIASES": ["replica"],
+        "SCALEOPS_ROUTER_CHECK_INTERVAL": 0.2,
+        "SCALEOPS_ROUTER_CHECK_TIMEOUT": 1.0,
+        "SCALEOPS_ROUTER_READMIT_CHECKS": 2,
+    }
+    values.update(extra)
+    return override_settings(**values)
+
+
+def port_of(alias: str) -> int:
+    return int(connections[alias].settings_dict["PORT"])
+
+
+def raw_scalar(alias: str, sql: str) -> Any:
+    # Straight on the psycopg connection: no router, no execute wrappers.
+    connection = connections[alias]
+    connection.ensure_connection()
+    row = connection.connection.execute(sql).fetchone()
+    return row[0] if row else None
+
+
+def wait_for_replay(timeout: float = 20.0) -> None:
+    """Wait until the replica has replayed everything the primary wrote so far."""
+    target = raw_scalar("default", "SELECT pg_current_wal_insert_lsn()::text")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if raw_scalar("replica", f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
+                return
+        except Exception:
+            connections["replica"].close()
+        time.sleep(0.05)
+    raise AssertionError(f"replica did not replay up to {target} within {timeout}s")
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+@contextmanager
+def replay_paused() -> Iterator[None]:
+    """Pause WAL replay on the replica: it keeps receiving, but shows nothing new."""
+    wait_for_replay()
+    raw_scalar("replica", "SELECT pg_wal_replay_pause()")
+    try:
+        yield
+    finally:
+        raw_scalar("replica", "SELECT pg_wal_replay_resume()")
+
+
+@contextmanager
+def fresh_routing() -> Iterator[None]:
+    reset_routing_state()
+    try:
+        yield
+    finally:
+        reset_routing_state()
