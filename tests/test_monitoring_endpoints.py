@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import override_settings
@@ -17,7 +18,8 @@ from django_scaleops.monitoring.monitor import monitor
 
 TOKEN = "t0ken-for-tests-only-0123456789abcdef"
 URLS = ["/ops/metrics/queries", "/ops/metrics", "/ops/health/", "/ops/health/live"]
-DATABASES = ["default", "replica", "pgbouncer"]
+# The health endpoint checks every alias, so the tests may use every alias.
+DATABASES = list(settings.DATABASES)
 
 
 @pytest.fixture(autouse=True)
