@@ -16,3 +16,8 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
+        from django_scaleops import cache
+        from django_scaleops.cache import checks as cache_checks
+
+        register(cache_checks.check_cache)
+        cache.connect()
