@@ -97,6 +97,9 @@ class Settings:
     SCALEOPS_CACHE_DEPENDENCIES: Setting[dict[str, list[str]]] = Setting(
         {}, dict, 'Cascades: {"app.Model": ["app.Other"]} also invalidates Other when Model changes.'
     )
+    SCALEOPS_CACHE_FILL_USING: Setting[str | None] = Setting(
+        None, (str, type(None)), "Database alias cached querysets are filled from on a miss (None: the router decides)."
+    )
     SCALEOPS_CACHE_FRESHNESS_HOOK: Setting[str | None] = Setting(
         None, (str, type(None)), "Dotted path of a callable(tables, using) -> bool; True bypasses the cache."
     )

@@ -109,12 +109,19 @@ def invalidate_all(using: str = DEFAULT_DB_ALIAS) -> None:
     queue_tables({ALL_TABLES}, using)
 
 
+_SNAPSHOT_LEVELS = {"repeatable read", "serializable"}
+
+
 def wrote_in_transaction() -> bool:
-    """True when a transaction on this thread has written and not committed yet: reads bypass."""
+    """True when a transaction on this thread has written and not committed yet, or reads a snapshot
+    older than its statements (REPEATABLE READ / SERIALIZABLE): such reads bypass the cache."""
     for connection in connections.all(initialized_only=True):
-        if connection.in_atomic_block and any(
-            isinstance(entry[1], PendingInvalidation) for entry in connection.run_on_commit
-        ):
+        if not connection.in_atomic_block:
+            continue
+        if any(isinstance(entry[1], PendingInvalidation) for entry in connection.run_on_commit):
+            return True
+        level = getattr(connection, "isolation_level", None)
+        if level is not None and str(getattr(level, "name", level)).replace("_", " ").lower() in _SNAPSHOT_LEVELS:
             return True
     return False
 
@@ -137,4 +144,4 @@ def install_wrapper(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any)
 def on_bulk_write_committed(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
     """The bulk operations' committed batch (COPY included, which no execute wrapper sees)."""
     if isinstance(sender, type) and issubclass(sender, models.Model):
-        bump_tables({sender._meta.db_table})
+        queue_tables({sender._meta.db_table}, using)

@@ -101,7 +101,7 @@ _WRITE_TARGET = re.compile(
 
 def written_tables(sql: str) -> set[str] | None:
     """Tables a statement writes; an empty set for reads; None for a write we cannot attribute."""
-    head = sql.lstrip()[:6].upper()
+    head = sql[:64].lstrip()[:6].upper()
     if not head.startswith(_WRITE_START):
         return set()
     if head.startswith("WITH") and not re.search(r"\b(?:INSERT|UPDATE|DELETE|MERGE)\b", sql, re.IGNORECASE):

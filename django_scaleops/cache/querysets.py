@@ -10,6 +10,7 @@ from django.db import connections, models
 
 from django_scaleops.cache.core import Entry, fetch_through, timeout_or_default
 from django_scaleops.cache.keys import ALL_TABLES, Target, digest, entry_key, stamp_key, tables_of, tables_of_queryset
+from django_scaleops.conf import conf
 
 M = TypeVar("M", bound=models.Model)
 R = TypeVar("R")
@@ -80,7 +81,9 @@ class CachedQuerySet(models.QuerySet[M]):
             tables=frozenset(tables),
             using=using,
         )
-        return fetch_through(entry, lambda: evaluate(queryset.all()))
+        # With replicas, filling from the primary keeps replication lag out of the cache.
+        fill_using = conf.SCALEOPS_CACHE_FILL_USING
+        return fetch_through(entry, lambda: evaluate(queryset.using(fill_using) if fill_using else queryset.all()))
 
 
 _CachedManagerBase = models.Manager.from_queryset(CachedQuerySet)
