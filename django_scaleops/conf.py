@@ -68,7 +68,7 @@ class Settings:
 
     # ---- cache (SCALEOPS_CACHE_*)
     SCALEOPS_CACHE_ENABLED = Setting(
-        True, bool, "Serve cached querysets and functions from Redis; False always reads the database."
+        True, bool, "Use the Redis cache; False reads the database and invalidates nothing (no Redis call per write)."
     )
     SCALEOPS_CACHE_ALIAS = Setting("default", str, "The CACHES alias (a django-redis backend) holding cached results.")
     SCALEOPS_CACHE_PREFIX = Setting("scaleops", str, "Namespace of every cache, stamp and lease key.")

@@ -9,10 +9,11 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models.expressions import RawSQL
 from django.test.utils import override_settings
 from django_redis import get_redis_connection
+from psycopg import IsolationLevel
 
 from django_scaleops import metrics
 from django_scaleops.cache import (
@@ -416,3 +417,40 @@ def test_system_checks():
         assert message.id == "scaleops.E304" and "cacheapp.Nope" in message.msg
     with override_settings(SCALEOPS_CACHE_FRESHNESS_HOOK="no.such.hook"):
         assert [m.id for m in check_cache()] == ["scaleops.E305"]
+
+
+def test_disabled_cache_reads_the_database_and_skips_invalidation(books, django_assert_num_queries):
+    Book.objects.cached_count(timeout=60)
+    before = stamp("cacheapp_book")
+    with override_settings(SCALEOPS_CACHE_ENABLED=False):
+        with django_assert_num_queries(2):
+            assert Book.objects.cached_count(timeout=60) == 3
+            Book.objects.filter(title="A1").update(pages=1)
+        assert stamp("cacheapp_book") == before
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "pgbouncer"])
+def test_fill_using_reads_misses_from_the_named_alias(books):
+    seen: list[str] = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append(context["connection"].alias)
+        return execute(sql, params, many, context)
+
+    with override_settings(SCALEOPS_CACHE_FILL_USING="pgbouncer"), connections["pgbouncer"].execute_wrapper(spy):
+        assert Book.objects.using("default").cached_count(timeout=60) == 3
+    assert seen == ["pgbouncer"]
+
+
+def test_repeatable_read_transactions_bypass_the_cache(books, django_assert_num_queries):
+    Book.objects.cached_count(timeout=60)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        saved = connection.isolation_level
+        connection.isolation_level = IsolationLevel.REPEATABLE_READ  # what OPTIONS would set
+        try:
+            with django_assert_num_queries(1):
+                assert Book.objects.cached_count(timeout=60) == 3
+        finally:
+            connection.isolation_level = saved

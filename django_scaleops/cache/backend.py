@@ -90,6 +90,10 @@ class Gate:
             raise RedisUnavailable
         try:
             client = self.client()
+        except Exception as exc:  # misconfigured cache alias (see checks E301/E302): never fail a read
+            self._fail(exc)
+            raise RedisUnavailable from exc
+        try:
             if self._down or self._owed:
                 self._recover(client)
             return operation(client)

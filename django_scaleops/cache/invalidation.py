@@ -11,6 +11,7 @@ tiers of every process.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,8 @@ from django_scaleops.cache import l1
 from django_scaleops.cache.backend import gate
 from django_scaleops.cache.keys import ALL_TABLES, Target, stamp_key, table_of, tables_of, written_tables
 from django_scaleops.conf import conf
+
+logger = logging.getLogger("django_scaleops.cache")
 
 _declared: dict[str, set[str]] = {}
 
@@ -60,17 +63,22 @@ def _cascade(tables: Iterable[str]) -> set[str]:
 
 def bump_tables(tables: Iterable[str]) -> None:
     """Bump the stamps of ``tables`` and their cascades now (one Redis call) and tell every L1."""
-    everything = _cascade(tables)
-    if not everything:
+    try:
+        stamps = [stamp_key(t) for t in _cascade(tables)]
+    except Exception:  # a misconfigured cache alias (checks E301/E302): never fail the write
+        logger.exception("cache invalidation failed")
         return
-    stamps = [stamp_key(t) for t in everything]
-    l1.drop_stamps(stamps)
-    gate.bump(stamps, l1.channel() if l1.enabled() else "", json.dumps(sorted(stamps)))
+    if stamps:
+        bump_stamps(stamps)
 
 
 def bump_stamps(stamps: list[str]) -> None:
-    l1.drop_stamps(stamps)
-    gate.bump(stamps, l1.channel() if l1.enabled() else "", json.dumps(sorted(stamps)))
+    # Runs after a commit: it must never raise into the code that committed.
+    try:
+        l1.drop_stamps(stamps)
+        gate.bump(stamps, l1.channel() if l1.enabled() else "", json.dumps(sorted(stamps)))
+    except Exception:
+        logger.exception("cache invalidation failed for %d stamps", len(stamps))
 
 
 def queue_tables(tables: set[str], using: str) -> None:
@@ -89,7 +97,7 @@ def queue_tables(tables: set[str], using: str) -> None:
             return
     pending = PendingInvalidation()
     pending.tables |= tables
-    transaction.on_commit(pending, using=using)
+    transaction.on_commit(pending, using=using, robust=True)
 
 
 def invalidate(*targets: Target, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -128,7 +136,7 @@ def wrote_in_transaction() -> bool:
 
 def execute_wrapper(execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
     result = execute(sql, params, many, context)
-    if isinstance(sql, str):
+    if isinstance(sql, str) and conf.SCALEOPS_CACHE_ENABLED:
         tables = written_tables(sql)
         if tables != set():
             queue_tables(tables or {ALL_TABLES}, context["connection"].alias)
