@@ -454,3 +454,50 @@ def test_repeatable_read_transactions_bypass_the_cache(books, django_assert_num_
                 assert Book.objects.cached_count(timeout=60) == 3
         finally:
             setattr(connection, "isolation_level", saved)  # noqa: B010
+
+
+def test_row_scoped_get_by_pk_is_invalidated_only_by_its_row(books, django_assert_num_queries):
+    a1, _a2, b1 = books
+
+    def pages(pk: int) -> int:
+        return Book.objects.cached_get(pk=pk, timeout=60).pages
+
+    assert (pages(a1.pk), pages(b1.pk)) == (10, 30)
+    a1.pages = 11
+    a1.save()  # UPDATE ... WHERE "id" = %s: attributed to row a1
+    with django_assert_num_queries(1):
+        assert pages(a1.pk) == 11
+    with django_assert_num_queries(0):
+        assert pages(b1.pk) == 30
+    Book.objects.filter(pk__in=[b1.pk]).update(pages=31)  # attributed too
+    Book.objects.create(title="C1", author=a1.author)  # a new row changes no existing one
+    with django_assert_num_queries(1):
+        assert pages(b1.pk) == 31
+        assert pages(a1.pk) == 11
+    Book.objects.filter(title="B1").update(pages=32)  # rows unknown: every row entry goes
+    with django_assert_num_queries(2):
+        assert (pages(a1.pk), pages(b1.pk)) == (11, 32)
+    bulk_write_committed.send(sender=Book, using="default", operation="update", pks=[a1.pk])
+    with django_assert_num_queries(1):
+        assert (pages(a1.pk), pages(b1.pk)) == (11, 32)
+    a1.delete()
+    with pytest.raises(Book.DoesNotExist):
+        Book.objects.cached_get(pk=a1.pk, timeout=60)
+    # Not a plain pk lookup: table-scoped as usual.
+    assert Book.objects.filter(pages__gt=0).cached_get(pk=b1.pk, timeout=60).pages == 32
+
+
+def test_written_rows_parser():
+    from django_scaleops.cache.keys import written_rows
+
+    table = "cacheapp_book"
+    assert written_rows(f'UPDATE "{table}" SET "pages" = %s WHERE "{table}"."id" = %s', [5, 7]) == (table, ["7"])
+    assert written_rows(f'DELETE FROM "{table}" WHERE "{table}"."id" IN (%s, %s)', (3, 4)) == (table, ["3", "4"])
+    bulk_update = (
+        f'UPDATE "{table}" SET "pages" = CASE WHEN ("{table}"."id" = %s) THEN %s ELSE NULL END'
+        f' WHERE "{table}"."id" IN (%s)'
+    )
+    assert written_rows(bulk_update, [1, 50, 1]) == (table, ["1"])
+    assert written_rows(f'UPDATE "{table}" SET "pages" = %s WHERE "{table}"."author_id" = %s', [5, 7]) is None
+    assert written_rows(f'UPDATE "{table}" SET "pages" = %s WHERE ("{table}"."id" = %s AND x)', [5, 7]) is None
+    assert written_rows(f'UPDATE "{table}" SET "pages" = %s', [5]) is None

@@ -20,7 +20,19 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_scaleops.cache import l1
 from django_scaleops.cache.backend import gate
-from django_scaleops.cache.keys import ALL_TABLES, Target, stamp_key, table_of, tables_of, written_tables
+from django_scaleops.cache.keys import (
+    ALL_TABLES,
+    MAX_ATTRIBUTED_ROWS,
+    Target,
+    is_plain_insert,
+    row_stamp_key,
+    rows_stamp_key,
+    stamp_key,
+    table_of,
+    tables_of,
+    written_rows,
+    written_tables,
+)
 from django_scaleops.conf import conf
 
 logger = logging.getLogger("django_scaleops.cache")
@@ -28,14 +40,38 @@ logger = logging.getLogger("django_scaleops.cache")
 _declared: dict[str, set[str]] = {}
 
 
+class Writes:
+    """What a statement (or a transaction) wrote, as precisely as it is known."""
+
+    def __init__(
+        self, tables: Iterable[str] = (), inserted: Iterable[str] = (), rows: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        self.tables = set(tables)  # rows unknown: every entry of the table goes
+        self.inserted = set(inserted)  # new rows only: row-scoped entries stay
+        self.rows = set(rows)  # (table, pk): only those rows' row-scoped entries go
+
+    def update(self, other: Writes) -> None:
+        self.tables |= other.tables
+        self.inserted |= other.inserted
+        self.rows |= other.rows
+
+    def stamps(self) -> list[str]:
+        precise = self.inserted | {table for table, _ in self.rows}
+        # Cascades are table-level: a dependent table loses all of its entries.
+        whole = _cascade(self.tables) | (_cascade(precise) - precise)
+        stamps = {stamp_key(t) for t in whole | precise} | {rows_stamp_key(t) for t in whole}
+        stamps |= {row_stamp_key(table, pk) for table, pk in self.rows}
+        return sorted(stamps)
+
+
 class PendingInvalidation:
-    """One on_commit callback per transaction (and savepoint level) that collects written tables."""
+    """One on_commit callback per transaction (and savepoint level) that collects the writes."""
 
     def __init__(self) -> None:
-        self.tables: set[str] = set()
+        self.writes = Writes()
 
     def __call__(self) -> None:
-        bump_tables(self.tables)
+        bump(self.writes)
 
 
 def declare_dependency(source: Target, *dependents: Target) -> None:
@@ -63,8 +99,12 @@ def _cascade(tables: Iterable[str]) -> set[str]:
 
 def bump_tables(tables: Iterable[str]) -> None:
     """Bump the stamps of ``tables`` and their cascades now (one Redis call) and tell every L1."""
+    bump(Writes(tables))
+
+
+def bump(writes: Writes) -> None:
     try:
-        stamps = [stamp_key(t) for t in _cascade(tables)]
+        stamps = writes.stamps()
     except Exception:  # a misconfigured cache alias (checks E301/E302): never fail the write
         logger.exception("cache invalidation failed")
         return
@@ -83,20 +123,24 @@ def bump_stamps(stamps: list[str]) -> None:
 
 def queue_tables(tables: set[str], using: str) -> None:
     """Invalidate ``tables`` when the current transaction on ``using`` commits (now in autocommit)."""
+    queue(Writes(tables), using)
+
+
+def queue(writes: Writes, using: str) -> None:
     connection = connections[using]
     if not connection.in_atomic_block:
         # Autocommit: the statement is committed. (Manual transaction management has no
         # on_commit either: the bump happens now, see docs/cache.md.)
-        bump_tables(tables)
+        bump(writes)
         return
     savepoints = set(connection.savepoint_ids)
     if connection.run_on_commit:
         registered_at, callback = connection.run_on_commit[-1][:2]
         if isinstance(callback, PendingInvalidation) and registered_at == savepoints:
-            callback.tables |= tables
+            callback.writes.update(writes)
             return
     pending = PendingInvalidation()
-    pending.tables |= tables
+    pending.writes.update(writes)
     transaction.on_commit(pending, using=using, robust=True)
 
 
@@ -138,9 +182,21 @@ def execute_wrapper(execute: Callable[..., Any], sql: Any, params: Any, many: bo
     result = execute(sql, params, many, context)
     if isinstance(sql, str) and conf.SCALEOPS_CACHE_ENABLED:
         tables = written_tables(sql)
-        if tables != set():
-            queue_tables(tables or {ALL_TABLES}, context["connection"].alias)
+        if tables is None:
+            queue(Writes({ALL_TABLES}), context["connection"].alias)
+        elif tables:
+            queue(_precise(sql, params, many, tables), context["connection"].alias)
     return result
+
+
+def _precise(sql: str, params: Any, many: bool, tables: set[str]) -> Writes:
+    if len(tables) == 1:
+        if is_plain_insert(sql):
+            return Writes(inserted=tables)
+        rows = None if many else written_rows(sql, params)
+        if rows is not None:
+            return Writes(rows=[(rows[0], pk) for pk in rows[1]])
+    return Writes(tables)
 
 
 def install_wrapper(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
@@ -152,4 +208,11 @@ def install_wrapper(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any)
 def on_bulk_write_committed(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
     """The bulk operations' committed batch (COPY included, which no execute wrapper sees)."""
     if isinstance(sender, type) and issubclass(sender, models.Model):
-        queue_tables({sender._meta.db_table}, using)
+        table = sender._meta.db_table
+        operation, pks = kwargs.get("operation"), kwargs.get("pks")
+        if operation == "create":
+            queue(Writes(inserted={table}), using)
+        elif operation in ("update", "delete") and pks is not None and len(pks) <= MAX_ATTRIBUTED_ROWS:
+            queue(Writes(rows=[(table, str(pk)) for pk in pks]), using)
+        else:
+            queue(Writes({table}), using)

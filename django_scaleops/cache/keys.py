@@ -30,6 +30,15 @@ def stamp_key(table: str) -> str:
     return gate.key(f"v:{table}")
 
 
+def rows_stamp_key(table: str) -> str:
+    """The stamp of every row-scoped entry of ``table``: bumped by writes not attributed to rows."""
+    return gate.key(f"v:{table}#rows")
+
+
+def row_stamp_key(table: str, pk: object) -> str:
+    return gate.key(f"v:{table}#row:{pk}")
+
+
 def entry_key(kind: str, name: str) -> str:
     return gate.key(f"{kind}:{name}")
 
@@ -44,6 +53,11 @@ def table_of(target: Target) -> str:
                 pass
         return target.strip('"')
     return target._meta.db_table
+
+
+@lru_cache(maxsize=1)
+def _pk_columns() -> dict[str, str]:
+    return {m._meta.db_table: m._meta.pk.column for m in apps.get_models(include_auto_created=True) if m._meta.pk}
 
 
 @lru_cache(maxsize=1)
@@ -119,3 +133,35 @@ def written_tables(sql: str) -> set[str] | None:
 
 def tables_of(targets: Iterable[Target]) -> set[str]:
     return {table_of(t) for t in targets}
+
+
+MAX_ATTRIBUTED_ROWS = 100
+# Django's own single-table writes by primary key: save() (``= %s``), delete() and
+# ``filter(pk__in=...).update()`` (``IN (%s, ...)``). The WHERE clause is last, so its
+# parameters are the last ones.
+_ROW_WRITE = re.compile(
+    r'^(?:UPDATE "(?P<updated>[^"]+)" SET .+|DELETE FROM "(?P<deleted>[^"]+)")'
+    r' WHERE "(?P<table>[^"]+)"\."(?P<column>[^"]+)" (?:= %s|IN \((?P<many>%s(?:, %s)*)\))$',
+    re.DOTALL,
+)
+
+
+def written_rows(sql: str, params: Any) -> tuple[str, list[str]] | None:
+    """The table and primary keys of a Django-generated write by primary key, else None."""
+    if not sql.startswith(("UPDATE", "DELETE")):
+        return None
+    match = _ROW_WRITE.match(sql)
+    if not match or not isinstance(params, list | tuple):
+        return None
+    table = match.group("table")
+    if table != (match.group("updated") or match.group("deleted")) or _pk_columns().get(table) != match.group("column"):
+        return None
+    count = match.group("many").count("%s") if match.group("many") else 1
+    if count > MAX_ATTRIBUTED_ROWS or len(params) < count:
+        return None
+    return table, [str(pk) for pk in params[len(params) - count :]]
+
+
+def is_plain_insert(sql: str) -> bool:
+    """An INSERT that cannot change existing rows (no ON CONFLICT ... DO UPDATE)."""
+    return sql.startswith("INSERT") and "ON CONFLICT" not in sql.upper()

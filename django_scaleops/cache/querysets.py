@@ -9,7 +9,17 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 
 from django_scaleops.cache.core import Entry, fetch_through, timeout_or_default
-from django_scaleops.cache.keys import ALL_TABLES, Target, digest, entry_key, stamp_key, tables_of, tables_of_queryset
+from django_scaleops.cache.keys import (
+    ALL_TABLES,
+    Target,
+    digest,
+    entry_key,
+    row_stamp_key,
+    rows_stamp_key,
+    stamp_key,
+    tables_of,
+    tables_of_queryset,
+)
 from django_scaleops.conf import conf
 
 M = TypeVar("M", bound=models.Model)
@@ -32,8 +42,35 @@ class CachedQuerySet(models.QuerySet[M]):
     def cached_get(self, *args: Any, timeout: int | None = None, depends_on: Iterable[Target] = (), **kwargs: Any) -> M:
         """Like ``get()``; ``DoesNotExist`` and ``MultipleObjectsReturned`` are raised, not cached."""
         clone = self.filter(*args, **kwargs) if args or kwargs else self.all()
-        found: M = clone._through("get", clone, lambda qs: qs.get(), timeout, depends_on)
+        pk = self._plain_pk_lookup(args, kwargs)
+        found: M = clone._through("get", clone, lambda qs: qs.get(), timeout, depends_on, pk=pk)
         return found
+
+    def _plain_pk_lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The primary key when this is ``get(pk=...)`` on a bare queryset (a row-scoped entry)."""
+        meta = self.model._meta
+        query = self.query
+        if args or len(kwargs) != 1 or meta.pk is None:
+            return None
+        ((name, value),) = kwargs.items()
+        names = {"pk", "pk__exact", meta.pk.name, f"{meta.pk.name}__exact", meta.pk.attname}
+        if name not in names or value is None or isinstance(value, models.Model | models.expressions.BaseExpression):
+            return None
+        if (
+            query.where
+            or query.select_related
+            or query.annotations
+            or query.extra
+            or self._prefetch_related_lookups
+            or len(query.alias_map) > 1
+            or query.is_sliced
+            or query.distinct
+        ):
+            return None
+        try:
+            return str(meta.pk.to_python(value))
+        except Exception:  # Django raises the proper error when the query runs
+            return None
 
     def cached_count(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> int:
         return self._through("count", self, lambda qs: qs.count(), timeout, depends_on)
@@ -61,6 +98,8 @@ class CachedQuerySet(models.QuerySet[M]):
         evaluate: Callable[[models.QuerySet[Any, Any]], R],
         timeout: int | None,
         depends_on: Iterable[Target],
+        *,
+        pk: str | None = None,
     ) -> R:
         seconds = timeout_or_default(timeout)
         if queryset.query.select_for_update:
@@ -73,9 +112,15 @@ class CachedQuerySet(models.QuerySet[M]):
         tables = tables_of_queryset(queryset, sql) | tables_of(depends_on)
         # The vendor is part of the key: two backends may compile the same query differently.
         base = entry_key("q", digest(kind, connections[using].vendor, sql, tuple(params)))
+        table = queryset.model._meta.db_table
+        if pk is not None and tables == {table}:
+            # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.
+            stamps = [stamp_key(ALL_TABLES), rows_stamp_key(table), row_stamp_key(table, pk)]
+        else:
+            stamps = [stamp_key(ALL_TABLES), *sorted(stamp_key(t) for t in tables)]
         entry = Entry(
             base=base,
-            stamps=[stamp_key(ALL_TABLES), *sorted(stamp_key(t) for t in tables)],
+            stamps=stamps,
             timeout=seconds,
             prefix=queryset.model._meta.label_lower,
             tables=frozenset(tables),
