@@ -57,11 +57,7 @@ def table_of(target: Target) -> str:
 
 @lru_cache(maxsize=1)
 def _pk_columns() -> dict[str, str]:
-    return {
-        m._meta.db_table: str(m._meta.pk.column)
-        for m in apps.get_models(include_auto_created=True)
-        if m._meta.pk is not None
-    }
+    return {m._meta.db_table: str(m._meta.pk.column) for m in apps.get_models(include_auto_created=True)}
 
 
 @lru_cache(maxsize=1)

@@ -61,7 +61,7 @@ class CachedQuerySet(models.QuerySet[M]):
             or query.select_related
             or query.annotations
             or query.extra
-            or getattr(self, "_prefetch_related_lookups", ())
+            or getattr(self, "_prefetch_related_lookups", None)
             or len(query.alias_map) > 1
             or query.is_sliced
             or query.distinct
