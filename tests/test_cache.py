@@ -501,3 +501,18 @@ def test_written_rows_parser():
     assert written_rows(f'UPDATE "{table}" SET "pages" = %s WHERE "{table}"."author_id" = %s', [5, 7]) is None
     assert written_rows(f'UPDATE "{table}" SET "pages" = %s WHERE ("{table}"."id" = %s AND x)', [5, 7]) is None
     assert written_rows(f'UPDATE "{table}" SET "pages" = %s', [5]) is None
+
+
+def test_async_variants(books, django_assert_num_queries):
+    from asgiref.sync import async_to_sync
+
+    async def read() -> tuple[list[str], str, int, bool]:
+        rows = await Book.objects.order_by("title").acached(timeout=60)
+        one = await Book.objects.acached_get(title="B1", timeout=60)
+        count = await Book.objects.acached_count(timeout=60)
+        exists = await Book.objects.filter(pages=10).acached_exists(timeout=60)
+        return titles(rows), one.title, count, exists
+
+    assert async_to_sync(read)() == (["A1", "A2", "B1"], "B1", 3, True)
+    with django_assert_num_queries(0):
+        assert async_to_sync(read)() == (["A1", "A2", "B1"], "B1", 3, True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 
@@ -90,6 +91,21 @@ class CachedQuerySet(models.QuerySet[M]):
     ) -> list[Any]:
         values = self.values_list(*fields, flat=flat)
         return self._through("values_list", values, lambda qs: list(qs), timeout, depends_on)
+
+    # Async variants for async views: the Redis and database calls run in a worker thread.
+    async def acached(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> list[M]:
+        return await sync_to_async(self.cached)(timeout, depends_on=depends_on)
+
+    async def acached_get(
+        self, *args: Any, timeout: int | None = None, depends_on: Iterable[Target] = (), **kwargs: Any
+    ) -> M:
+        return await sync_to_async(lambda: self.cached_get(*args, timeout=timeout, depends_on=depends_on, **kwargs))()
+
+    async def acached_count(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> int:
+        return await sync_to_async(self.cached_count)(timeout, depends_on=depends_on)
+
+    async def acached_exists(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> bool:
+        return await sync_to_async(self.cached_exists)(timeout, depends_on=depends_on)
 
     def _through(
         self,
