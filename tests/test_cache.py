@@ -516,3 +516,12 @@ def test_async_variants(books, django_assert_num_queries):
     assert async_to_sync(read)() == (["A1", "A2", "B1"], "B1", 3, True)
     with django_assert_num_queries(0):
         assert async_to_sync(read)() == (["A1", "A2", "B1"], "B1", 3, True)
+
+
+def test_an_undecodable_entry_is_recomputed_not_an_error():
+    assert with_cache("bad:k", lambda: "good", 60) == "good"
+    redis = get_redis_connection("default")
+    (full,) = [k for k in redis.keys("*") if b":k:" in k]
+    redis.set(full, b"\x80\x05not a pickle", px=60_000)
+    assert with_cache("bad:k", lambda: "recomputed", 60) == "recomputed"
+    assert with_cache("bad:k", lambda: "again", 60) == "recomputed"

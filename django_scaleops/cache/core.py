@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.utils.module_loading import import_string
 
@@ -29,6 +30,8 @@ from django_scaleops.cache.invalidation import wrote_in_transaction
 from django_scaleops.conf import conf
 
 T = TypeVar("T")
+
+logger = logging.getLogger("django_scaleops.cache")
 
 FreshnessHook = Callable[[frozenset[str], str | None], bool]
 
@@ -107,25 +110,40 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     except RedisUnavailable:
         stats.incr(entry.prefix, "bypassed")
         return fetch()
-    if raw is not None:
-        return _from_stored(entry, full, raw, pttl, token, fetch, generation, use_l1)
+    stored = _decode(raw) if raw is not None else None
+    if stored is not None:
+        return _from_stored(entry, full, stored, pttl, token, fetch, generation, use_l1)
+    if raw is not None:  # undecodable (e.g. pickled by an older release): recompute it
+        with contextlib.suppress(RedisUnavailable):
+            leased = gate.try_lease(full, token)
     if leased:
         stats.incr(entry.prefix, "misses")
         return _refresh(entry, full, token, fetch, generation)
     return _wait_for_holder(entry, token, fetch, generation)
 
 
+def _decode(raw: bytes) -> tuple[Any, float, int] | None:
+    try:
+        stored = gate.decode(raw)
+    except Exception as exc:
+        logger.warning("undecodable cache entry (%s); reading the database", type(exc).__name__)
+        return None
+    if isinstance(stored, tuple) and len(stored) == 3:
+        return stored
+    return None
+
+
 def _from_stored(
     entry: Entry,
     full: str,
-    raw: bytes,
+    stored: tuple[Any, float, int],
     pttl: int,
     token: str,
     fetch: Callable[[], T],
     generation: int,
     use_l1: bool,
 ) -> T:
-    value, delta, grace = gate.decode(raw)
+    value, delta, grace = stored
     fresh_for = pttl / 1000 - grace if pttl >= 0 else math.inf
     if fresh_for > 0:
         beta = float(conf.SCALEOPS_CACHE_XFETCH_BETA)
@@ -160,9 +178,10 @@ def _wait_for_holder(entry: Entry, token: str, fetch: Callable[[], T], generatio
             full, raw, _pttl, leased = gate.read(entry.stamps, entry.base, token)
         except RedisUnavailable:
             break
-        if raw is not None:
+        stored = _decode(raw) if raw is not None else None
+        if stored is not None:
             stats.incr(entry.prefix, "stampedes_avoided")
-            value: T = gate.decode(raw)[0]
+            value: T = stored[0]
             return value
         if leased:  # the holder gave up, or a write voided its lease: our turn
             stats.incr(entry.prefix, "misses")
