@@ -6,7 +6,9 @@
    query calls a function that bumps a sequence) for ours vs ``cache.get_or_set`` and, when it is
    installed (``pip install django-cacheops`` or ``.[bench]``), django-cacheops with and without
    its dog-pile lock (each in its own process: cacheops patches the ORM).
-3. Invalidation cost with many cached entries: ours bumps one stamp; the peer deletes the
+3. Compression: stored size of that page and hit latency, with our 1 KB zlib compressor
+   (django-redis' ``COMPRESSOR`` option) vs without.
+4. Invalidation cost with many cached entries: ours bumps one stamp; the peer deletes the
    entries by pattern (django-redis ``delete_pattern``). Scaled to 100,000 entries by default to
    stay within a few minutes on 2 cores; set BENCH_CACHE_KEYS=1000000 for the 1M figure.
 
@@ -46,6 +48,13 @@ def setup_django(extra_apps: tuple[str, ...] = ()) -> None:
 
     if extra_apps:
         settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, *extra_apps]
+    # The same Redis with our 1 KB zlib compressor (own key prefix), for the compression figures.
+    default = settings.CACHES["default"]
+    compressed = {"COMPRESSOR": "django_scaleops.cache.compressors.ZlibCompressor"}
+    settings.CACHES = {
+        **settings.CACHES,
+        "zlib": {**default, "KEY_PREFIX": "zlib", "OPTIONS": {**default.get("OPTIONS", {}), **compressed}},
+    }
     django.setup()
 
 
@@ -203,6 +212,41 @@ def bench_hits(conversation: int) -> None:
     )
 
 
+def bench_compression(conversation: int) -> None:
+    from django.test.utils import override_settings
+
+    from django_scaleops.cache import CachedQuerySet
+    from django_scaleops.cache.backend import gate
+    from example_project.chat.models import ConversationMessage
+
+    rows = list(page_query(ConversationMessage.objects.all(), conversation))
+    sizes = {}
+    for alias in ("default", "zlib"):
+        with override_settings(SCALEOPS_CACHE_ALIAS=alias):
+            sizes[alias] = len(gate.encode((rows, 0.01, 30)))
+    print(f"\nStored size of the 50-entry page: {sizes['default']:,} bytes plain, {sizes['zlib']:,} bytes with")
+    print(f"  django_scaleops.cache.compressors.ZlibCompressor (ratio {sizes['zlib'] / sizes['default']:.3f})")
+
+    def hits(alias: str) -> float:
+        with override_settings(SCALEOPS_CACHE_ALIAS=alias):
+            page_query(CachedQuerySet(ConversationMessage), conversation).cached(timeout=600)
+            started = time.perf_counter()
+            for _ in range(HIT_CALLS):
+                page_query(CachedQuerySet(ConversationMessage), conversation).cached(timeout=600)
+            return (time.perf_counter() - started) / HIT_CALLS * 1e6
+
+    compare(
+        "Hit latency with the 1 KB zlib compressor vs without (same Redis)",
+        lambda: hits("zlib"),
+        lambda: hits("default"),
+        rounds=5,
+        unit="us/read",
+        higher_is_better=False,
+        ours_name="compressed (>= 1 KB)",
+        peer_name="uncompressed",
+    )
+
+
 def bench_stampede(conversation: int) -> None:
     from django.core.cache import cache
 
@@ -313,6 +357,7 @@ def main() -> None:
     setup_django()
     conversation = prepare()
     bench_hits(conversation)
+    bench_compression(conversation)
     bench_stampede(conversation)
     bench_invalidation()
 

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import transaction
 from django.test.utils import override_settings
 
-from django_scaleops.cache import l1, stats, with_cache
+from django_scaleops.cache import broadcast_invalidate, l1, stats, with_cache
 from django_scaleops.cache.invalidation import invalidate
 from tests.cache_helpers import clean_cache  # noqa: F401
 from tests.cacheapp.models import Author, Book
@@ -98,6 +99,10 @@ def test_l1_stays_consistent_across_two_processes(tmp_path):
             assert len(l1.tier) == 0
             assert read() == "two"
         assert wait_until(lambda: ask("get") == "two", timeout=5)
+        source.write_text("three")
+        with override_settings(SCALEOPS_CACHE_L1_TIMEOUT=60), transaction.atomic():
+            broadcast_invalidate("cacheapp_book")  # at once, not at commit
+            assert wait_until(lambda: ask("get") == "three", timeout=5)
     finally:
         if worker.stdin:
             worker.stdin.close()

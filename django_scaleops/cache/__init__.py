@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from django_scaleops.cache.core import refreshing, register_freshness_hook, unregister_freshness_hook
 from django_scaleops.cache.functions import CachedFunction, cached_function, invalidate_key, with_cache
-from django_scaleops.cache.invalidation import cascade_invalidate, declare_dependency, invalidate, invalidate_all
+from django_scaleops.cache.invalidation import (
+    broadcast_invalidate,
+    cascade_invalidate,
+    declare_dependency,
+    invalidate,
+    invalidate_all,
+)
 from django_scaleops.cache.querysets import CachedManager, CachedQuerySet
 from django_scaleops.cache.stats import snapshot as cache_stats
 from django_scaleops.cache.warmers import warmer
@@ -18,6 +24,7 @@ __all__ = [
     "CachedFunction",
     "CachedManager",
     "CachedQuerySet",
+    "broadcast_invalidate",
     "cache_stats",
     "cached_function",
     "cascade_invalidate",

@@ -156,6 +156,15 @@ def invalidate(*targets: Target, using: str = DEFAULT_DB_ALIAS) -> None:
 cascade_invalidate = invalidate
 
 
+def broadcast_invalidate(*targets: Target) -> None:
+    """Invalidate ``targets`` now, whatever transaction is open, in Redis and in every process's L1.
+
+    For changes made outside this process's transactions (another service, a replication
+    consumer); inside Django, prefer :func:`invalidate`, which waits for the commit.
+    """
+    bump(Writes(tables_of(targets)))
+
+
 def invalidate_all(using: str = DEFAULT_DB_ALIAS) -> None:
     """Invalidate every cached queryset and function (bumps the stamp every entry depends on)."""
     queue_tables({ALL_TABLES}, using)
