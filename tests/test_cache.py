@@ -33,7 +33,7 @@ from django_scaleops.cache.invalidation import _declared
 from django_scaleops.cache.keys import written_tables
 from django_scaleops.cache.warmers import unregister_warmer
 from django_scaleops.signals import bulk_write_committed
-from tests.cache_helpers import clean_cache, install_probe, probe_calls, stamp  # noqa: F401
+from tests.cacheapp.helpers import clean_cache, install_probe, probe_calls, stamp  # noqa: F401
 from tests.cacheapp.models import Author, Book, Probe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_cache")]
@@ -525,3 +525,16 @@ def test_an_undecodable_entry_is_recomputed_not_an_error():
     redis.set(full, b"\x80\x05not a pickle", px=60_000)
     assert with_cache("bad:k", lambda: "recomputed", 60) == "recomputed"
     assert with_cache("bad:k", lambda: "again", 60) == "recomputed"
+
+
+def test_cached_function_keys_model_arguments_by_primary_key(books):
+    a1, a2, _ = books
+    Book.objects.filter(pk=a2.pk).update(title="A1")  # same __str__ as a1 now
+    a2.refresh_from_db()
+    assert str(a1) == str(a2)
+
+    @cached_function(timeout=60)
+    def pages_of(book: Book) -> int:
+        return book.pages
+
+    assert (pages_of(a1), pages_of(a2)) == (10, 20)

@@ -14,7 +14,7 @@ from django.test.utils import override_settings
 
 from django_scaleops.cache import broadcast_invalidate, l1, stats, with_cache
 from django_scaleops.cache.invalidation import invalidate
-from tests.cache_helpers import clean_cache  # noqa: F401
+from tests.cacheapp.helpers import clean_cache  # noqa: F401
 from tests.cacheapp.models import Author, Book
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_cache"), pytest.mark.services]

@@ -22,8 +22,21 @@ def digest(*parts: Any) -> str:
     """A stable hash of ``parts``; each value is tagged with its type so 1 and "1" differ."""
     hasher = hashlib.blake2b(digest_size=20)
     for part in parts:
-        hasher.update(f"{type(part).__qualname__}:{part!r}\x1f".encode())
+        hasher.update(f"{_stable(part)!r}\x1f".encode())
     return hasher.hexdigest()
+
+
+def _stable(value: Any) -> Any:
+    # Model instances by label and primary key: their repr is their __str__, which may collide.
+    if isinstance(value, models.Model):
+        return ("model", value._meta.label_lower, _stable(value.pk))
+    if isinstance(value, list | tuple):
+        return (type(value).__qualname__, tuple(_stable(v) for v in value))
+    if isinstance(value, set | frozenset):  # iteration order varies between processes
+        return ("set", tuple(sorted(repr(_stable(v)) for v in value)))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((repr(k), _stable(v)) for k, v in value.items())))
+    return (type(value).__qualname__, value)
 
 
 def stamp_key(table: str) -> str:

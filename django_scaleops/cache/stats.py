@@ -24,19 +24,24 @@ COUNTERS = (
     "fetches",
 )
 
+MAX_PREFIXES = 200  # beyond this, figures go to "_other": prefixes come from user keys
 _lock = threading.Lock()
 _by_prefix: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys((*COUNTERS, "fetch_seconds"), 0.0))
 _state: dict[str, Any] = {"redis_available": True, "outages": 0}
 
 
+def _bounded(prefix: str) -> str:
+    return prefix if prefix in _by_prefix or len(_by_prefix) < MAX_PREFIXES else "_other"
+
+
 def incr(prefix: str, counter: str, amount: float = 1) -> None:
     with _lock:
-        _by_prefix[prefix][counter] += amount
+        _by_prefix[_bounded(prefix)][counter] += amount
 
 
 def record_fetch(prefix: str, seconds: float) -> None:
     with _lock:
-        figures = _by_prefix[prefix]
+        figures = _by_prefix[_bounded(prefix)]
         figures["fetches"] += 1
         figures["fetch_seconds"] += seconds
 
