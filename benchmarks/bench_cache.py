@@ -118,6 +118,15 @@ def cacheops_worker() -> None:
 
     conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first() or 0
     lock = os.environ.get("BENCH_CACHEOPS_LOCK") == "1"
+    if os.environ.get("BENCH_CACHEOPS_MODE") == "hit":
+        for line in sys.stdin:
+            count = int(line)
+            list(page_query(ConversationMessage.objects.all(), conversation).cache(timeout=600))
+            started = time.perf_counter()
+            for _ in range(count):
+                list(page_query(ConversationMessage.objects.all(), conversation).cache(timeout=600))
+            print((time.perf_counter() - started) / count * 1e6, flush=True)
+        return
     for line in sys.stdin:
         int(line)
         invalidate_all()
@@ -201,6 +210,24 @@ def bench_hits(conversation: int) -> None:
         ours_name=".cached() hit",
         peer_name="cache.get_or_set hit",
     )
+    try:
+        import cacheops  # noqa: F401
+    except ImportError:
+        print("  django-cacheops is not installed: pip install django-cacheops (or .[bench]) to compare it")
+    else:
+        worker = Worker("bench_cache.py", {"BENCH_CACHE_ROLE": "cacheops", "BENCH_CACHEOPS_MODE": "hit"})
+        try:
+            compare(
+                "Hit latency: ours vs django-cacheops (both key by the compiled query)",
+                ours,
+                lambda: worker.round(HIT_CALLS),
+                unit="us/read",
+                higher_is_better=False,
+                ours_name=".cached() hit",
+                peer_name="django-cacheops .cache() hit",
+            )
+        finally:
+            worker.close()
     compare(
         "Hit latency: with_cache() (no query to compile) vs a plain django-redis get_or_set hit",
         ours_function,
