@@ -17,7 +17,5 @@ class ScaleOpsConfig(AppConfig):
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
         from django_scaleops import cache
-        from django_scaleops.cache import checks as cache_checks
 
-        register(cache_checks.check_cache)
-        cache.connect()
+        cache.connect()  # checks E3xx, write watcher, bulk receiver, metrics source

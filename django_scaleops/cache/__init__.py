@@ -42,11 +42,13 @@ __all__ = [
 
 def connect() -> None:
     """Wire the cache into Django (called from ``AppConfig.ready()``)."""
+    from django.core.checks import register
     from django.db.backends.signals import connection_created
 
     from django_scaleops import metrics, signals
-    from django_scaleops.cache import invalidation, stats
+    from django_scaleops.cache import checks, invalidation, stats
 
+    register(checks.check_cache)
     connection_created.connect(invalidation.install_wrapper, dispatch_uid="scaleops-cache-writes")
     signals.bulk_write_committed.connect(invalidation.on_bulk_write_committed, dispatch_uid="scaleops-cache-bulk")
     metrics.register_source("cache", stats.snapshot)
