@@ -543,5 +543,5 @@ def test_cached_function_keys_model_arguments_by_primary_key(books):
 def test_cache_checks_are_bound():
     from django.core.management.base import SystemCheckError
 
-    with override_settings(SCALEOPS_CACHE_ALIAS="nope"), pytest.raises(SystemCheckError, match="scaleops.E301"):
+    with override_settings(SCALEOPS_CACHE_ALIAS="nope"), pytest.raises(SystemCheckError, match=r"scaleops\.E301"):
         call_command("check", stdout=StringIO())
