@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -135,6 +136,17 @@ class LocalTier:
 
 tier = LocalTier()
 gate.flush_hooks.append(tier.flush)
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker (gunicorn --preload) has no listener thread: L1 waits for its own subscription.
+    tier.live = False
+    tier._thread = None
+    tier._lock = threading.Lock()
+    tier.flush()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 gate.channel = lambda: channel() if enabled() else ""
 
 
