@@ -49,6 +49,10 @@ def connect() -> None:
     from django_scaleops.cache import checks, invalidation, stats
 
     register(checks.check_cache)
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):  # opened before ready()
+        invalidation.install_wrapper(None, connection)
     connection_created.connect(invalidation.install_wrapper, dispatch_uid="scaleops-cache-writes")
     signals.bulk_write_committed.connect(invalidation.on_bulk_write_committed, dispatch_uid="scaleops-cache-bulk")
     metrics.register_source("cache", stats.snapshot)

@@ -126,8 +126,10 @@ class CachedQuerySet(models.QuerySet[M]):
         except EmptyResultSet:
             return evaluate(queryset)
         tables = tables_of_queryset(queryset, sql) | tables_of(depends_on)
-        # The vendor is part of the key: two backends may compile the same query differently.
-        base = entry_key("q", digest(kind, connections[using].vendor, sql, tuple(params)))
+        # Vendor and database name are part of the key: a primary and its replicas (same name) share
+        # entries, while separate databases with the same tables do not.
+        connection = connections[using]
+        base = entry_key("q", digest(kind, connection.vendor, connection.settings_dict["NAME"], sql, tuple(params)))
         table = queryset.model._meta.db_table
         if pk is not None and tables == {table}:
             # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.
