@@ -127,3 +127,23 @@ def test_invalidations_missed_during_a_partition_are_applied_on_recovery(django_
         with django_assert_num_queries(0):
             assert names() == ["Bea"]
     assert stats.snapshot()["redis_available"] is True
+
+
+def test_l1_is_flushed_and_off_while_its_channel_is_down(services):
+    with override_settings(SCALEOPS_CACHE_L1_TIMEOUT=60, SCALEOPS_CACHE_RETRY_AFTER=0.2):
+        assert wait_until(l1.usable)
+        assert with_cache("l1-down:k", lambda: "v1", 60) == "v1"
+        assert with_cache("l1-down:k", lambda: "v1", 60) == "v1"
+        assert len(l1.tier) == 1
+        services.redis.stop()
+        try:
+            assert wait_until(lambda: not l1.tier.live)
+            assert len(l1.tier) == 0
+            assert with_cache("l1-down:k", lambda: "from the database", 60) == "from the database"
+            assert len(l1.tier) == 0  # nothing is kept while invalidations cannot be heard
+        finally:
+            services.redis.start()
+        assert wait_until(l1.usable)
+        assert wait_until(lambda: with_cache("l1-down:k", lambda: "v2", 60) == "v2")
+        assert with_cache("l1-down:k", lambda: "v3", 60) == "v2"
+        assert len(l1.tier) == 1
