@@ -94,6 +94,9 @@ class Settings:
     SCALEOPS_CACHE_RETRY_AFTER = Setting(
         2.0, (int, float), "Seconds to read the database directly after Redis fails, before trying it again."
     )
+    SCALEOPS_CACHE_STATS_FLUSH_SECONDS = Setting(
+        10.0, (int, float), "Seconds between flushes of statistics deltas to Redis (cluster totals); 0 turns it off."
+    )
     SCALEOPS_CACHE_DEPENDENCIES: Setting[dict[str, list[str]]] = Setting(
         {}, dict, 'Cascades: {"app.Model": ["app.Other"]} also invalidates Other when Model changes.'
     )

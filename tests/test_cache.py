@@ -545,3 +545,24 @@ def test_cache_checks_are_bound():
 
     with override_settings(SCALEOPS_CACHE_ALIAS="nope"), pytest.raises(SystemCheckError, match=r"scaleops\.E301"):
         call_command("check", stdout=StringIO())
+
+
+def test_statistics_are_flushed_to_redis_as_cluster_totals():
+    from django_scaleops.cache import cluster
+
+    cluster.reset()
+    with_cache("cl:1", lambda: 1, 60)
+    with_cache("cl:1", lambda: 1, 60)
+    # Another process's flush, as it would arrive in Redis.
+    redis = get_redis_connection("default")
+    from django_scaleops.cache.backend import gate
+
+    redis.hincrbyfloat(gate.key("stats:cl"), "hits", 5)
+    figures = metrics.collect()["cache"]
+    assert figures["prefixes"]["cl"]["hits"] == 1  # this process
+    assert figures["cluster"]["prefixes"]["cl"]["hits"] == 6  # every process
+    assert figures["cluster"]["prefixes"]["cl"]["misses"] == 1
+    cluster.flush()  # nothing new: no double counting
+    assert cluster.snapshot()["prefixes"]["cl"]["hits"] == 6
+    with override_settings(SCALEOPS_CACHE_STATS_FLUSH_SECONDS=0):
+        assert "cluster" not in metrics.collect()["cache"]

@@ -46,7 +46,7 @@ def connect() -> None:
     from django.db.backends.signals import connection_created
 
     from django_scaleops import metrics, signals
-    from django_scaleops.cache import checks, invalidation, stats
+    from django_scaleops.cache import checks, cluster, invalidation
 
     register(checks.check_cache)
     from django.db import connections
@@ -55,4 +55,4 @@ def connect() -> None:
         invalidation.install_wrapper(None, connection)
     connection_created.connect(invalidation.install_wrapper, dispatch_uid="scaleops-cache-writes")
     signals.bulk_write_committed.connect(invalidation.on_bulk_write_committed, dispatch_uid="scaleops-cache-bulk")
-    metrics.register_source("cache", stats.snapshot)
+    metrics.register_source("cache", cluster.metrics_source)

@@ -45,6 +45,7 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         "SCALEOPS_CACHE_XFETCH_BETA",
         "SCALEOPS_CACHE_L1_TIMEOUT",
         "SCALEOPS_CACHE_RETRY_AFTER",
+        "SCALEOPS_CACHE_STATS_FLUSH_SECONDS",
     ):
         value = getattr(conf, name)
         if isinstance(value, int | float) and value < 0:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from django.utils.module_loading import import_string
 
-from django_scaleops.cache import l1, stats
+from django_scaleops.cache import cluster, l1, stats
 from django_scaleops.cache.backend import RedisUnavailable, gate
 from django_scaleops.cache.invalidation import wrote_in_transaction
 from django_scaleops.conf import conf
@@ -89,6 +89,7 @@ def _bypass(entry: Entry) -> bool:
 
 def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     """The cached value of ``entry``, computing it with ``fetch`` at most once across callers."""
+    cluster.maybe_flush()
     if _bypass(entry):
         stats.incr(entry.prefix, "bypassed")
         return fetch()

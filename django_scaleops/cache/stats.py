@@ -1,7 +1,8 @@
 """In-process cache statistics per key prefix, published through ``django_scaleops.metrics``.
 
-Counting is a dict update under a lock (no Redis round trip), so it costs nothing on the hot path;
-each process reports its own figures and the metrics endpoint aggregates across processes.
+Counting is a dict update under a lock (no Redis round trip), so it costs nothing on the hot path.
+Every ``SCALEOPS_CACHE_STATS_FLUSH_SECONDS`` the deltas are flushed to Redis in one pipeline
+(``cache.cluster``), which gives figures summed over every process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ MAX_PREFIXES = 200  # beyond this, figures go to "_other": prefixes come from us
 _lock = threading.Lock()
 _by_prefix: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys((*COUNTERS, "fetch_seconds"), 0.0))
 _state: dict[str, Any] = {"redis_available": True, "outages": 0}
+_flushed: dict[str, dict[str, float]] = {}
 
 
 def _bounded(prefix: str) -> str:
@@ -69,10 +71,38 @@ def snapshot() -> dict[str, Any]:
     }
 
 
+def take_deltas() -> dict[str, dict[str, float]]:
+    """What changed since the last call, per prefix (for the flush to Redis)."""
+    deltas: dict[str, dict[str, float]] = {}
+    with _lock:
+        for prefix, figures in _by_prefix.items():
+            before = _flushed.get(prefix, {})
+            changed = {name: value - before.get(name, 0.0) for name, value in figures.items()}
+            changed = {name: value for name, value in changed.items() if value}
+            if changed:
+                deltas[prefix] = changed
+                _flushed[prefix] = dict(figures)
+    return deltas
+
+
+def give_back(deltas: dict[str, dict[str, float]]) -> None:
+    """A flush failed: count these deltas again at the next one."""
+    with _lock:
+        for prefix, changed in deltas.items():
+            before = _flushed.setdefault(prefix, {})
+            for name, value in changed.items():
+                before[name] = before.get(name, 0.0) - value
+
+
 def reset() -> None:
     with _lock:
+        _flushed.clear()
         _by_prefix.clear()
         _state.update(redis_available=True, outages=0)
+
+
+def shape(figures: dict[str, float]) -> dict[str, float | int]:
+    return _shape({**dict.fromkeys((*COUNTERS, "fetch_seconds"), 0.0), **figures})
 
 
 def _shape(figures: dict[str, float]) -> dict[str, float | int]:
