@@ -49,7 +49,7 @@ class Gate:
         self.flush_hooks: list[Callable[[], None]] = []
         # The L1 channel, so bumps owed during an outage are broadcast when they are paid.
         self.channel: Callable[[], str] = lambda: ""
-        self._scripts: dict[tuple[int, str], Any] = {}
+        self._scripts: dict[str, Any] = {}
 
     # ---- plumbing
 
@@ -73,12 +73,12 @@ class Gate:
     def decode(self, raw: bytes) -> Any:
         return self.cache.client.decode(raw)
 
-    def _script(self, client: Any, source: str) -> Any:
-        slot = (id(client), source)
-        script = self._scripts.get(slot)
+    def _run(self, client: Any, source: str, keys: list[str], args: list[Any]) -> Any:
+        # EVALSHA on the given client (loading the script on a NOSCRIPT reply, e.g. after a restart).
+        script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[slot] = client.register_script(source)
-        return script
+            script = self._scripts[source] = client.register_script(source)
+        return script(keys=keys, args=args, client=client)
 
     def is_open(self) -> bool:
         """True while Redis is considered down (callers go straight to the database)."""
@@ -137,8 +137,8 @@ class Gate:
 
     def read(self, stamps: list[str], base: str, token: str) -> tuple[str, bytes | None, int, bool]:
         def run(client: Any) -> tuple[str, bytes | None, int, bool]:
-            full, raw, pttl, leased = self._script(client, scripts.READ)(
-                keys=stamps, args=[base, token, conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS, new_seed()]
+            full, raw, pttl, leased = self._run(
+                client, scripts.READ, stamps, [base, token, conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS, new_seed()]
             )
             return full.decode(), raw, int(pttl), bool(leased)
 
@@ -150,10 +150,10 @@ class Gate:
         )
 
     def store(self, stamps: list[str], full: str, token: str, raw: bytes, px: int) -> int:
-        return int(self.call(lambda c: self._script(c, scripts.STORE)(keys=stamps, args=[full, token, raw, px])))
+        return int(self.call(lambda c: self._run(c, scripts.STORE, stamps, [full, token, raw, px])))
 
     def release(self, stamps: list[str], full: str, token: str) -> None:
-        self.call(lambda c: self._script(c, scripts.STORE)(keys=stamps, args=[full, token, "", 0]))
+        self.call(lambda c: self._run(c, scripts.STORE, stamps, [full, token, "", 0]))
 
     def bump(self, stamps: Iterable[str], channel: str, message: str) -> None:
         """Bump stamps now; if Redis is unreachable they are owed and bumped on recovery."""
@@ -167,10 +167,10 @@ class Gate:
                 self._owed.update(keys)
 
     def _bump(self, client: Any, keys: list[str], channel: str, message: str) -> None:
-        self._script(client, scripts.BUMP)(keys=keys, args=[new_seed(), channel, message])
+        self._run(client, scripts.BUMP, keys, [new_seed(), channel, message])
 
     def delete(self, stamps: list[str], base: str, channel: str, message: str) -> None:
-        self.call(lambda c: self._script(c, scripts.DELETE)(keys=stamps, args=[base, channel, message]))
+        self.call(lambda c: self._run(c, scripts.DELETE, stamps, [base, channel, message]))
 
     def reset_state(self) -> None:
         """Forget an outage and owed bumps (tests, and after the cache was flushed by hand)."""
