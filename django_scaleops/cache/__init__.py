@@ -43,12 +43,16 @@ __all__ = [
 def connect() -> None:
     """Wire the cache into Django (called from ``AppConfig.ready()``)."""
     from django.core.checks import register
+    from django.core.signals import setting_changed
     from django.db.backends.signals import connection_created
 
     from django_scaleops import metrics, signals
     from django_scaleops.cache import checks, cluster, invalidation
 
     register(checks.check_cache)
+    from django_scaleops.cache.backend import gate
+
+    setting_changed.connect(gate.forget_keys, dispatch_uid="scaleops-cache-keys")
     from django.db import connections
 
     for connection in connections.all(initialized_only=True):  # opened before ready()

@@ -50,6 +50,7 @@ class Gate:
         # The L1 channel, so bumps owed during an outage are broadcast when they are paid.
         self.channel: Callable[[], str] = lambda: ""
         self._scripts: dict[str, Any] = {}
+        self._stamp_keys: dict[tuple[str, str, str], str] = {}
 
     # ---- plumbing
 
@@ -64,6 +65,21 @@ class Gate:
         """``name`` under the cache's KEY_PREFIX/VERSION and our own prefix."""
         made: str = self.cache.make_key(f"{conf.SCALEOPS_CACHE_PREFIX}:{name}")
         return made
+
+    def stamp_key(self, name: str) -> str:
+        """Like :meth:`key`, memoised: stamp names are few (tables) and read on every lookup."""
+        slot = (conf.SCALEOPS_CACHE_ALIAS, conf.SCALEOPS_CACHE_PREFIX, name)
+        made = self._stamp_keys.get(slot)
+        if made is None:
+            if len(self._stamp_keys) > 50_000:  # row stamps are many: keep the memo bounded
+                self._stamp_keys.clear()
+            made = self._stamp_keys[slot] = self.key(name)
+        return made
+
+    def forget_keys(self, setting: str = "", **kwargs: Any) -> None:
+        """``setting_changed`` receiver: a new cache configuration may make other keys."""
+        if setting in ("CACHES", "SCALEOPS_CACHE_ALIAS", "SCALEOPS_CACHE_PREFIX", ""):
+            self._stamp_keys.clear()
 
     def encode(self, value: Any) -> bytes:
         # The cache's own serializer and compressor (CACHES OPTIONS), so compression is configured there.

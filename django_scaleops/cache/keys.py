@@ -40,16 +40,16 @@ def _stable(value: Any) -> Any:
 
 
 def stamp_key(table: str) -> str:
-    return gate.key(f"v:{table}")
+    return gate.stamp_key(f"v:{table}")
 
 
 def rows_stamp_key(table: str) -> str:
     """The stamp of every row-scoped entry of ``table``: bumped by writes not attributed to rows."""
-    return gate.key(f"v:{table}#rows")
+    return gate.stamp_key(f"v:{table}#rows")
 
 
 def row_stamp_key(table: str, pk: object) -> str:
-    return gate.key(f"v:{table}#row:{pk}")
+    return gate.stamp_key(f"v:{table}#row:{pk}")
 
 
 def entry_key(kind: str, name: str) -> str:
