@@ -419,6 +419,9 @@ def test_system_checks():
         assert message.id == "scaleops.E304" and "cacheapp.Nope" in message.msg
     with override_settings(SCALEOPS_CACHE_FRESHNESS_HOOK="no.such.hook"):
         assert [m.id for m in check_cache()] == ["scaleops.E305"]
+    with override_settings(SCALEOPS_CACHE_FILL_USING="primary-typo"):
+        (message,) = check_cache()
+        assert message.id == "scaleops.E306" and "'primary-typo'" in message.msg
 
 
 def test_disabled_cache_reads_the_database_and_skips_invalidation(books, django_assert_num_queries):

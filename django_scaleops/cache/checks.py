@@ -34,7 +34,12 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="scaleops.E302",
             )
         )
-    for name in ("SCALEOPS_CACHE_DEFAULT_TIMEOUT", "SCALEOPS_CACHE_LEASE_TIMEOUT_MS", "SCALEOPS_CACHE_LEASE_WAIT_MS"):
+    for name in (
+        "SCALEOPS_CACHE_DEFAULT_TIMEOUT",
+        "SCALEOPS_CACHE_LEASE_TIMEOUT_MS",
+        "SCALEOPS_CACHE_LEASE_WAIT_MS",
+        "SCALEOPS_CACHE_L1_MAX_ENTRIES",
+    ):
         value = getattr(conf, name)
         if isinstance(value, int) and value <= 0:
             messages.append(
@@ -68,6 +73,15 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                         id="scaleops.E304",
                     )
                 )
+    fill: object = conf.SCALEOPS_CACHE_FILL_USING
+    if isinstance(fill, str) and fill not in settings.DATABASES:
+        messages.append(
+            Error(
+                f"SCALEOPS_CACHE_FILL_USING names {fill!r}, which is not in DATABASES.",
+                hint=f"Use one of {sorted(settings.DATABASES)}, or None to let the router decide.",
+                id="scaleops.E306",
+            )
+        )
     hook = conf.SCALEOPS_CACHE_FRESHNESS_HOOK
     if isinstance(hook, str):
         try:
