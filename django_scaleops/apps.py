@@ -37,3 +37,6 @@ class ScaleOpsConfig(AppConfig):
 
         register(router_checks.check_router)
         router_receivers.connect()
+        from django_scaleops import cache
+
+        cache.connect()  # checks E3xx, write watcher, bulk receiver, metrics source

@@ -121,6 +121,45 @@ class Settings:
     )
 
     # ---- cache (SCALEOPS_CACHE_*)
+    SCALEOPS_CACHE_ENABLED = Setting(
+        True, bool, "Use the Redis cache; False reads the database and invalidates nothing (no Redis call per write)."
+    )
+    SCALEOPS_CACHE_ALIAS = Setting("default", str, "The CACHES alias (a django-redis backend) holding cached results.")
+    SCALEOPS_CACHE_PREFIX = Setting("scaleops", str, "Namespace of every cache, stamp and lease key.")
+    SCALEOPS_CACHE_DEFAULT_TIMEOUT = Setting(300, int, "Seconds a cached result stays fresh when no timeout is given.")
+    SCALEOPS_CACHE_STALE_GRACE = Setting(
+        30, int, "Seconds past its timeout a result may still be served while one caller refreshes it."
+    )
+    SCALEOPS_CACHE_LEASE_TIMEOUT_MS = Setting(
+        5000, int, "Milliseconds a refresh lease lives (the longest fetch it covers)."
+    )
+    SCALEOPS_CACHE_LEASE_WAIT_MS = Setting(
+        2000, int, "Milliseconds a caller waits for another's fetch before reading the database itself."
+    )
+    SCALEOPS_CACHE_XFETCH_BETA = Setting(
+        1.0, (int, float), "XFetch early-refresh eagerness; 0 turns early refresh off."
+    )
+    SCALEOPS_CACHE_L1_TIMEOUT = Setting(
+        0.0, (int, float), "Seconds results stay in the in-process L1 tier; 0 turns L1 off."
+    )
+    SCALEOPS_CACHE_L1_MAX_ENTRIES = Setting(
+        10_000, int, "Entries the in-process L1 tier holds before evicting the oldest."
+    )
+    SCALEOPS_CACHE_RETRY_AFTER = Setting(
+        2.0, (int, float), "Seconds to read the database directly after Redis fails, before trying it again."
+    )
+    SCALEOPS_CACHE_STATS_FLUSH_SECONDS = Setting(
+        10.0, (int, float), "Seconds between flushes of statistics deltas to Redis (cluster totals); 0 turns it off."
+    )
+    SCALEOPS_CACHE_DEPENDENCIES: Setting[dict[str, list[str]]] = Setting(
+        {}, dict, 'Cascades: {"app.Model": ["app.Other"]} also invalidates Other when Model changes.'
+    )
+    SCALEOPS_CACHE_FILL_USING: Setting[str | None] = Setting(
+        None, (str, type(None)), "Database alias cached querysets are filled from on a miss (None: the router decides)."
+    )
+    SCALEOPS_CACHE_FRESHNESS_HOOK: Setting[str | None] = Setting(
+        None, (str, type(None)), "Dotted path of a callable(tables, using) -> bool; True bypasses the cache."
+    )
 
     # ---- monitoring and HTTP (SCALEOPS_MONITOR_*, SCALEOPS_HTTP_*)
     SCALEOPS_MONITOR_ENABLED: Setting[bool] = Setting(

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "tests.monitoringapp",
     "tests.bulkapp",
     "tests.routerapp",
+    "tests.cacheapp",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,396 @@
+"""Cached querysets vs PostgreSQL, vs django-redis ``get_or_set`` and vs django-cacheops.
+
+1. Hit latency: the 50 newest entries of a conversation (a join), read through ``.cached()`` vs
+   the same query on PostgreSQL, and vs a plain django-redis ``cache.get_or_set`` hit.
+2. 50 concurrent misses: how many times the database ran the query (counted by PostgreSQL: the
+   query calls a function that bumps a sequence) for ours vs ``cache.get_or_set`` and, when it is
+   installed (``pip install django-cacheops`` or ``.[bench]``), django-cacheops with and without
+   its dog-pile lock (each in its own process: cacheops patches the ORM).
+3. Compression: stored size of that page and hit latency, with our 1 KB zlib compressor
+   (django-redis' ``COMPRESSOR`` option) vs without.
+4. Invalidation cost with many cached entries: ours bumps one stamp; the peer deletes the
+   entries by pattern (django-redis ``delete_pattern``). Scaled to 100,000 entries by default to
+   stay within a few minutes on 2 cores; set BENCH_CACHE_KEYS=1000000 for the 1M figure.
+
+Run with ``make bench`` (or alone: ``python -m django_scaleops.testing.services run -- python
+benchmarks/bench_cache.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import Worker, compare
+
+ROLE = os.environ.get("BENCH_CACHE_ROLE", "main")
+CONCURRENCY = 50
+HIT_CALLS = 300
+MISS_ROUNDS = 5
+KEYS = int(os.environ.get("BENCH_CACHE_KEYS", "100000"))
+PROBE_SQL = """
+CREATE SEQUENCE IF NOT EXISTS bench_cache_probe_seq;
+CREATE OR REPLACE FUNCTION bench_cache_probe(pause float) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(pause); SELECT nextval('bench_cache_probe_seq') $$;
+"""
+
+
+def setup_django(extra_apps: tuple[str, ...] = ()) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+    import django
+    from django.conf import settings
+
+    if extra_apps:
+        settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, *extra_apps]
+    # The same Redis with our 1 KB zlib compressor (own key prefix), for the compression figures.
+    default = settings.CACHES["default"]
+    compressed = {"COMPRESSOR": "django_scaleops.cache.compressors.ZlibCompressor"}
+    settings.CACHES = {
+        **settings.CACHES,
+        "zlib": {**default, "KEY_PREFIX": "zlib", "OPTIONS": {**default.get("OPTIONS", {}), **compressed}},
+    }
+    django.setup()
+
+
+def probe_count() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM bench_cache_probe_seq")
+        return int(cursor.fetchone()[0])
+
+
+def page_query(queryset: Any, conversation: int, probe: bool = False) -> Any:
+    from django.db.models.expressions import RawSQL
+
+    query = queryset.filter(conversation_id=conversation).order_by("-created_at")
+    if probe:
+        # An uncorrelated scalar subquery runs once per execution: the sequence counts executions.
+        query = query.annotate(n=RawSQL("(SELECT bench_cache_probe(%s))", [0.05]))
+        return query.values("id", "message__body", "n")[:50]
+    return query.values("id", "message__body", "message__sender_id", "created_at")[:50]
+
+
+def stampede(read: Any) -> int:
+    """Run ``read`` in 50 threads released together; returns how often the database ran the query."""
+    from django.db import connection
+
+    before = probe_count()
+    barrier = threading.Barrier(CONCURRENCY)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            read()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return probe_count() - before
+
+
+def cacheops_worker() -> None:
+    """A process with django-cacheops installed: each round is one 50-way stampede of misses."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+    from django.conf import settings
+
+    settings.CACHEOPS_REDIS = settings.CACHES["default"]["LOCATION"]
+    settings.CACHEOPS = {"chat.*": {"ops": (), "timeout": 60}}
+    setup_django(("cacheops",))
+    from cacheops import invalidate_all
+
+    from example_project.chat.models import Conversation, ConversationMessage
+
+    conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first() or 0
+    lock = os.environ.get("BENCH_CACHEOPS_LOCK") == "1"
+    if os.environ.get("BENCH_CACHEOPS_MODE") == "hit":
+        for line in sys.stdin:
+            count = int(line)
+            list(page_query(ConversationMessage.objects.all(), conversation).cache(timeout=600))
+            started = time.perf_counter()
+            for _ in range(count):
+                list(page_query(ConversationMessage.objects.all(), conversation).cache(timeout=600))
+            print((time.perf_counter() - started) / count * 1e6, flush=True)
+        return
+    for line in sys.stdin:
+        int(line)
+        invalidate_all()
+        queries = stampede(
+            lambda: list(page_query(ConversationMessage.objects.all(), conversation, probe=True).cache(lock=lock))
+        )
+        print(float(queries), flush=True)
+
+
+def prepare() -> int:
+    from django.core.management import call_command
+    from django.db import connection
+
+    from example_project.chat.models import Conversation, Message
+
+    call_command("migrate", interactive=False, verbosity=0)
+    if Message.objects.count() < 5_000:
+        with open(os.devnull, "w") as quiet:
+            call_command("seed_demo_data", messages=5_000, conversations=20, stdout=quiet)
+    with connection.cursor() as cursor:
+        cursor.execute(PROBE_SQL)
+    conversation: int = Conversation.objects.order_by("id").values_list("id", flat=True).first() or 0
+    return conversation
+
+
+def bench_hits(conversation: int) -> None:
+    from django.core.cache import cache
+
+    from django_scaleops.cache import CachedQuerySet
+    from example_project.chat.models import ConversationMessage
+
+    def ours() -> float:
+        started = time.perf_counter()
+        for _ in range(HIT_CALLS):
+            page_query(CachedQuerySet(ConversationMessage), conversation).cached(timeout=600)
+        return (time.perf_counter() - started) / HIT_CALLS * 1e6
+
+    def postgres() -> float:
+        started = time.perf_counter()
+        for _ in range(HIT_CALLS):
+            list(page_query(ConversationMessage.objects.all(), conversation))
+        return (time.perf_counter() - started) / HIT_CALLS * 1e6
+
+    def get_or_set() -> float:
+        started = time.perf_counter()
+        for _ in range(HIT_CALLS):
+            key = f"bench:page:{conversation}"
+            cache.get_or_set(key, lambda: list(page_query(ConversationMessage.objects.all(), conversation)), 600)
+        return (time.perf_counter() - started) / HIT_CALLS * 1e6
+
+    from django_scaleops.cache import with_cache
+
+    def ours_function() -> float:
+        # No query to compile: what the stamps and the lease script cost on their own.
+        started = time.perf_counter()
+        for _ in range(HIT_CALLS):
+            with_cache(
+                f"bench:fn:{conversation}",
+                lambda: list(page_query(ConversationMessage.objects.all(), conversation)),
+                600,
+                depends_on=[ConversationMessage],
+            )
+        return (time.perf_counter() - started) / HIT_CALLS * 1e6
+
+    ours(), get_or_set(), ours_function()  # fill the caches, warm connections
+    compare(
+        f"Hit latency: 50 newest entries of a conversation (join), {HIT_CALLS} reads a round",
+        ours,
+        postgres,
+        unit="us/read",
+        higher_is_better=False,
+        ours_name=".cached() hit",
+        peer_name="same query on PostgreSQL",
+    )
+    compare(
+        "Hit latency: ours (stamps + lease script) vs a plain django-redis get_or_set hit",
+        ours,
+        get_or_set,
+        unit="us/read",
+        higher_is_better=False,
+        ours_name=".cached() hit",
+        peer_name="cache.get_or_set hit",
+    )
+    try:
+        import cacheops  # noqa: F401
+    except ImportError:
+        print("  django-cacheops is not installed: pip install django-cacheops (or .[bench]) to compare it")
+    else:
+        worker = Worker("bench_cache.py", {"BENCH_CACHE_ROLE": "cacheops", "BENCH_CACHEOPS_MODE": "hit"})
+        try:
+            compare(
+                "Hit latency: ours vs django-cacheops (both key by the compiled query)",
+                ours,
+                lambda: worker.round(HIT_CALLS),
+                unit="us/read",
+                higher_is_better=False,
+                ours_name=".cached() hit",
+                peer_name="django-cacheops .cache() hit",
+            )
+        finally:
+            worker.close()
+    compare(
+        "Hit latency: with_cache() (no query to compile) vs a plain django-redis get_or_set hit",
+        ours_function,
+        get_or_set,
+        unit="us/read",
+        higher_is_better=False,
+        ours_name="with_cache() hit",
+        peer_name="cache.get_or_set hit",
+    )
+
+
+def bench_compression(conversation: int) -> None:
+    from django.test.utils import override_settings
+
+    from django_scaleops.cache import CachedQuerySet
+    from django_scaleops.cache.backend import gate
+    from example_project.chat.models import ConversationMessage
+
+    rows = list(page_query(ConversationMessage.objects.all(), conversation))
+    sizes = {}
+    for alias in ("default", "zlib"):
+        with override_settings(SCALEOPS_CACHE_ALIAS=alias):
+            sizes[alias] = len(gate.encode((rows, 0.01, 30)))
+    print(f"\nStored size of the 50-entry page: {sizes['default']:,} bytes plain, {sizes['zlib']:,} bytes with")
+    print(f"  django_scaleops.cache.compressors.ZlibCompressor (ratio {sizes['zlib'] / sizes['default']:.3f})")
+
+    def hits(alias: str) -> float:
+        with override_settings(SCALEOPS_CACHE_ALIAS=alias):
+            page_query(CachedQuerySet(ConversationMessage), conversation).cached(timeout=600)
+            started = time.perf_counter()
+            for _ in range(HIT_CALLS):
+                page_query(CachedQuerySet(ConversationMessage), conversation).cached(timeout=600)
+            return (time.perf_counter() - started) / HIT_CALLS * 1e6
+
+    compare(
+        "Hit latency with the 1 KB zlib compressor vs without (same Redis)",
+        lambda: hits("zlib"),
+        lambda: hits("default"),
+        rounds=5,
+        unit="us/read",
+        higher_is_better=False,
+        ours_name="compressed (>= 1 KB)",
+        peer_name="uncompressed",
+    )
+
+
+def bench_stampede(conversation: int) -> None:
+    from django.core.cache import cache
+
+    from django_scaleops.cache import CachedQuerySet, invalidate
+    from example_project.chat.models import ConversationMessage
+
+    def ours() -> float:
+        invalidate(ConversationMessage)
+        return float(
+            stampede(
+                lambda: page_query(CachedQuerySet(ConversationMessage), conversation, probe=True).cached(timeout=60)
+            )
+        )
+
+    def get_or_set() -> float:
+        key = f"bench:stampede:{conversation}"
+        cache.delete(key)
+        return float(
+            stampede(
+                lambda: cache.get_or_set(
+                    key, lambda: list(page_query(ConversationMessage.objects.all(), conversation, probe=True)), 60
+                )
+            )
+        )
+
+    title = f"{CONCURRENCY} concurrent misses (query takes >= 50 ms): database executions, counted by PostgreSQL"
+    compare(
+        title,
+        ours,
+        get_or_set,
+        rounds=MISS_ROUNDS,
+        unit="queries",
+        higher_is_better=False,
+        ours_name="ours (lease)",
+        peer_name="cache.get_or_set",
+    )
+    try:
+        import cacheops  # noqa: F401
+    except ImportError:
+        print("  django-cacheops is not installed: pip install django-cacheops (or .[bench]) to compare it")
+        return
+    for lock in ("0", "1"):
+        worker = Worker("bench_cache.py", {"BENCH_CACHE_ROLE": "cacheops", "BENCH_CACHEOPS_LOCK": lock})
+        try:
+            compare(
+                title,
+                ours,
+                lambda worker=worker: worker.round(1),  # type: ignore[misc]
+                rounds=MISS_ROUNDS,
+                unit="queries",
+                higher_is_better=False,
+                ours_name="ours (lease)",
+                peer_name=f"django-cacheops lock={lock == '1'}",
+            )
+        finally:
+            worker.close()
+
+
+def bench_invalidation() -> None:
+    from django.core.cache import cache
+    from django_redis import get_redis_connection
+
+    from django_scaleops.cache import with_cache
+    from django_scaleops.cache.backend import gate
+    from django_scaleops.cache.invalidation import bump_tables
+
+    redis = get_redis_connection("default")
+
+    def fill(prefix: str) -> None:
+        # Written straight through a pipeline: filling is not what is measured.
+        pipe = redis.pipeline(transaction=False)
+        for i in range(KEYS):
+            pipe.set(f"{prefix}:{i}", b"x" * 64, ex=600)
+            if i % 10_000 == 9_999:
+                pipe.execute()
+        pipe.execute()
+
+    with_cache("bench-inval:probe", lambda: 1, 600, depends_on=["bench_table"])
+    ours_prefix = gate.key("k:bench-inval-filler")
+
+    def ours() -> float:
+        fill(ours_prefix)
+        started = time.perf_counter()
+        bump_tables({"bench_table"})
+        return (time.perf_counter() - started) * 1000  # the filled entries expire on their own
+
+    def delete_pattern() -> float:
+        fill(cache.make_key("bench:peer"))
+        started = time.perf_counter()
+        peer: Any = cache  # django-redis' RedisCache
+        peer.delete_pattern("bench:peer:*")
+        return (time.perf_counter() - started) * 1000
+
+    compare(
+        f"Invalidating a table with {KEYS:,} cached entries",
+        ours,
+        delete_pattern,
+        rounds=3,
+        unit="ms",
+        higher_is_better=False,
+        ours_name="ours (one stamp bump)",
+        peer_name="delete_pattern (SCAN + DEL)",
+    )
+    redis.flushdb()
+
+
+def main() -> None:
+    setup_django()
+    conversation = prepare()
+    bench_hits(conversation)
+    bench_compression(conversation)
+    bench_stampede(conversation)
+    bench_invalidation()
+
+
+if __name__ == "__main__":
+    if ROLE == "cacheops":
+        cacheops_worker()
+    else:
+        main()

@@ -1,0 +1,200 @@
+"""Access to Redis through django-redis, with the failure policy: a Redis error never fails a read.
+
+When a call fails, the gate logs once, counts it, and stays open (every caller reads the database
+directly) for ``SCALEOPS_CACHE_RETRY_AFTER`` seconds; the next call after that tries Redis again.
+Invalidations that could not reach Redis are owed and paid before the cache is used again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from django.core.cache import caches
+from django_redis import get_redis_connection
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from django_scaleops.cache import scripts, stats
+from django_scaleops.conf import conf
+
+logger = logging.getLogger("django_scaleops.cache")
+
+T = TypeVar("T")
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, ConnectionInterrupted, OSError)
+
+
+class RedisUnavailable(Exception):
+    """Redis failed or is in its retry pause; the caller reads the database instead."""
+
+
+def new_seed() -> str:
+    # A stamp starts at a random 48-bit value, far from any value an earlier life of it reached.
+    return str(secrets.randbits(48))
+
+
+class Gate:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._down = False
+        self._owed: set[str] = set()
+        self._owed_lock = threading.Lock()
+        self.flush_hooks: list[Callable[[], None]] = []
+        # The L1 channel, so bumps owed during an outage are broadcast when they are paid.
+        self.channel: Callable[[], str] = lambda: ""
+        self._scripts: dict[str, Any] = {}
+        self._stamp_keys: dict[tuple[str, str, str], str] = {}
+
+    # ---- plumbing
+
+    @property
+    def cache(self) -> Any:
+        return caches[conf.SCALEOPS_CACHE_ALIAS]
+
+    def client(self) -> Any:
+        return get_redis_connection(conf.SCALEOPS_CACHE_ALIAS)
+
+    def key(self, name: str) -> str:
+        """``name`` under the cache's KEY_PREFIX/VERSION and our own prefix."""
+        made: str = self.cache.make_key(f"{conf.SCALEOPS_CACHE_PREFIX}:{name}")
+        return made
+
+    def stamp_key(self, name: str) -> str:
+        """Like :meth:`key`, memoised: stamp names are few (tables) and read on every lookup."""
+        slot = (conf.SCALEOPS_CACHE_ALIAS, conf.SCALEOPS_CACHE_PREFIX, name)
+        made = self._stamp_keys.get(slot)
+        if made is None:
+            if len(self._stamp_keys) > 50_000:  # row stamps are many: keep the memo bounded
+                self._stamp_keys.clear()
+            made = self._stamp_keys[slot] = self.key(name)
+        return made
+
+    def forget_keys(self, setting: str = "", **kwargs: Any) -> None:
+        """``setting_changed`` receiver: a new cache configuration may make other keys."""
+        if setting in ("CACHES", "SCALEOPS_CACHE_ALIAS", "SCALEOPS_CACHE_PREFIX", ""):
+            self._stamp_keys.clear()
+
+    def encode(self, value: Any) -> bytes:
+        # The cache's own serializer and compressor (CACHES OPTIONS), so compression is configured there.
+        encoded: bytes = self.cache.client.encode(value, allow_int=False)
+        return encoded
+
+    def decode(self, raw: bytes) -> Any:
+        return self.cache.client.decode(raw)
+
+    def _run(self, client: Any, source: str, keys: list[str], args: list[Any]) -> Any:
+        # EVALSHA on the given client (loading the script on a NOSCRIPT reply, e.g. after a restart).
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = client.register_script(source)
+        return script(keys=keys, args=args, client=client)
+
+    def is_open(self) -> bool:
+        """True while Redis is considered down (callers go straight to the database)."""
+        return self._down and time.monotonic() < self._down_until
+
+    def call(self, operation: Callable[[Any], T]) -> T:
+        """Run ``operation(redis_client)`` under the failure policy."""
+        if self.is_open():
+            raise RedisUnavailable
+        try:
+            client = self.client()
+        except Exception as exc:  # misconfigured cache alias (see checks E301/E302): never fail a read
+            self._fail(exc)
+            raise RedisUnavailable from exc
+        try:
+            if self._down or self._owed:
+                self._recover(client)
+            return operation(client)
+        except REDIS_ERRORS as exc:
+            self._fail(exc)
+            raise RedisUnavailable from exc
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            first = not self._down
+            self._down = True
+            self._down_until = time.monotonic() + float(conf.SCALEOPS_CACHE_RETRY_AFTER)
+        stats.incr("_redis", "redis_errors")
+        stats.set_redis_available(False)
+        if first:
+            logger.warning(
+                "Redis cache unreachable (%s); reading from the database, retrying every %ss",
+                type(exc).__name__,
+                conf.SCALEOPS_CACHE_RETRY_AFTER,
+            )
+        for hook in self.flush_hooks:  # local tiers cannot hear invalidations now: drop them
+            hook()
+
+    def _recover(self, client: Any) -> None:
+        with self._owed_lock:
+            owed = sorted(self._owed)
+        if owed:
+            self._bump(client, owed, self.channel(), json.dumps(owed))
+            with self._owed_lock:
+                self._owed.difference_update(owed)
+        if self._down:
+            with self._lock:
+                was_down, self._down = self._down, False
+            if was_down:
+                stats.set_redis_available(True)
+                logger.warning("Redis cache reachable again; %d owed invalidations applied", len(owed))
+                for hook in self.flush_hooks:
+                    hook()
+
+    # ---- operations
+
+    def read(self, stamps: list[str], base: str, token: str) -> tuple[str, bytes | None, int, bool]:
+        def run(client: Any) -> tuple[str, bytes | None, int, bool]:
+            full, raw, pttl, leased = self._run(
+                client, scripts.READ, stamps, [base, token, conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS, new_seed()]
+            )
+            return full.decode(), raw, int(pttl), bool(leased)
+
+        return self.call(run)
+
+    def try_lease(self, full: str, token: str) -> bool:
+        return bool(
+            self.call(lambda c: c.set(f"{full}:lease", token, nx=True, px=conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS))
+        )
+
+    def store(self, stamps: list[str], full: str, token: str, raw: bytes, px: int) -> int:
+        return int(self.call(lambda c: self._run(c, scripts.STORE, stamps, [full, token, raw, px])))
+
+    def release(self, stamps: list[str], full: str, token: str) -> None:
+        self.call(lambda c: self._run(c, scripts.STORE, stamps, [full, token, "", 0]))
+
+    def bump(self, stamps: Iterable[str], channel: str, message: str) -> None:
+        """Bump stamps now; if Redis is unreachable they are owed and bumped on recovery."""
+        keys = sorted(set(stamps))
+        if not keys:
+            return
+        try:
+            self.call(lambda c: self._bump(c, keys, channel, message))
+        except RedisUnavailable:
+            with self._owed_lock:
+                self._owed.update(keys)
+
+    def _bump(self, client: Any, keys: list[str], channel: str, message: str) -> None:
+        self._run(client, scripts.BUMP, keys, [new_seed(), channel, message])
+
+    def delete(self, stamps: list[str], base: str, channel: str, message: str) -> None:
+        self.call(lambda c: self._run(c, scripts.DELETE, stamps, [base, channel, message]))
+
+    def reset_state(self) -> None:
+        """Forget an outage and owed bumps (tests, and after the cache was flushed by hand)."""
+        with self._lock:
+            self._down = False
+            self._down_until = 0.0
+        with self._owed_lock:
+            self._owed.clear()
+
+
+gate = Gate()

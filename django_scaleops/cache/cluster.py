@@ -1,0 +1,95 @@
+"""Cache statistics summed over every process: deltas flushed to Redis hashes in one pipeline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django_scaleops.cache import stats
+from django_scaleops.cache.backend import RedisUnavailable, gate
+from django_scaleops.conf import conf
+
+_lock = threading.Lock()
+_last_flush = 0.0
+
+
+def maybe_flush() -> None:
+    """Flush the deltas when the interval has passed (one cheap clock read otherwise)."""
+    global _last_flush
+    interval = float(conf.SCALEOPS_CACHE_STATS_FLUSH_SECONDS)
+    if interval <= 0 or time.monotonic() - _last_flush < interval:
+        return
+    with _lock:
+        if time.monotonic() - _last_flush < interval:
+            return
+        _last_flush = time.monotonic()
+    flush()
+
+
+def flush() -> None:
+    deltas = stats.take_deltas()
+    if not deltas:
+        return
+
+    def run(client: Any) -> None:
+        pipe = client.pipeline(transaction=False)
+        for prefix, changed in deltas.items():
+            key = gate.key(f"stats:{prefix}")
+            for name, value in changed.items():
+                pipe.hincrbyfloat(key, name, value)
+            pipe.sadd(gate.key("stats:prefixes"), prefix)
+        pipe.execute()
+
+    try:
+        gate.call(run)
+    except RedisUnavailable:
+        stats.give_back(deltas)
+
+
+def snapshot() -> dict[str, Any]:
+    """Figures per prefix and in total, summed over every process that flushed to this Redis."""
+
+    def run(client: Any) -> dict[str, dict[str, float]]:
+        prefixes = sorted(p.decode() for p in client.smembers(gate.key("stats:prefixes")))
+        pipe = client.pipeline(transaction=False)
+        for prefix in prefixes:
+            pipe.hgetall(gate.key(f"stats:{prefix}"))
+        return {
+            prefix: {k.decode(): float(v) for k, v in figures.items()}
+            for prefix, figures in zip(prefixes, pipe.execute(), strict=True)
+        }
+
+    by_prefix = gate.call(run)
+    totals: dict[str, float] = {}
+    for figures in by_prefix.values():
+        for name, value in figures.items():
+            totals[name] = totals.get(name, 0.0) + value
+    return {
+        "totals": stats.shape(totals),
+        "prefixes": {prefix: stats.shape(figures) for prefix, figures in by_prefix.items()},
+    }
+
+
+def metrics_source() -> dict[str, Any]:
+    """This process's figures, plus the cluster's when flushing is on (never raises)."""
+    figures = stats.snapshot()
+    if float(conf.SCALEOPS_CACHE_STATS_FLUSH_SECONDS) > 0:
+        flush()
+        try:
+            figures["cluster"] = snapshot()
+        except RedisUnavailable:
+            figures["cluster"] = {"error": "redis unavailable"}
+    return figures
+
+
+def reset() -> None:
+    """Forget the cluster figures (all processes) and this process's unflushed deltas."""
+
+    def run(client: Any) -> None:
+        prefixes = client.smembers(gate.key("stats:prefixes"))
+        keys = [gate.key(f"stats:{p.decode()}") for p in prefixes]
+        client.delete(gate.key("stats:prefixes"), *keys)
+
+    stats.take_deltas()
+    gate.call(run)

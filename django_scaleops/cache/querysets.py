@@ -1,0 +1,156 @@
+"""``CachedQuerySet`` / ``CachedManager``: cache-aside reads keyed by the query and table stamps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, models
+
+from django_scaleops.cache.core import Entry, fetch_through, timeout_or_default
+from django_scaleops.cache.keys import (
+    ALL_TABLES,
+    Target,
+    digest,
+    entry_key,
+    row_stamp_key,
+    rows_stamp_key,
+    stamp_key,
+    tables_of,
+    tables_of_queryset,
+)
+from django_scaleops.conf import conf
+
+M = TypeVar("M", bound=models.Model)
+R = TypeVar("R")
+
+
+class CachedQuerySet(models.QuerySet[M]):
+    """A queryset whose ``cached*`` methods read through Redis.
+
+    The key is a hash of the compiled SQL and its parameters; the entry also depends on the
+    version stamp of every table the query reads (joins, subqueries, prefetches), so a committed
+    write to any of them invalidates it with one Redis command. Combine it with other querysets
+    by inheritance, e.g. ``class MessageQuerySet(BulkQuerySet, CachedQuerySet): ...``.
+    """
+
+    def cached(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> list[M]:
+        """The results as a list, from the cache when fresh."""
+        return self._through("list", self, lambda qs: list(qs), timeout, depends_on)
+
+    def cached_get(self, *args: Any, timeout: int | None = None, depends_on: Iterable[Target] = (), **kwargs: Any) -> M:
+        """Like ``get()``; ``DoesNotExist`` and ``MultipleObjectsReturned`` are raised, not cached."""
+        clone = self.filter(*args, **kwargs) if args or kwargs else self.all()
+        pk = self._plain_pk_lookup(args, kwargs)
+        found: M = clone._through("get", clone, lambda qs: qs.get(), timeout, depends_on, pk=pk)
+        return found
+
+    def _plain_pk_lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The primary key when this is ``get(pk=...)`` on a bare queryset (a row-scoped entry)."""
+        meta = self.model._meta
+        query = self.query
+        if args or len(kwargs) != 1 or meta.pk is None:
+            return None
+        ((name, value),) = kwargs.items()
+        names = {"pk", "pk__exact", meta.pk.name, f"{meta.pk.name}__exact", meta.pk.attname}
+        if name not in names or value is None or isinstance(value, models.Model | models.expressions.BaseExpression):
+            return None
+        if (
+            query.where
+            or query.select_related
+            or query.annotations
+            or query.extra
+            or getattr(self, "_prefetch_related_lookups", None)
+            or len(query.alias_map) > 1
+            or query.is_sliced
+            or query.distinct
+        ):
+            return None
+        try:
+            return str(meta.pk.to_python(value))
+        except Exception:  # Django raises the proper error when the query runs
+            return None
+
+    def cached_count(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> int:
+        return self._through("count", self, lambda qs: qs.count(), timeout, depends_on)
+
+    def cached_exists(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> bool:
+        return self._through("exists", self, lambda qs: qs.exists(), timeout, depends_on)
+
+    def cached_values(
+        self, *fields: str, timeout: int | None = None, depends_on: Iterable[Target] = (), **expressions: Any
+    ) -> list[dict[str, Any]]:
+        """``values(*fields, **expressions)`` as a list of dicts, from the cache when fresh."""
+        values = self.values(*fields, **expressions)
+        return self._through("values", values, lambda qs: list(qs), timeout, depends_on)
+
+    def cached_values_list(
+        self, *fields: str, flat: bool = False, timeout: int | None = None, depends_on: Iterable[Target] = ()
+    ) -> list[Any]:
+        values = self.values_list(*fields, flat=flat)
+        return self._through("values_list", values, lambda qs: list(qs), timeout, depends_on)
+
+    # Async variants for async views: the Redis and database calls run in a worker thread.
+    async def acached(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> list[M]:
+        return await sync_to_async(self.cached)(timeout, depends_on=depends_on)
+
+    async def acached_get(
+        self, *args: Any, timeout: int | None = None, depends_on: Iterable[Target] = (), **kwargs: Any
+    ) -> M:
+        return await sync_to_async(lambda: self.cached_get(*args, timeout=timeout, depends_on=depends_on, **kwargs))()
+
+    async def acached_count(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> int:
+        return await sync_to_async(self.cached_count)(timeout, depends_on=depends_on)
+
+    async def acached_exists(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> bool:
+        return await sync_to_async(self.cached_exists)(timeout, depends_on=depends_on)
+
+    def _through(
+        self,
+        kind: str,
+        queryset: models.QuerySet[Any, Any],
+        evaluate: Callable[[models.QuerySet[Any, Any]], R],
+        timeout: int | None,
+        depends_on: Iterable[Target],
+        *,
+        pk: str | None = None,
+    ) -> R:
+        seconds = timeout_or_default(timeout)
+        if queryset.query.select_for_update:
+            return evaluate(queryset)
+        using = queryset.db
+        try:
+            sql, params = queryset.query.get_compiler(using=using).as_sql()
+        except EmptyResultSet:
+            return evaluate(queryset)
+        tables = tables_of_queryset(queryset, sql) | tables_of(depends_on)
+        # Vendor and database name are part of the key: a primary and its replicas (same name) share
+        # entries, while separate databases with the same tables do not.
+        connection = connections[using]
+        base = entry_key("q", digest(kind, connection.vendor, connection.settings_dict["NAME"], sql, tuple(params)))
+        table = queryset.model._meta.db_table
+        if pk is not None and tables == {table}:
+            # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.
+            stamps = [stamp_key(ALL_TABLES), rows_stamp_key(table), row_stamp_key(table, pk)]
+        else:
+            stamps = [stamp_key(ALL_TABLES), *sorted(stamp_key(t) for t in tables)]
+        entry = Entry(
+            base=base,
+            stamps=stamps,
+            timeout=seconds,
+            prefix=queryset.model._meta.label_lower,
+            tables=frozenset(tables),
+            using=using,
+        )
+        # With replicas, filling from the primary keeps replication lag out of the cache.
+        fill_using = conf.SCALEOPS_CACHE_FILL_USING
+        return fetch_through(entry, lambda: evaluate(queryset.using(fill_using) if fill_using else queryset.all()))
+
+
+_CachedManagerBase = models.Manager.from_queryset(CachedQuerySet)
+
+
+class CachedManager(_CachedManagerBase[M]):
+    """The default manager of a model with cached reads: ``Model.objects.filter(...).cached(60)``."""
