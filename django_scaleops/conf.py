@@ -155,7 +155,9 @@ class Settings:
         {}, dict, 'Cascades: {"app.Model": ["app.Other"]} also invalidates Other when Model changes.'
     )
     SCALEOPS_CACHE_FILL_USING: Setting[str | None] = Setting(
-        None, (str, type(None)), "Database alias cached querysets are filled from on a miss (None: the router decides)."
+        None,
+        (str, type(None)),
+        "Alias cache misses are filled from (None: the router's primary when it has replicas).",
     )
     SCALEOPS_CACHE_FRESHNESS_HOOK: Setting[str | None] = Setting(
         None, (str, type(None)), "Dotted path of a callable(tables, using) -> bool; True bypasses the cache."

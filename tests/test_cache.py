@@ -443,7 +443,7 @@ def test_fill_using_reads_misses_from_the_named_alias(books):
         return execute(sql, params, many, context)
 
     with override_settings(SCALEOPS_CACHE_FILL_USING="pgbouncer"), connections["pgbouncer"].execute_wrapper(spy):
-        assert Book.objects.using("default").cached_count(timeout=60) == 3
+        assert Book.objects.cached_count(timeout=60) == 3
     assert seen == ["pgbouncer"]
 
 

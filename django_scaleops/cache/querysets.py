@@ -27,6 +27,14 @@ M = TypeVar("M", bound=models.Model)
 R = TypeVar("R")
 
 
+def router_primary() -> str | None:
+    """The primary alias when ``PrimaryReplicaRouter`` routes reads to replicas, else None."""
+    from django_scaleops.db.pool import get_pool
+
+    pool = get_pool()
+    return pool.primary if pool is not None and pool.replicas else None
+
+
 class CachedQuerySet(models.QuerySet[M]):
     """A queryset whose ``cached*`` methods read through Redis.
 
@@ -144,8 +152,9 @@ class CachedQuerySet(models.QuerySet[M]):
             tables=frozenset(tables),
             using=using,
         )
-        # With replicas, filling from the primary keeps replication lag out of the cache.
-        fill_using = conf.SCALEOPS_CACHE_FILL_USING
+        # With replicas, filling from the primary keeps replication lag out of the cache. An
+        # explicit .using() on the queryset is the caller's choice and is kept.
+        fill_using = None if queryset._db else conf.SCALEOPS_CACHE_FILL_USING or router_primary()
         return fetch_through(entry, lambda: evaluate(queryset.using(fill_using) if fill_using else queryset.all()))
 
 
