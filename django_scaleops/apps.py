@@ -16,3 +16,6 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
+        from django_scaleops.apm.setup import on_ready as observability_ready
+
+        observability_ready()  # logging/APM checks, the "apm" metrics source, SDKs only if configured
