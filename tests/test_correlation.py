@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -166,7 +167,7 @@ def test_streaming_response_keeps_id_while_streaming_and_logs_after(log_lines: i
     response = middleware(RequestFactory().get("/stream/", HTTP_X_REQUEST_ID="stream-1"))
     assert request_id_var.get() is None
     assert log_lines.getvalue() == ""  # nothing logged until the body has gone
-    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    body = b"".join(response.streaming_content)
     assert body == b"abcd" * 3
     assert seen == ["stream-1"] * 3
     assert request_id_var.get() is None
@@ -189,10 +190,8 @@ def test_1000_concurrent_wsgi_requests_do_not_bleed() -> None:
 
     def view(request: HttpRequest) -> HttpResponse:
         before = get_request_id()
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=5)  # maximise overlap between requests
-        except threading.BrokenBarrierError:
-            pass
         return HttpResponse(f"{before}|{get_request_id()}")
 
     middleware = CorrelationIdMiddleware(view)

@@ -53,7 +53,7 @@ def check_observability(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             )
         )
     level = conf.SCALEOPS_LOG_REQUEST_LEVEL
-    if isinstance(level, str) and not isinstance(logging.getLevelName(level.upper()), int):
+    if not isinstance(logging.getLevelName(str(level).upper()), int):
         messages.append(
             Error(
                 f"SCALEOPS_LOG_REQUEST_LEVEL {level!r} is not a logging level.",
@@ -73,7 +73,7 @@ def check_observability(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 )
             )
     for header in conf.SCALEOPS_LOG_REQUEST_ID_HEADERS:
-        if not isinstance(header, str) or not re.fullmatch(r"[A-Za-z0-9-]+", header):
+        if not re.fullmatch(r"[A-Za-z0-9-]+", str(header)):
             messages.append(
                 Error(
                     f"SCALEOPS_LOG_REQUEST_ID_HEADERS has an invalid header name {header!r}.",

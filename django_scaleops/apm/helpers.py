@@ -94,7 +94,7 @@ class Span:
             @functools.wraps(func)
             async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 async with self._fresh():
-                    return await func(*args, **kwargs)  # type: ignore[misc]
+                    return await func(*args, **kwargs)
 
             return run_async  # type: ignore[return-value]
 
@@ -196,7 +196,7 @@ class track_timing:
             @functools.wraps(func)
             async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 async with track_timing(self.name, tags=self.tags):
-                    return await func(*args, **kwargs)  # type: ignore[misc]
+                    return await func(*args, **kwargs)
 
             return run_async  # type: ignore[return-value]
 

@@ -69,13 +69,13 @@ def request_id_from_scope(scope: Mapping[str, Any]) -> str:
     """The same for an ASGI scope (headers are raw bytes pairs)."""
     chosen = scope.get(ENVIRON_KEY)
     if isinstance(chosen, str):
-        return chosen
+        return str(chosen)
     wanted = [name.lower().encode("latin-1") for name in conf.SCALEOPS_LOG_REQUEST_ID_HEADERS]
     headers = dict(scope.get("headers") or ())
     for name in wanted:
         raw = headers.get(name)
         if raw is not None:
-            value = raw.decode("latin-1")
+            value: str = bytes(raw).decode("latin-1")
             if is_safe_request_id(value):
                 return value
     return new_request_id()

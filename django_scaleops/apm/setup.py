@@ -20,8 +20,6 @@ from django_scaleops.logging.masking import Masker, get_masker
 logger = logging.getLogger("django_scaleops.apm")
 
 VENDORS = ("sentry", "datadog")
-# Span tags that carry user data: SQL text, Redis arguments, URLs with query strings.
-DATADOG_MASKED_TAGS = ("db.statement", "sql.query", "redis.raw_command", "http.url", "http.query.string")
 
 
 def service_name() -> str:
@@ -54,13 +52,13 @@ def _deep_masker() -> Masker:
     return get_masker(max_depth=24)
 
 
-def sentry_before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+def sentry_before_send(event: Any, hint: Any) -> Any:
     """Mask every key and value of an event (request, extra, breadcrumbs, frame variables)."""
     masked: dict[str, Any] = _deep_masker().mask(event)
     return masked
 
 
-def sentry_before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+def sentry_before_breadcrumb(crumb: Any, hint: Any) -> Any:
     masked: dict[str, Any] = _deep_masker().mask(crumb)
     return masked
 
@@ -125,18 +123,18 @@ def _setup_sentry() -> bool:
 def _datadog_trace_filter() -> Any:
     from ddtrace.trace import TraceFilter
 
-    class MaskingTraceFilter(TraceFilter):  # type: ignore[misc]
+    class MaskingTraceFilter(TraceFilter):
         """Mask secrets in span tags and SQL/Redis resources before a trace leaves the process."""
 
         def process_trace(self, trace: list[Any]) -> list[Any] | None:
             masker = get_masker()
             for span in trace:
                 for key, value in span.get_tags().items():
-                    if key in DATADOG_MASKED_TAGS or masker.is_sensitive_key(key):
-                        masked = masker.mask_text(value) if key in DATADOG_MASKED_TAGS else "[MASKED]"
-                        if masked != value:
-                            span.set_tag(key, masked)
-                if span.resource and span.span_type in ("sql", "redis", "http"):
+                    # Every tag: SQL text, Redis arguments, URLs, error messages and stacks.
+                    masked = "[MASKED]" if masker.is_sensitive_key(key) else masker.mask_text(value)
+                    if masked != value:
+                        span.set_tag(key, masked)
+                if span.resource:
                     span.resource = masker.mask_text(span.resource)
             return trace
 
