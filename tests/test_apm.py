@@ -249,6 +249,10 @@ def test_no_secret_reaches_sentry_or_datadog(scenario: dict[str, Any], sentry_en
     sentry_text = "\n".join(sentry_endpoint.raw)
     datadog_text = json.dumps(scenario["traces"])
     assert "[MASKED]" in sentry_text and "[MASKED]" in datadog_text
+    # The helper's span reached Datadog under the request, its tags masked.
+    _, trace = django_roots(scenario)[scenario["secrets"][0]]
+    custom = next(span for span in trace if span["name"] == "secrets.tags")
+    assert "[MASKED]" in custom["meta"]["detail"] and "[MASKED]" in custom["meta"]["more"]
     leaks = []
     for secret in scenario["secret_values"]:
         for core in secret_core(secret):
