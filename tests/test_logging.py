@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.checks import Error, Warning
@@ -33,7 +34,7 @@ from django_scaleops.logging import JsonFormatter, MaskingFilter, ReadableFormat
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def capture(config: dict, name: str = "tests.logging.helper") -> tuple[logging.Logger, io.StringIO]:
+def capture(config: dict[str, Any], name: str = "tests.logging.helper") -> tuple[logging.Logger, io.StringIO]:
     stream = io.StringIO()
     config["handlers"]["console"]["stream"] = stream
     logging.config.dictConfig(config)
