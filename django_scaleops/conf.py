@@ -89,6 +89,9 @@ class Settings:
     SCALEOPS_APM_EXCLUDE_PATHS: Setting[Sequence[str]] = Setting(
         ("/health", "/metrics"), (list, tuple), "Path prefixes never sampled by either vendor."
     )
+    SCALEOPS_APM_MIDDLEWARE_SPANS = Setting(
+        False, bool, "A span per middleware and signal (detailed, but costs each request)."
+    )
     SCALEOPS_APM_SEND_PII = Setting(False, bool, "Let the vendors collect user IPs, cookies and user data.")
 
     # ---- read replicas (SCALEOPS_ROUTER_*)

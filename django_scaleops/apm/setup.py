@@ -101,7 +101,9 @@ def _setup_sentry() -> bool:
         release=conf.SCALEOPS_APM_VERSION or None,
         server_name=service_name(),
         integrations=[
-            DjangoIntegration(),
+            DjangoIntegration(
+                middleware_spans=conf.SCALEOPS_APM_MIDDLEWARE_SPANS, signals_spans=conf.SCALEOPS_APM_MIDDLEWARE_SPANS
+            ),
             RedisIntegration(),
             LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
         ],
@@ -149,6 +151,7 @@ def _setup_datadog() -> bool:
     os.environ.setdefault("DD_ENV", environment())
     if conf.SCALEOPS_APM_VERSION:
         os.environ.setdefault("DD_VERSION", conf.SCALEOPS_APM_VERSION)
+    os.environ.setdefault("DD_DJANGO_INSTRUMENT_MIDDLEWARE", str(conf.SCALEOPS_APM_MIDDLEWARE_SPANS).lower())
     # Traces outside requests (commands, tasks) use the same rate; requests get our decision.
     os.environ.setdefault("DD_TRACE_SAMPLING_RULES", f'[{{"sample_rate": {sampling.sample_rate()}}}]')
     try:

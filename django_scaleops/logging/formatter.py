@@ -7,17 +7,19 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as BaseJsonFormatter
 
+from django_scaleops.apm import state
 from django_scaleops.context import request_id_var
 from django_scaleops.logging.masking import Masker, get_masker
 
-# Fields we set ourselves; their values are never secrets and skip the masker.
-TRUSTED_FIELDS = frozenset({"timestamp", "level", "logger", "request_id", "dd.trace_id", "dd.span_id"})
+# Fields we set ourselves (the request line's too, but not its path); never secrets, not masked.
+TRUSTED_FIELDS = frozenset(
+    {"timestamp", "level", "logger", "request_id", "dd.trace_id", "dd.span_id", "method", "status", "duration_ms"}
+    | {"user_id", "api_key_prefix", "bytes"}
+)
 
 
 def datadog_log_ids() -> dict[str, str]:
     """``dd.trace_id``/``dd.span_id`` of the active span when our Datadog setup runs, else ``{}``."""
-    from django_scaleops.apm import state
-
     if not state.datadog_active:
         return {}
     from ddtrace.trace import tracer

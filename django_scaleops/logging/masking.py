@@ -137,6 +137,10 @@ VALUE_TRIGGERS: tuple[str, ...] = (
     "npm_",
 )
 _FOUR_DIGITS = re.compile(r"\d\d\d\d")
+# The shortest text any rule can match ("pin=1234" has 8 characters; "pwd=x" 5).
+MIN_SECRET_TEXT = 5
+RECENT_SIZE = 2048
+RECENT_MAX_LENGTH = 256
 
 
 def literal_trie_regex(words: Iterable[str]) -> str:
@@ -209,6 +213,7 @@ class Masker:
         # Without a fixed trigger for the user's own patterns, they always run.
         self._word_screen = None if self.extra_patterns else re.compile(literal_trie_regex(sorted(words)))
         self.is_sensitive_key = functools.lru_cache(maxsize=4096)(self._is_sensitive_key)
+        self._recent: dict[str, str] = {}
 
     def _is_sensitive_key(self, key: str) -> bool:
         lowered = key.lower()
@@ -242,6 +247,11 @@ class Masker:
 
     def mask_text(self, text: str) -> str:
         """``text`` with every secret-shaped value replaced by ``[MASKED]``."""
+        if len(text) < MIN_SECRET_TEXT:
+            return text
+        cached = self._recent.get(text)
+        if cached is not None:
+            return cached
         masked = text
         if self._word_screen is None or self._word_screen.search(text.lower()) is not None:
             for regex in self._word_steps:
@@ -250,7 +260,12 @@ class Masker:
             for regex in self._digit_steps:
                 masked = regex.sub(self._replace, masked)
         if len(masked) > self.max_string:
-            return masked[: self.max_string] + TRUNCATED
+            masked = masked[: self.max_string] + TRUNCATED
+        if len(text) <= RECENT_MAX_LENGTH:
+            # Log text repeats a lot (paths, static messages): remember recent answers.
+            if len(self._recent) >= RECENT_SIZE:
+                self._recent.clear()
+            self._recent[text] = masked
         return masked
 
     def mask(self, value: Any, depth: int = 0) -> Any:
