@@ -157,8 +157,10 @@ def record_metric(name: str, value: float, *, kind: str = "distribution", tags: 
     if state.sentry_active:
         from sentry_sdk import metrics
 
-        sender = {"gauge": metrics.gauge, "count": metrics.count}.get(kind, metrics.distribution)
-        sender(name, value, attributes=dict(tags or {}))
+        # Older 2.x releases have no metrics API (it came back, reworked, in later 2.x).
+        sender = getattr(metrics, {"gauge": "gauge", "count": "count"}.get(kind, "distribution"), None)
+        if sender is not None:
+            sender(name, value, attributes=dict(tags or {}))
 
 
 def metric_figures() -> dict[str, Any]:
