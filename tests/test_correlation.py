@@ -12,12 +12,16 @@ import string
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.test import AsyncRequestFactory, RequestFactory, override_settings
+from django.test import AsyncClient, AsyncRequestFactory, Client, RequestFactory, override_settings
+from django.urls import path
+from django.utils.functional import SimpleLazyObject
 
 from django_scaleops.context import (
+    api_key_prefix_var,
     get_request_id,
     is_safe_request_id,
     request_id_scope,
@@ -29,6 +33,28 @@ from django_scaleops.logging import JsonFormatter
 from django_scaleops.middleware.correlation import CorrelationIdMiddleware
 
 SAFE_CHARS = string.ascii_letters + string.digits + "._:-"
+
+
+async def async_echo(request: HttpRequest) -> HttpResponse:
+    before = get_request_id()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return HttpResponse(f"{before}|{get_request_id()}")
+
+
+def sync_echo(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(f"{get_request_id()}|{request.request_id}")  # type: ignore[attr-defined]
+
+
+# This module is also the URLconf of the full-stack tests below.
+urlpatterns = [path("async-echo/", async_echo), path("sync-echo/", sync_echo)]
+FULL_STACK = override_settings(
+    ROOT_URLCONF="tests.test_correlation",
+    MIDDLEWARE=[
+        "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
+        "django.middleware.common.CommonMiddleware",
+    ],
+)
 
 
 @pytest.fixture
@@ -155,6 +181,26 @@ def test_request_log_line_fields_and_exclusions(log_lines: io.StringIO) -> None:
     assert record["timestamp"].endswith("+00:00")
 
 
+def test_request_line_names_a_loaded_user_and_the_api_key_prefix(log_lines: io.StringIO) -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        request.user = SimpleLazyObject(lambda: SimpleNamespace(pk=42, is_authenticated=True))  # type: ignore[assignment]
+        str(request.user.pk)  # something (auth, a view) loaded the user
+        api_key_prefix_var.set("k3F9aQ")
+        return HttpResponse("ok")
+
+    def lazy_view(request: HttpRequest) -> HttpResponse:
+        request.user = SimpleLazyObject(lambda: pytest.fail("the middleware must not load the user"))  # type: ignore[assignment]
+        return HttpResponse("ok")
+
+    factory = RequestFactory()
+    CorrelationIdMiddleware(view)(factory.get("/api/me/"))
+    assert api_key_prefix_var.get() is None  # not carried over to the next request
+    CorrelationIdMiddleware(lazy_view)(factory.get("/api/lazy/"))
+    first, second = (json.loads(line) for line in log_lines.getvalue().splitlines())
+    assert (first["user_id"], first["api_key_prefix"]) == (42, "k3F9aQ")
+    assert (second["user_id"], second["api_key_prefix"]) == (None, None)
+
+
 def test_streaming_response_keeps_id_while_streaming_and_logs_after(log_lines: io.StringIO) -> None:
     seen: list[str | None] = []
 
@@ -255,3 +301,36 @@ def test_helpers_carry_the_id_as_a_string() -> None:
     with request_id_scope("bad\r\nvalue") as generated:
         assert generated != "bad\r\nvalue" and is_safe_request_id(generated)
     assert task_headers() == {}
+
+
+@FULL_STACK
+def test_1000_concurrent_requests_through_the_asgi_handler() -> None:
+    async def all_at_once() -> list[tuple[str, str, str]]:
+        client = AsyncClient()
+
+        async def one(index: int) -> tuple[str, str, str]:
+            wanted = f"full-asgi-{index}"
+            response = await client.get("/async-echo/", headers={"X-Request-ID": wanted})
+            return wanted, response.content.decode(), response["X-Request-ID"]
+
+        return await asyncio.gather(*(one(i) for i in range(1_000)))
+
+    for wanted, body, header in asyncio.run(all_at_once()):
+        assert (body, header) == (f"{wanted}|{wanted}", wanted)
+    assert request_id_var.get() is None
+
+
+@FULL_STACK
+def test_1000_concurrent_requests_through_the_wsgi_handler() -> None:
+    local = threading.local()
+
+    def one(index: int) -> tuple[str, str, str]:
+        if not hasattr(local, "client"):
+            local.client = Client()
+        wanted = f"full-wsgi-{index}"
+        response = local.client.get("/sync-echo/", headers={"X-Request-ID": wanted})
+        return wanted, response.content.decode(), response["X-Request-ID"]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for wanted, body, header in pool.map(one, range(1_000)):
+            assert (body, header) == (f"{wanted}|{wanted}", wanted)

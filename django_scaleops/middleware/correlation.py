@@ -63,22 +63,27 @@ class CorrelationIdMiddleware:
             return self.__acall__(request)
         request_id = self._start(request)
         token = request_id_var.set(request_id)
+        # Whoever identifies the API key sets this during the request; never carry it over.
+        key_token = api_key_prefix_var.set(None)
         started = time.perf_counter()
         try:
             response: HttpResponseBase = self.get_response(request)
             return self._finish(request, response, request_id, started)
         finally:
+            api_key_prefix_var.reset(key_token)
             request_id_var.reset(token)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         request_id = self._start(request)
         token = request_id_var.set(request_id)
+        key_token = api_key_prefix_var.set(None)
         started = time.perf_counter()
         try:
             get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
             response = await get_response(request)
             return self._finish(request, response, request_id, started)
         finally:
+            api_key_prefix_var.reset(key_token)
             request_id_var.reset(token)
 
     def _start(self, request: HttpRequest) -> str:
