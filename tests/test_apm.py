@@ -240,9 +240,17 @@ def test_sentry_event_tagged_with_response_request_id(
     request_id, status, header = scenario["boom"]
     assert status == 500 and header == request_id
     errors = [e for e in sentry_endpoint.of_type("event") if e.get("exception")]
-    assert len(errors) == 1
-    assert errors[0]["tags"]["request_id"] == header
-    assert errors[0]["environment"] == "ci" and errors[0]["release"] == "1.2.3"
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for error in errors:
+        by_id.setdefault(error["tags"]["request_id"], []).append(error)
+    assert len(by_id[header]) == 1
+    assert by_id[header][0]["environment"] == "ci" and by_id[header][0]["release"] == "1.2.3"
+    # Without an incoming ID, WSGI and ASGI alike: the event's ID is the one the response echoed.
+    for key in ("boom_wsgi_generated", "boom_asgi_generated"):
+        status, generated = scenario[key]
+        assert status == 500 and len(generated) == 32
+        assert len(by_id[generated]) == 1, key
+    assert len(errors) == 3
 
 
 def test_no_secret_reaches_sentry_or_datadog(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:

@@ -132,19 +132,54 @@ def serve() -> tuple[str, Any]:
     return f"http://127.0.0.1:{server.server_port}", server
 
 
-def get(base: str, route: str, request_id: str) -> tuple[int, str]:
+def get(base: str, route: str, request_id: str | None) -> tuple[int, str]:
     """A GET over a bare socket: an instrumented client would make each request a child trace."""
     import socket
 
     host, port = base.removeprefix("http://").split(":")
+    id_header = f"X-Request-ID: {request_id}\r\n" if request_id else ""
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(f"GET {route} HTTP/1.0\r\nHost: {host}\r\nX-Request-ID: {request_id}\r\n\r\n".encode())
+        sock.sendall(f"GET {route} HTTP/1.0\r\nHost: {host}\r\n{id_header}\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
     head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in head[1:])
     return int(head[0].split()[1]), headers.get("X-Request-ID", "")
+
+
+def asgi_get(route: str) -> tuple[int, str]:
+    """A GET through Django's ASGI handler (as patched by both SDKs), with no request ID header."""
+    import asyncio
+
+    from asgiref.testing import ApplicationCommunicator
+    from django.core.asgi import get_asgi_application
+
+    async def run() -> tuple[int, str]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": route,
+            "raw_path": route.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 80),
+        }
+        communicator = ApplicationCommunicator(get_asgi_application(), scope)
+        await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await communicator.receive_output(timeout=30)
+        headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+        await communicator.receive_output(timeout=30)
+        await communicator.send_input({"type": "http.disconnect"})
+        await communicator.wait(timeout=30)
+        return int(start["status"]), headers["x-request-id"]
+
+    return asyncio.run(run())
 
 
 def flush() -> None:
@@ -170,6 +205,9 @@ def scenario() -> dict[str, Any]:
     report: dict[str, Any] = {}
     report["traced"] = (kept[0], *get(base, "/traced/", kept[0]))
     report["boom"] = (kept[1], *get(base, "/boom/", kept[1]))
+    # No header: the ID is chosen by Sentry's sampler (before Django) and reused by the middleware.
+    report["boom_wsgi_generated"] = get(base, "/boom/", None)
+    report["boom_asgi_generated"] = asgi_get("/boom/")
     report["secrets"] = (kept[2], *get(base, "/secrets/", kept[2]))
     report["health"] = (kept[3], *get(base, "/health/", kept[3]))
     sampled = [f"samp-{i}" for i in range(int(os.environ.get("SCALEOPS_TEST_SAMPLED", "300")))]
