@@ -304,3 +304,35 @@ def test_shared_decision_over_10000_simulated_requests(django_db_setup: None, dj
     assert report["sentry"] == report["datadog"]
     assert 0.09 <= len(report["sentry"]) / report["count"] <= 0.11
     assert report["health_kept"] == 0
+
+
+def test_default_rates_and_exclusions() -> None:
+    from django.test import override_settings
+
+    from django_scaleops.apm import sampling
+
+    with override_settings(DEBUG=True):
+        assert sampling.sample_rate() == 1.0
+    with override_settings(DEBUG=False):
+        assert sampling.sample_rate() == 0.1
+    with override_settings(SCALEOPS_APM_SAMPLE_RATE=0.25):
+        kept = sum(sampling.should_sample(f"id-{i}", "/api/x/") for i in range(4_000))
+        assert 900 <= kept <= 1_100
+    assert not sampling.should_sample("any", "/health/ready")
+    assert not sampling.should_sample("any", "/metrics/queries")
+    # The decision is a function of the ID alone: the same ID always gets the same answer.
+    assert {sampling.keep("stable-id", 0.5) for _ in range(10)} in ({True}, {False})
+
+
+def test_checks_are_bound_and_metrics_published() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    from django_scaleops import metrics
+    from django_scaleops.apm import record_metric
+
+    with override_settings(SCALEOPS_APM_SAMPLE_RATE=2.0), pytest.raises(SystemCheckError, match=r"scaleops\.E011"):
+        call_command("check")
+    record_metric("tests.published", 5)
+    assert metrics.collect()["apm"]["tests.published"]["last"] == 5
