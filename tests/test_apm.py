@@ -251,6 +251,9 @@ def test_sentry_event_tagged_with_response_request_id(
         assert status == 500 and len(generated) == 32
         assert len(by_id[generated]) == 1, key
     assert len(errors) == 3
+    # No PII by default: no client IP, no cookies.
+    assert all("ip_address" not in e.get("user", {}) for e in errors)
+    assert all(not e.get("request", {}).get("cookies") for e in errors)
 
 
 def test_no_secret_reaches_sentry_or_datadog(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:

@@ -10,7 +10,7 @@ import logging
 import random
 import string
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -219,6 +219,31 @@ def test_streaming_response_keeps_id_while_streaming_and_logs_after(log_lines: i
     assert request_id_var.get() is None
     record = json.loads(log_lines.getvalue())
     assert (record["request_id"], record["bytes"]) == ("stream-1", 12)
+
+
+def test_async_streaming_response(log_lines: io.StringIO) -> None:
+    seen: list[str | None] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            seen.append(get_request_id())
+            yield b"xyz"
+
+    async def view(request: HttpRequest) -> StreamingHttpResponse:
+        return StreamingHttpResponse(chunks())
+
+    middleware = CorrelationIdMiddleware(view)
+
+    async def run() -> bytes:
+        response = await middleware(AsyncRequestFactory().get("/s/", headers={"X-Request-ID": "astream-1"}))
+        assert request_id_var.get() is None and log_lines.getvalue() == ""
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    assert asyncio.run(run()) == b"xyz" * 3
+    assert seen == ["astream-1"] * 3
+    record = json.loads(log_lines.getvalue())
+    assert (record["request_id"], record["bytes"]) == ("astream-1", 9)
 
 
 def test_context_reset_after_exception() -> None:

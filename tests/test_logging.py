@@ -63,6 +63,8 @@ def test_helper_gives_compact_json_in_production() -> None:
     assert record["message"] == "charged card [MASKED]"
     assert record["api_key"] == "[MASKED]" and record["order_id"] == 7
     assert "dd.trace_id" not in record  # no ddtrace set up in this process
+    logger.info("outside a request")
+    assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] is None
 
 
 def test_helper_gives_readable_masked_lines_in_development() -> None:

@@ -60,7 +60,7 @@ class JsonFormatter(BaseJsonFormatter):
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
-        if log_data.get("request_id") is None:
+        if log_data.get("request_id") in (None, "-"):  # "-" is RequestIdFilter's for plain formats
             log_data["request_id"] = request_id_var.get()
         log_data.update(datadog_log_ids())
 
