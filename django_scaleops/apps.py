@@ -40,3 +40,6 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops import cache
 
         cache.connect()  # checks E3xx, write watcher, bulk receiver, metrics source
+        from django_scaleops.apm.setup import on_ready as observability_ready
+
+        observability_ready()  # logging/APM checks, the "apm" metrics source, SDKs only if configured

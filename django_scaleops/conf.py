@@ -9,6 +9,7 @@ Code reads settings only through ``conf``, so ``override_settings`` is always ho
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
@@ -75,6 +76,41 @@ class Settings:
     # NAME = Setting(default, types, "one line of documentation")
 
     # ---- logging and APM (SCALEOPS_LOG_*, SCALEOPS_APM_*)
+    SCALEOPS_LOG_REQUEST_ID_HEADERS: Setting[Sequence[str]] = Setting(
+        ("X-Request-ID", "X-Correlation-ID"),
+        (list, tuple),
+        "Request headers read, in order, for an incoming request ID.",
+    )
+    SCALEOPS_LOG_RESPONSE_HEADER = Setting("X-Request-ID", str, "Response header that echoes the request ID.")
+    SCALEOPS_LOG_REQUESTS = Setting(True, bool, "Write one log line per request (logger django_scaleops.request).")
+    SCALEOPS_LOG_REQUEST_LEVEL = Setting("INFO", str, "Level name of the per-request log line.")
+    SCALEOPS_LOG_EXCLUDE_PATHS: Setting[Sequence[str]] = Setting(
+        ("/health", "/metrics"), (list, tuple), "Path prefixes that get no request log line (health checks)."
+    )
+    SCALEOPS_LOG_MASK_EXTRA_KEYS: Setting[Sequence[str]] = Setting(
+        (), (list, tuple), "More key substrings to mask, on top of password, token, secret, ..."
+    )
+    SCALEOPS_LOG_MASK_EXTRA_PATTERNS: Setting[Sequence[str]] = Setting(
+        (), (list, tuple), "More value regexes to mask (whole match)."
+    )
+    SCALEOPS_APM_ENABLED: Setting[Sequence[str]] = Setting(
+        (), (list, tuple), 'APM vendors to set up: "sentry", "datadog", both or none.'
+    )
+    SCALEOPS_APM_SERVICE = Setting("", str, "Service name for both vendors (empty: the settings module's package).")
+    SCALEOPS_APM_ENV = Setting("", str, 'Environment (empty: "development" when DEBUG, else "production").')
+    SCALEOPS_APM_VERSION = Setting("", str, "Release/version reported by both vendors.")
+    SCALEOPS_APM_SENTRY_DSN = Setting("", str, "Sentry DSN (empty: Sentry stays off even when enabled).")
+    SCALEOPS_APM_DATADOG_AGENT_URL = Setting("", str, "Datadog agent URL (empty: ddtrace's own default).")
+    SCALEOPS_APM_SAMPLE_RATE: Setting[float | None] = Setting(
+        None, (float, int, type(None)), "Share of requests traced, 0 to 1 (None: 1.0 when DEBUG, else 0.1)."
+    )
+    SCALEOPS_APM_EXCLUDE_PATHS: Setting[Sequence[str]] = Setting(
+        ("/health", "/metrics"), (list, tuple), "Path prefixes never sampled by either vendor."
+    )
+    SCALEOPS_APM_MIDDLEWARE_SPANS = Setting(
+        False, bool, "A span per middleware and signal (detailed, but costs each request)."
+    )
+    SCALEOPS_APM_SEND_PII = Setting(False, bool, "Let the vendors collect user IPs, cookies and user data.")
 
     # ---- read replicas (SCALEOPS_ROUTER_*)
     SCALEOPS_ROUTER_PRIMARY_ALIAS = Setting("default", str, "Database alias of the primary; every write goes there.")

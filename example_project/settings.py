@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from django_scaleops.logging import build_logging
 from django_scaleops.testing.env import database_from_url, redis_cache_from_url
 from django_scaleops.testing.services import ensure_services
 
@@ -33,6 +34,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so everything below logs with the request ID.
+    *(["django_scaleops.middleware.correlation.CorrelationIdMiddleware"] if WITH_SCALEOPS else []),
     "django.middleware.security.SecurityMiddleware",
     # Per-request routing state and the read-your-writes cookie: before anything that reads.
     *(["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
@@ -106,9 +109,13 @@ SCALEOPS_MONITOR_ENABLED = WITH_SCALEOPS
 SCALEOPS_MONITOR_TOKEN = os.environ.get("SCALEOPS_MONITOR_TOKEN") or None
 SCALEOPS_HTTP_CACHE_PATHS = ["/static/"]
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_scaleops.monitoring": {"handlers": ["console"], "level": "WARNING"}},
-}
+
+# JSON log lines with the request ID and secrets masked (readable lines when DEBUG).
+if WITH_SCALEOPS:
+    LOGGING = build_logging(debug=DEBUG)
+
+# APM is off unless asked for, e.g. SCALEOPS_APM_ENABLED=sentry,datadog SENTRY_DSN=... make demo
+SCALEOPS_APM_ENABLED = [vendor for vendor in os.environ.get("SCALEOPS_APM_ENABLED", "").split(",") if vendor]
+SCALEOPS_APM_SERVICE = "example-chat"
+SCALEOPS_APM_SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+SCALEOPS_APM_DATADOG_AGENT_URL = os.environ.get("DD_TRACE_AGENT_URL", "")

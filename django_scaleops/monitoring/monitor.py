@@ -28,6 +28,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from django_scaleops.conf import conf
+from django_scaleops.context import request_id_var
 from django_scaleops.monitoring.fingerprint import FingerprintCache
 from django_scaleops.monitoring.histogram import INV_LOG_GAMMA, MIN_INDEX, MIN_VALUE, LogHistogram
 from django_scaleops.monitoring.stats import OTHER, QueryStats
@@ -246,14 +247,8 @@ monitor = QueryMonitor()
 
 
 def current_request_id() -> str | None:
-    """The request id of the logging capability's ContextVar, when that capability is present."""
-    try:
-        from django_scaleops import context  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    var = getattr(context, "request_id", None)
-    value = var.get(None) if isinstance(var, ContextVar) else None
-    return None if value is None else str(value)
+    """The correlation id of the request this query runs for (None outside a request)."""
+    return request_id_var.get()
 
 
 def call_site() -> str | None:

@@ -1,0 +1,93 @@
+"""System checks for logging and APM settings (IDs scaleops.E010-E019, W010-W019)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+from django_scaleops.conf import conf
+
+MIDDLEWARE_PATH = "django_scaleops.middleware.correlation.CorrelationIdMiddleware"
+SDK_MODULES = {"sentry": ("sentry_sdk", "sentry"), "datadog": ("ddtrace", "datadog")}
+
+
+def check_observability(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for vendor in conf.SCALEOPS_APM_ENABLED:
+        if vendor not in SDK_MODULES:
+            messages.append(
+                Error(
+                    f"SCALEOPS_APM_ENABLED names an unknown vendor {vendor!r}.",
+                    hint='Use "sentry", "datadog" or both.',
+                    id="scaleops.E010",
+                )
+            )
+        elif importlib.util.find_spec(SDK_MODULES[vendor][0]) is None:
+            messages.append(
+                Warning(
+                    f"SCALEOPS_APM_ENABLED names {vendor!r} but {SDK_MODULES[vendor][0]} is not installed.",
+                    hint=f"pip install 'django-scaleops[{SDK_MODULES[vendor][1]}]', or remove it.",
+                    id="scaleops.W010",
+                )
+            )
+    if "sentry" in conf.SCALEOPS_APM_ENABLED and not conf.SCALEOPS_APM_SENTRY_DSN:
+        messages.append(
+            Warning(
+                "Sentry is enabled but SCALEOPS_APM_SENTRY_DSN is empty, so Sentry stays off.",
+                hint="Set SCALEOPS_APM_SENTRY_DSN to your project's DSN.",
+                id="scaleops.W011",
+            )
+        )
+    rate = conf.SCALEOPS_APM_SAMPLE_RATE
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool) and not 0 <= rate <= 1:
+        messages.append(
+            Error(
+                f"SCALEOPS_APM_SAMPLE_RATE must be from 0 to 1, not {rate!r}.",
+                hint="0.1 keeps one request in ten; None picks 1.0 with DEBUG, else 0.1.",
+                id="scaleops.E011",
+            )
+        )
+    level = conf.SCALEOPS_LOG_REQUEST_LEVEL
+    if not isinstance(logging.getLevelName(str(level).upper()), int):
+        messages.append(
+            Error(
+                f"SCALEOPS_LOG_REQUEST_LEVEL {level!r} is not a logging level.",
+                hint='Use "DEBUG", "INFO", "WARNING" or "ERROR".',
+                id="scaleops.E012",
+            )
+        )
+    for pattern in conf.SCALEOPS_LOG_MASK_EXTRA_PATTERNS:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            messages.append(
+                Error(
+                    f"SCALEOPS_LOG_MASK_EXTRA_PATTERNS has a pattern that does not compile: {pattern!r} ({exc}).",
+                    hint="Each entry is a Python regular expression; the whole match is masked.",
+                    id="scaleops.E013",
+                )
+            )
+    for header in conf.SCALEOPS_LOG_REQUEST_ID_HEADERS:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", str(header)):
+            messages.append(
+                Error(
+                    f"SCALEOPS_LOG_REQUEST_ID_HEADERS has an invalid header name {header!r}.",
+                    hint='Header names such as "X-Request-ID".',
+                    id="scaleops.E014",
+                )
+            )
+    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    if MIDDLEWARE_PATH in middleware and middleware.index(MIDDLEWARE_PATH) != 0:
+        messages.append(
+            Warning(
+                "CorrelationIdMiddleware is not first in MIDDLEWARE: what runs before it logs without the request ID.",
+                hint=f"Move {MIDDLEWARE_PATH!r} to the top of MIDDLEWARE.",
+                id="scaleops.W012",
+            )
+        )
+    return messages

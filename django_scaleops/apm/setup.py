@@ -1,0 +1,185 @@
+"""Sentry and Datadog set up from ``SCALEOPS_APM_*`` settings, in one place, both optional.
+
+``setup_apm()`` runs from ``AppConfig.ready()`` only when ``SCALEOPS_APM_ENABLED`` names a vendor;
+otherwise nothing here is imported and neither SDK is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from django.conf import settings
+
+from django_scaleops.apm import sampling, state
+from django_scaleops.conf import conf
+from django_scaleops.context import request_id_var
+from django_scaleops.logging.masking import Masker, get_masker
+
+logger = logging.getLogger("django_scaleops.apm")
+
+VENDORS = ("sentry", "datadog")
+
+
+def service_name() -> str:
+    if conf.SCALEOPS_APM_SERVICE:
+        return conf.SCALEOPS_APM_SERVICE
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "django")
+    return module.split(".", 1)[0].replace("_", "-")
+
+
+def environment() -> str:
+    return conf.SCALEOPS_APM_ENV or ("development" if settings.DEBUG else "production")
+
+
+def setup_apm() -> list[str]:
+    """Start each enabled vendor whose SDK is installed. Returns the vendors started."""
+    started = []
+    enabled = set(conf.SCALEOPS_APM_ENABLED)
+    if "sentry" in enabled and not state.sentry_active and _setup_sentry():
+        started.append("sentry")
+    if "datadog" in enabled and not state.datadog_active and _setup_datadog():
+        started.append("datadog")
+    return started
+
+
+# ---- Sentry
+
+
+def _deep_masker() -> Masker:
+    # Sentry events nest deeply (exception > values > stacktrace > frames > vars).
+    return get_masker(max_depth=24)
+
+
+def sentry_before_send(event: Any, hint: Any) -> Any:
+    """Mask every key and value of an event (request, extra, breadcrumbs, frame variables)."""
+    masked: dict[str, Any] = _deep_masker().mask(event)
+    return masked
+
+
+def sentry_before_breadcrumb(crumb: Any, hint: Any) -> Any:
+    masked: dict[str, Any] = _deep_masker().mask(crumb)
+    return masked
+
+
+def sentry_traces_sampler(sampling_context: dict[str, Any]) -> float:
+    """Sentry's half of the shared decision: 1.0 or 0.0, from the request ID and path."""
+    environ = sampling_context.get("wsgi_environ")
+    if environ is not None:
+        request_id = sampling.request_id_from_meta(environ)
+        environ[sampling.ENVIRON_KEY] = request_id
+        return 1.0 if sampling.should_sample(request_id, environ.get("PATH_INFO", "")) else 0.0
+    scope = sampling_context.get("asgi_scope")
+    if scope is not None and scope.get("type") == "http":
+        request_id = sampling.request_id_from_scope(scope)
+        scope[sampling.ENVIRON_KEY] = request_id
+        return 1.0 if sampling.should_sample(request_id, scope.get("path", "")) else 0.0
+    # Not a request (task, command): follow the parent, else decide on the current request ID.
+    parent = sampling_context.get("parent_sampled")
+    if parent is not None:
+        return 1.0 if parent else 0.0
+    current = request_id_var.get()
+    return 1.0 if current and sampling.should_sample(current) else 0.0
+
+
+def _setup_sentry() -> bool:
+    if not conf.SCALEOPS_APM_SENTRY_DSN:
+        logger.warning("Sentry is enabled but SCALEOPS_APM_SENTRY_DSN is empty; Sentry stays off.")
+        return False
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.django import DjangoIntegration
+        from sentry_sdk.integrations.logging import LoggingIntegration
+        from sentry_sdk.integrations.redis import RedisIntegration
+    except ImportError:
+        logger.warning("Sentry is enabled but sentry-sdk is not installed: pip install 'django-scaleops[sentry]'.")
+        return False
+    sentry_sdk.init(
+        dsn=conf.SCALEOPS_APM_SENTRY_DSN,
+        environment=environment(),
+        release=conf.SCALEOPS_APM_VERSION or None,
+        server_name=service_name(),
+        integrations=[
+            DjangoIntegration(
+                middleware_spans=conf.SCALEOPS_APM_MIDDLEWARE_SPANS, signals_spans=conf.SCALEOPS_APM_MIDDLEWARE_SPANS
+            ),
+            RedisIntegration(),
+            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
+        ],
+        traces_sampler=sentry_traces_sampler,
+        before_send=sentry_before_send,
+        before_send_transaction=sentry_before_send,
+        before_breadcrumb=sentry_before_breadcrumb,
+        send_default_pii=conf.SCALEOPS_APM_SEND_PII,
+        include_local_variables=True,
+    )
+    sentry_sdk.set_tag("service", service_name())
+    state.sentry_active = True
+    return True
+
+
+# ---- Datadog
+
+
+def _datadog_trace_filter() -> Any:
+    from ddtrace.trace import TraceFilter
+
+    class MaskingTraceFilter(TraceFilter):
+        """Mask secrets in span tags and SQL/Redis resources before a trace leaves the process."""
+
+        def process_trace(self, trace: list[Any]) -> list[Any] | None:
+            masker = get_masker()
+            for span in trace:
+                for key, value in span.get_tags().items():
+                    # Every tag: SQL text, Redis arguments, URLs, error messages and stacks.
+                    masked = "[MASKED]" if masker.is_sensitive_key(key) else masker.mask_text(value)
+                    if masked != value:
+                        span.set_tag(key, masked)
+                if span.resource:
+                    span.resource = masker.mask_text(span.resource)
+            return trace
+
+    return MaskingTraceFilter()
+
+
+def _setup_datadog() -> bool:
+    # ddtrace reads its configuration from the environment when first imported.
+    if conf.SCALEOPS_APM_DATADOG_AGENT_URL:
+        os.environ.setdefault("DD_TRACE_AGENT_URL", conf.SCALEOPS_APM_DATADOG_AGENT_URL)
+    os.environ.setdefault("DD_SERVICE", service_name())
+    os.environ.setdefault("DD_ENV", environment())
+    if conf.SCALEOPS_APM_VERSION:
+        os.environ.setdefault("DD_VERSION", conf.SCALEOPS_APM_VERSION)
+    os.environ.setdefault("DD_DJANGO_INSTRUMENT_MIDDLEWARE", str(conf.SCALEOPS_APM_MIDDLEWARE_SPANS).lower())
+    # Traces outside requests (commands, tasks) use the same rate; requests get our decision.
+    os.environ.setdefault("DD_TRACE_SAMPLING_RULES", f'[{{"sample_rate": {sampling.sample_rate()}}}]')
+    try:
+        import ddtrace
+        from ddtrace.trace import tracer
+    except ImportError:
+        logger.warning("Datadog is enabled but ddtrace is not installed: pip install 'django-scaleops[datadog]'.")
+        return False
+    from ddtrace import config as dd_config
+
+    ddtrace.patch(django=True, psycopg=True, redis=True, requests=True, httplib=True, urllib3=True)
+    # No PII unless asked: user names off; query strings kept for debugging but masked below.
+    dd_config.django["include_user_name"] = conf.SCALEOPS_APM_SEND_PII
+    dd_config.django["trace_query_string"] = True
+    tracer.configure(trace_processors=[_datadog_trace_filter()])
+    state.datadog_active = True
+    return True
+
+
+def on_ready() -> None:
+    """Run by ``AppConfig.ready()``: register our checks and metrics; start the SDKs only if configured."""
+    from django.core.checks import register
+
+    from django_scaleops import metrics
+    from django_scaleops.apm.checks import check_observability
+    from django_scaleops.apm.helpers import metric_figures
+
+    register(check_observability)
+    metrics.register_source("apm", metric_figures)
+    if conf.SCALEOPS_APM_ENABLED:
+        setup_apm()

@@ -1,0 +1,341 @@
+"""APM against real local stand-ins: Datadog's test agent and a loopback Sentry endpoint.
+
+ddtrace patching and ``sentry_sdk.init`` are process-global, so each scenario runs in a
+subprocess (tests/test_apm_worker.py) and the tests assert on what arrived.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from tests.test_logging_corpus import secret_core, secret_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SentryCollector:
+    """A tiny Sentry ingestion endpoint: stores every envelope item, answers /ping for the traced view."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict[str, Any]]] = []
+        self.raw: list[str] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"pong")
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                collector.add(body.decode("utf-8", "replace"))
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def add(self, text: str) -> None:
+        self.raw.append(text)
+        lines = text.split("\n")[1:]
+        while lines:
+            header = json.loads(lines.pop(0)) if lines[0].strip() else {}
+            payload = lines.pop(0) if lines else ""
+            if header.get("type"):
+                try:
+                    self.items.append((header["type"], json.loads(payload)))
+                except json.JSONDecodeError:
+                    self.items.append((header["type"], {"raw": payload}))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [payload for item_type, payload in self.items if item_type == kind]
+
+
+@pytest.fixture(scope="module")
+def sentry_endpoint() -> Iterator[SentryCollector]:
+    collector = SentryCollector()
+    yield collector
+    collector.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def test_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("agent") / "agent.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(BIN / "ddapm-test-agent"),
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--otlp-http-port={free_port()}",
+            f"--otlp-grpc-port={free_port()}",
+            f"--web-ui-port={free_port()}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/test/session/traces", timeout=1).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ddapm-test-agent did not start") from None
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def run_worker(mode: str, env: dict[str, str]) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.test_apm_worker", mode],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+            "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+            "DD_TRACE_STARTUP_LOGS": "false",
+            "SCALEOPS_TEST_DB_NAME": connection.settings_dict["NAME"],
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def agent_traces(agent: str) -> list[list[dict[str, Any]]]:
+    with urllib.request.urlopen(agent + "/test/session/traces", timeout=30) as response:
+        traces: list[list[dict[str, Any]]] = json.loads(response.read())
+    return traces
+
+
+def root_of(trace: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(span for span in trace if not span.get("parent_id"))
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    sentry_endpoint: SentryCollector,
+    test_agent: str,
+    django_db_setup: None,
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    log_file = tmp_path_factory.mktemp("logs") / "app.log"
+    corpus = secret_corpus()
+    secrets = [secret for _, secret in corpus]
+    with django_db_blocker.unblock():
+        report = run_worker(
+            "scenario",
+            {
+                "SCALEOPS_TEST_VENDORS": "sentry,datadog",
+                "SCALEOPS_TEST_DSN": f"http://public@127.0.0.1:{sentry_endpoint.server.server_port}/1",
+                "SCALEOPS_TEST_AGENT_URL": test_agent,
+                "SCALEOPS_TEST_PING_URL": sentry_endpoint.url + "/ping",
+                "SCALEOPS_TEST_SECRETS": json.dumps(corpus),
+                "SCALEOPS_TEST_LOG_FILE": str(log_file),
+            },
+        )
+    # Both SDKs send from background threads; wait until the traces have landed.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        roots = [root_of(t) for t in agent_traces(test_agent) if any(not s.get("parent_id") for s in t)]
+        if any(r["meta"].get("request_id") == report["traced"][0] for r in roots):
+            break
+        time.sleep(0.5)
+    report["traces"] = agent_traces(test_agent)
+    report["secrets"] = report["secrets"]
+    report["secret_values"] = secrets
+    report["log_lines"] = [json.loads(line) for line in log_file.read_text().splitlines()]
+    return report
+
+
+def django_roots(report: dict[str, Any]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    found = {}
+    for trace in report["traces"]:
+        roots = [span for span in trace if not span.get("parent_id")]
+        if roots and roots[0]["name"] == "django.request":
+            found[roots[0]["meta"].get("request_id", "")] = (roots[0], trace)
+    return found
+
+
+def test_datadog_request_trace_has_sql_redis_http_children(scenario: dict[str, Any]) -> None:
+    request_id, status, header = scenario["traced"]
+    assert (status, header) == (200, request_id)
+    roots = django_roots(scenario)
+    assert request_id in roots, [
+        [(s["name"], s.get("parent_id"), s.get("meta", {}).get("request_id")) for s in t][:4]
+        for t in scenario["traces"]
+    ][:8]
+    root, trace = roots[request_id]
+    assert root["service"] == "scaleops-tests"
+    assert root["meta"]["env"] == "ci" and root["meta"]["version"] == "1.2.3"
+    assert root["metrics"]["_sampling_priority_v1"] > 0
+    kinds = {span.get("type") for span in trace if span is not root}
+    names = {span["name"] for span in trace}
+    assert "sql" in kinds, names
+    assert "redis" in kinds, names
+    assert "http" in kinds, names
+    assert any("SELECT %s::int + 1" in span.get("resource", "") for span in trace)
+    assert any(span.get("meta", {}).get("env") == "ci" for span in trace if span is not root)
+
+
+def test_log_lines_carry_datadog_ids(scenario: dict[str, Any]) -> None:
+    request_id = scenario["traced"][0]
+    _root, trace = django_roots(scenario)[request_id]
+    line = next(r for r in scenario["log_lines"] if r["message"] == "traced view done")
+    assert line["request_id"] == request_id
+    trace_ids = {span["trace_id"] for span in trace}
+    span_ids = {span["span_id"] for span in trace}
+    # ddtrace logs 128-bit trace IDs as 32 hex digits; the agent keeps the low 64 bits.
+    assert int(line["dd.trace_id"], 16) & (2**64 - 1) in trace_ids
+    assert int(line["dd.span_id"]) in span_ids
+    logged = "\n".join(json.dumps(r) for r in scenario["log_lines"])
+    assert not any(core in logged for secret in scenario["secret_values"] for core in secret_core(secret))
+
+
+def test_sentry_event_tagged_with_response_request_id(
+    scenario: dict[str, Any], sentry_endpoint: SentryCollector
+) -> None:
+    request_id, status, header = scenario["boom"]
+    assert status == 500 and header == request_id
+    errors = [e for e in sentry_endpoint.of_type("event") if e.get("exception")]
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for error in errors:
+        by_id.setdefault(error["tags"]["request_id"], []).append(error)
+    assert len(by_id[header]) == 1
+    assert by_id[header][0]["environment"] == "ci" and by_id[header][0]["release"] == "1.2.3"
+    # Without an incoming ID, WSGI and ASGI alike: the event's ID is the one the response echoed.
+    for key in ("boom_wsgi_generated", "boom_asgi_generated"):
+        status, generated = scenario[key]
+        assert status == 500 and len(generated) == 32
+        assert len(by_id[generated]) == 1, key
+    assert len(errors) == 3
+    # No PII by default: no client IP, no cookies.
+    assert all("ip_address" not in e.get("user", {}) for e in errors)
+    assert all(not e.get("request", {}).get("cookies") for e in errors)
+
+
+def test_no_secret_reaches_sentry_or_datadog(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:
+    sentry_text = "\n".join(sentry_endpoint.raw)
+    datadog_text = json.dumps(scenario["traces"])
+    assert "[MASKED]" in sentry_text and "[MASKED]" in datadog_text
+    # The helper's span reached Datadog under the request, its tags masked.
+    _, trace = django_roots(scenario)[scenario["secrets"][0]]
+    custom = next(span for span in trace if span["name"] == "secrets.tags")
+    assert "[MASKED]" in custom["meta"]["detail"] and "[MASKED]" in custom["meta"]["more"]
+    leaks = []
+    for secret in scenario["secret_values"]:
+        for core in secret_core(secret):
+            escaped = json.dumps(core)[1:-1]
+            for where, text in (("sentry", sentry_text), ("datadog", datadog_text)):
+                if core in text or escaped in text:
+                    leaks.append((where, core[:24]))
+    assert leaks == []
+
+
+def test_health_never_sampled_and_kept_sets_identical(
+    scenario: dict[str, Any], sentry_endpoint: SentryCollector
+) -> None:
+    roots = django_roots(scenario)
+    health_id = scenario["health"][0]
+    assert health_id in roots and roots[health_id][0]["metrics"]["_sampling_priority_v1"] <= 0
+    transactions = {t.get("tags", {}).get("request_id") for t in sentry_endpoint.of_type("transaction")}
+    assert health_id not in transactions
+    sent = set(scenario["sampled_sent"])
+    expected = set(scenario["sampled_expected"])
+    datadog_kept = {
+        rid for rid, (root, _) in roots.items() if rid in sent and root["metrics"]["_sampling_priority_v1"] > 0
+    }
+    sentry_kept = transactions & sent
+    assert datadog_kept == sentry_kept == expected
+    assert 0.05 < len(expected) / len(sent) < 0.16
+
+
+def test_shared_decision_over_10000_simulated_requests(django_db_setup: None, django_db_blocker: Any) -> None:
+    with django_db_blocker.unblock():
+        report = run_worker(
+            "simulate",
+            {
+                "SCALEOPS_TEST_VENDORS": "sentry,datadog",
+                "SCALEOPS_TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
+                "SCALEOPS_TEST_AGENT_URL": f"http://127.0.0.1:{free_port()}",
+                "DD_TRACE_ENABLED": "true",
+            },
+        )
+    assert report["count"] == 10_000
+    assert report["sentry"] == report["datadog"]
+    assert 0.09 <= len(report["sentry"]) / report["count"] <= 0.11
+    assert report["health_kept"] == 0
+
+
+def test_default_rates_and_exclusions() -> None:
+    from django.test import override_settings
+
+    from django_scaleops.apm import sampling
+
+    with override_settings(DEBUG=True):
+        assert sampling.sample_rate() == 1.0
+    with override_settings(DEBUG=False):
+        assert sampling.sample_rate() == 0.1
+    with override_settings(SCALEOPS_APM_SAMPLE_RATE=0.25):
+        kept = sum(sampling.should_sample(f"id-{i}", "/api/x/") for i in range(4_000))
+        assert 900 <= kept <= 1_100
+    assert not sampling.should_sample("any", "/health/ready")
+    assert not sampling.should_sample("any", "/metrics/queries")
+    # The decision is a function of the ID alone: the same ID always gets the same answer.
+    assert {sampling.keep("stable-id", 0.5) for _ in range(10)} in ({True}, {False})
+
+
+def test_checks_are_bound_and_metrics_published() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    from django_scaleops import metrics
+    from django_scaleops.apm import record_metric
+
+    with override_settings(SCALEOPS_APM_SAMPLE_RATE=2.0), pytest.raises(SystemCheckError, match=r"scaleops\.E011"):
+        call_command("check")
+    record_metric("tests.published", 5)
+    assert metrics.collect()["apm"]["tests.published"]["last"] == 5

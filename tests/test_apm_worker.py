@@ -1,0 +1,255 @@
+"""Subprocess worker for the APM tests (not a test module: SDK setup is process-global).
+
+Run as ``python -m tests.test_apm_worker MODE`` with SCALEOPS_TEST_* variables; it prints one JSON
+line with what it sent. The tests then read what arrived at the local Sentry endpoint and at the
+Datadog test agent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+
+SECRETS_FILE_VAR = "SCALEOPS_TEST_SECRETS"
+
+
+def labelled_secrets() -> list[str]:
+    """Each secret of the corpus as code would write it: a password only ever next to its key."""
+    pairs = json.loads(os.environ.get(SECRETS_FILE_VAR, "[]"))
+    return [f"password={secret}" if kind == "password" else f"note={secret}" for kind, secret in pairs]
+
+
+def traced_view(request: HttpRequest) -> HttpResponse:
+    import requests
+    from django.core.cache import cache
+    from django.db import connection
+
+    from example_project.chat.models import Conversation
+
+    count = Conversation.objects.count()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::int + 1", [count])
+        (value,) = cursor.fetchone()
+    cache.set("apm-test", value, 30)
+    cached = cache.get("apm-test")
+    pong = requests.get(os.environ["SCALEOPS_TEST_PING_URL"], timeout=5).text
+    logging.getLogger("tests.apm").info("traced view done")
+    return JsonResponse({"count": count, "value": value, "cached": cached, "pong": pong})
+
+
+def boom_view(request: HttpRequest) -> HttpResponse:
+    secrets = labelled_secrets()
+    api_token = json.loads(os.environ[SECRETS_FILE_VAR])[0][1]  # a local variable Sentry would capture
+    logging.getLogger("tests.apm").warning("about to fail with api_token=%s", api_token)
+    raise RuntimeError(f"exploded while using {' '.join(secrets)} and api_token={api_token}")
+
+
+def secrets_view(request: HttpRequest) -> HttpResponse:
+    from django.core.cache import cache
+    from django.db import connection
+
+    from django_scaleops.apm import current_span, custom_span
+
+    secrets = labelled_secrets()
+    with connection.cursor() as cursor:
+        for secret in secrets:
+            cursor.execute("SELECT '{}'".format(secret.replace("'", "''")))
+    for secret in secrets[:50]:
+        cache.set(f"k:{secret}", secret, 5)
+    with custom_span("secrets.tags", tags={"detail": " ".join(secrets[:20])}):
+        current_span().set_tag("more", " ".join(secrets[20:40]))
+    logging.getLogger("tests.apm").info("secrets: %s", secrets[:30])
+    return HttpResponse("ok")
+
+
+def plain_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("traced/", traced_view),
+    path("boom/", boom_view),
+    path("secrets/", secrets_view),
+    path("health/", plain_view),
+    path("plain/", plain_view),
+]
+
+
+def configure() -> None:
+    import django
+    from django.conf import settings
+
+    from tests import settings as base
+
+    values = {name: getattr(base, name) for name in dir(base) if name.isupper()}
+    values["DATABASES"]["default"]["NAME"] = os.environ["SCALEOPS_TEST_DB_NAME"]
+    values.update(
+        ROOT_URLCONF="tests.test_apm_worker",
+        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware", *base.MIDDLEWARE],
+        DEBUG=False,
+        SCALEOPS_APM_ENABLED=os.environ["SCALEOPS_TEST_VENDORS"].split(","),
+        SCALEOPS_APM_SENTRY_DSN=os.environ.get("SCALEOPS_TEST_DSN", ""),
+        SCALEOPS_APM_DATADOG_AGENT_URL=os.environ.get("SCALEOPS_TEST_AGENT_URL", ""),
+        SCALEOPS_APM_SERVICE="scaleops-tests",
+        SCALEOPS_APM_ENV="ci",
+        SCALEOPS_APM_VERSION="1.2.3",
+        LOGGING={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "django_scaleops.logging.JsonFormatter"}},
+            "handlers": {
+                "file": {
+                    "class": "logging.FileHandler",
+                    "filename": os.environ.get("SCALEOPS_TEST_LOG_FILE", os.devnull),
+                    "formatter": "json",
+                }
+            },
+            "root": {"handlers": ["file"], "level": "INFO"},
+        },
+    )
+    settings.configure(**values)
+    django.setup()
+
+
+def serve() -> tuple[str, Any]:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from django.core.wsgi import get_wsgi_application
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, get_wsgi_application(), handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
+
+
+def get(base: str, route: str, request_id: str | None) -> tuple[int, str]:
+    """A GET over a bare socket: an instrumented client would make each request a child trace."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    id_header = f"X-Request-ID: {request_id}\r\n" if request_id else ""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"GET {route} HTTP/1.0\r\nHost: {host}\r\n{id_header}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:])
+    return int(head[0].split()[1]), headers.get("X-Request-ID", "")
+
+
+def asgi_get(route: str) -> tuple[int, str]:
+    """A GET through Django's ASGI handler (as patched by both SDKs), with no request ID header."""
+    import asyncio
+
+    from asgiref.testing import ApplicationCommunicator
+    from django.core.asgi import get_asgi_application
+
+    async def run() -> tuple[int, str]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": route,
+            "raw_path": route.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 80),
+        }
+        communicator = ApplicationCommunicator(get_asgi_application(), scope)
+        await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await communicator.receive_output(timeout=30)
+        headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+        await communicator.receive_output(timeout=30)
+        await communicator.send_input({"type": "http.disconnect"})
+        await communicator.wait(timeout=30)
+        return int(start["status"]), headers["x-request-id"]
+
+    return asyncio.run(run())
+
+
+def flush() -> None:
+    from django_scaleops.apm import state
+
+    if state.sentry_active:
+        import sentry_sdk
+
+        sentry_sdk.flush(timeout=15)
+    if state.datadog_active:
+        from ddtrace.trace import tracer
+
+        tracer.flush()
+        tracer.shutdown(timeout=15)
+
+
+def scenario() -> dict[str, Any]:
+    from django_scaleops.apm import sampling
+
+    base, server = serve()
+    # IDs picked so that the default production rate (10%) keeps them.
+    kept = [f"keep-{i}" for i in range(1000) if sampling.keep(f"keep-{i}", 0.1)]
+    report: dict[str, Any] = {}
+    report["traced"] = (kept[0], *get(base, "/traced/", kept[0]))
+    report["boom"] = (kept[1], *get(base, "/boom/", kept[1]))
+    # No header: the ID is chosen by Sentry's sampler (before Django) and reused by the middleware.
+    report["boom_wsgi_generated"] = get(base, "/boom/", None)
+    report["boom_asgi_generated"] = asgi_get("/boom/")
+    report["secrets"] = (kept[2], *get(base, "/secrets/", kept[2]))
+    report["health"] = (kept[3], *get(base, "/health/", kept[3]))
+    sampled = [f"samp-{i}" for i in range(int(os.environ.get("SCALEOPS_TEST_SAMPLED", "300")))]
+    report["sampled_sent"] = [get(base, "/plain/", request_id)[1] for request_id in sampled]
+    report["sampled_expected"] = [r for r in sampled if sampling.keep(r, 0.1)]
+    server.shutdown()
+    flush()
+    return report
+
+
+def simulate() -> dict[str, Any]:
+    """The shared decision over N simulated production requests, as each vendor's hook sees it."""
+    import uuid
+
+    from ddtrace.trace import tracer
+
+    from django_scaleops.apm.request import annotate_request
+    from django_scaleops.apm.setup import sentry_traces_sampler
+
+    count = int(os.environ.get("SCALEOPS_TEST_SIMULATED", "10000"))
+    sentry_kept, datadog_kept, health_kept = [], [], 0
+    for _ in range(count):
+        request_id = str(uuid.uuid4())
+        environ = {"HTTP_X_REQUEST_ID": request_id, "PATH_INFO": "/api/messages/"}
+        if sentry_traces_sampler({"wsgi_environ": environ}) == 1.0:
+            sentry_kept.append(request_id)
+        span = tracer.start_span("django.request", activate=True)
+        annotate_request(request_id, "/api/messages/")
+        if (span.context.sampling_priority or 0) > 0:
+            datadog_kept.append(request_id)
+        span.finish()
+        health = {"HTTP_X_REQUEST_ID": request_id, "PATH_INFO": "/health/"}
+        health_kept += sentry_traces_sampler({"wsgi_environ": health}) == 1.0
+    return {"count": count, "sentry": sentry_kept, "datadog": datadog_kept, "health_kept": health_kept}
+
+
+def main() -> None:
+    configure()
+    mode = sys.argv[1]
+    report = scenario() if mode == "scenario" else simulate()
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()

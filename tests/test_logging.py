@@ -1,0 +1,227 @@
+"""The LOGGING helper, the formatters and filters, the checks, and running without any APM SDK."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import Error, Warning
+from django.test import override_settings
+
+from django_scaleops.apm import (
+    current_span,
+    custom_span,
+    database_span,
+    external_api_span,
+    measure_performance,
+    metric_figures,
+    record_metric,
+    track_timing,
+)
+from django_scaleops.apm.checks import check_observability
+from django_scaleops.context import request_id_scope
+from django_scaleops.logging import JsonFormatter, MaskingFilter, ReadableFormatter, RequestIdFilter, build_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def capture(config: dict[str, Any], name: str = "tests.logging.helper") -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    config["handlers"]["console"]["stream"] = stream
+    logging.config.dictConfig(config)
+    return logging.getLogger(name), stream
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_helper_gives_compact_json_in_production() -> None:
+    logger, stream = capture(build_logging(debug=False))
+    with request_id_scope("prod-1"):
+        logger.info("charged %s", "card 4111 1111 1111 1111", extra={"order_id": 7, "api_key": "sk_live_x"})
+    line = stream.getvalue().strip()
+    assert "\n" not in line
+    record = json.loads(line)
+    assert record["request_id"] == "prod-1"
+    assert record["logger"] == "tests.logging.helper" and record["level"] == "INFO"
+    assert record["timestamp"].endswith("+00:00") and "T" in record["timestamp"]
+    assert record["message"] == "charged card [MASKED]"
+    assert record["api_key"] == "[MASKED]" and record["order_id"] == 7
+    assert "dd.trace_id" not in record  # no ddtrace set up in this process
+    logger.info("outside a request")
+    assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] is None
+
+
+def test_helper_gives_readable_masked_lines_in_development() -> None:
+    logger, stream = capture(build_logging(debug=True, loggers={"tests": {"level": "DEBUG"}}))
+    with request_id_scope("dev-1"):
+        logger.debug("login password=%s", "hunter2")
+    line = stream.getvalue()
+    assert "[dev-1]" in line and "DEBUG" in line and "password=[MASKED]" in line and "hunter2" not in line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+def test_exceptions_and_stack_info_are_masked() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.logging.exc")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("Authorization: Bearer abcdef0123456789abcdef")
+        except ValueError:
+            logger.exception("failed", stack_info=True)
+    finally:
+        logger.removeHandler(handler)
+    record = json.loads(stream.getvalue())
+    assert "abcdef0123456789abcdef" not in stream.getvalue()
+    assert "ValueError" in record["exc_info"] and "stack_info" in record
+
+
+def test_masking_filter_cleans_records_for_foreign_formatters() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(MaskingFilter())
+    logger = logging.getLogger("tests.logging.foreign")
+    logger.addHandler(handler)
+    try:
+        logger.warning("token=%s", "abc123")
+        try:
+            raise KeyError("ghp_" + "a" * 36)
+        except KeyError:
+            logger.exception("oops")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert text.startswith("- token=[MASKED]")
+    assert "ghp_" + "a" * 36 not in text and "KeyError" in text
+
+
+def test_readable_formatter_outside_a_request() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "secret=%s", ("s3cr3t",), None)
+    assert ReadableFormatter("%(request_id)s %(message)s").format(record) == "- secret=[MASKED]"
+
+
+def test_checks_flag_bad_observability_settings() -> None:
+    with override_settings(
+        SCALEOPS_APM_ENABLED=["sentry", "newrelic"],
+        SCALEOPS_APM_SAMPLE_RATE=1.5,
+        SCALEOPS_LOG_REQUEST_LEVEL="LOUD",
+        SCALEOPS_LOG_MASK_EXTRA_PATTERNS=["(unclosed"],
+        SCALEOPS_LOG_REQUEST_ID_HEADERS=["X Bad Header"],
+        MIDDLEWARE=[
+            "django.middleware.common.CommonMiddleware",
+            "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
+        ],
+    ):
+        messages = check_observability()
+    ids = sorted(m.id for m in messages if m.id)
+    assert ids == [
+        "scaleops.E010",
+        "scaleops.E011",
+        "scaleops.E012",
+        "scaleops.E013",
+        "scaleops.E014",
+        "scaleops.W011",
+        "scaleops.W012",
+    ]
+    assert all(isinstance(m, (Error, Warning)) and m.hint for m in messages)
+    with override_settings(SCALEOPS_APM_ENABLED=["sentry"], SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1"):
+        assert check_observability() == []
+
+
+def test_helpers_are_free_without_vendors() -> None:
+    @custom_span("work")
+    def work(x: int) -> int:
+        return x + 1
+
+    @measure_performance("async.work")
+    async def async_work() -> str:
+        return "done"
+
+    import asyncio
+
+    assert work(1) == 2
+    assert asyncio.run(async_work()) == "done"
+    with database_span("report"), external_api_span("billing", url="https://x/?token=abc"), track_timing("t.ms"):
+        current_span().set_tag("k", "v")
+    record_metric("orders.created", 3, kind="count")
+    figures = metric_figures()
+    assert figures["orders.created"]["count"] >= 1 and figures["t.ms"]["count"] >= 1
+    assert figures["async.work.ms"]["count"] >= 1
+    assert current_span().datadog is None and current_span().sentry is None
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+
+    # A None entry in sys.modules is how Python spells "not installed" for import and find_spec.
+    for blocked in set(sys.argv[1].split(",")) - {""}:
+        sys.modules[blocked] = None
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    import django
+    from django.conf import settings
+    from django.test.utils import override_settings
+    import django_scaleops, django_scaleops.logging, django_scaleops.apm, django_scaleops.middleware.correlation
+    loaded_at_import = sorted(m for m in ("sentry_sdk", "ddtrace") if sys.modules.get(m) is not None)
+    django.setup()
+    from django_scaleops.apm import custom_span, state
+    from django_scaleops.apm.setup import setup_apm
+    from django_scaleops.apm.checks import check_observability
+    with override_settings(
+        SCALEOPS_APM_ENABLED=["sentry", "datadog"],
+        SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1",
+        SCALEOPS_APM_DATADOG_AGENT_URL="http://127.0.0.1:9",
+    ):
+        started = setup_apm()
+        warnings = sorted(m.id for m in check_observability())
+    with custom_span("still works"):
+        pass
+    print(json.dumps({"loaded_at_import": loaded_at_import, "started": started, "warnings": warnings}))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "started", "warnings"),
+    [
+        ("sentry_sdk,ddtrace", [], ["scaleops.W010", "scaleops.W010"]),
+        ("ddtrace", ["sentry"], ["scaleops.W010"]),
+        ("sentry_sdk", ["datadog"], ["scaleops.W010"]),
+        ("", ["sentry", "datadog"], []),
+    ],
+)
+def test_app_runs_with_neither_either_or_both_sdks(blocked: str, started: list[str], warnings: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, blocked],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["loaded_at_import"] == []  # nothing APM-related at import time
+    assert report["started"] == started
+    assert report["warnings"] == warnings
