@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # API-key rate limiting: before sessions and auth, so a refused request costs one Redis call.
+    *(["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"] if WITH_SCALEOPS else []),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -76,3 +78,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Rate limiting: tiers and keys live in the admin (/admin/); `manage.py create_api_key NAME --tier Free`.
+# Callers without a key are unlimited unless EXAMPLE_ANONYMOUS_TIER names a tier (e.g. "Free").
+SCALEOPS_THROTTLE_ANONYMOUS_TIER = os.environ.get("EXAMPLE_ANONYMOUS_TIER") or None
+SCALEOPS_THROTTLE_EXEMPT_PATHS = ["/admin/", "/static/"]
+SCALEOPS_THROTTLE_GITHUB_HEADERS = True

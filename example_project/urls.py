@@ -6,4 +6,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("example_project.chat.urls")),
+    path("api/rate-limit/", include("django_scaleops.ratelimit.urls")),
 ]
