@@ -11,6 +11,7 @@ on 2 cores; rounds and request counts are scaled down for that).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import signal
@@ -121,6 +122,10 @@ def concurrent_admitted(check: Callable[[str], bool], key: str) -> int:
 
     with ThreadPoolExecutor(THREADS) as pool:
         return sum(pool.map(attempts, range(THREADS)))
+
+
+def peer_admitted(check: Callable[[str], bool], name: str) -> float:
+    return concurrent_admitted(check, fresh(name))
 
 
 def fresh(name: str) -> str:
@@ -251,7 +256,7 @@ def main() -> None:
         compare(
             f"Admitted of {THREADS * ATTEMPTS} concurrent attempts, limit {LIMIT} (exact = {LIMIT})",
             lambda: concurrent_admitted(ours, fresh("ours")),
-            lambda peer=peer, name=name: concurrent_admitted(peer, fresh(name)),
+            functools.partial(peer_admitted, peer, name),
             rounds=ROUNDS,
             unit="admitted",
             higher_is_better=False,

@@ -70,7 +70,8 @@ DATABASES = {
     "replica": database_from_url(_services["REPLICA_URL"], TEST={"MIRROR": "default"}),
 }
 
-CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
+# Short timeouts: the rate limiter fails over (per tier) quickly when Redis hangs.
+CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"], SOCKET_CONNECT_TIMEOUT=0.25, SOCKET_TIMEOUT=0.25)}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -70,6 +70,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+FAST_CACHES = {"default": {**settings.CACHES["default"], "OPTIONS": {
+    **settings.CACHES["default"]["OPTIONS"], "SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25}}}
+
 throttled = override_settings(
     ROOT_URLCONF=__name__,
     MIDDLEWARE=[MIDDLEWARE_PATH, *settings.MIDDLEWARE],
@@ -669,15 +672,17 @@ def test_checks_reject_unshared_cache_and_bad_middleware():
         assert _ids() == ["scaleops.E202"]
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_CACHE="nope"):
         assert _ids() == ["scaleops.E201"]
-    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH, MIDDLEWARE_PATH]):
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH, MIDDLEWARE_PATH], CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.E203"]
     late = ["django.contrib.sessions.middleware.SessionMiddleware", MIDDLEWARE_PATH]
-    with override_settings(MIDDLEWARE=late):
+    with override_settings(MIDDLEWARE=late, CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.W201"]
-    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_PATH_RATES={"/x/": "fast"}):
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_PATH_RATES={"/x/": "fast"}, CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.E204"]
-    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH]):
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES):
         assert _ids() == []
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH]):
+        assert _ids() == ["scaleops.W202"]
 
 
 @pytest.mark.django_db

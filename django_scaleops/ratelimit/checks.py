@@ -23,6 +23,7 @@ NOT_SHARED = {
     "django.core.cache.backends.memcached.PyLibMCCache": "cannot run the atomic script",
     "django.core.cache.backends.redis.RedisCache": "is Django's own Redis backend; the limiter uses django-redis",
 }
+MAX_SOCKET_TIMEOUT = 1.0
 # Middleware whose work a refused request should not pay for.
 EXPENSIVE_BEFORE = (
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -53,6 +54,22 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
                     f"The throttle cache {alias!r} uses {backend!r}, which {why}: limits would not be shared or exact.",
                     hint="Use django_redis.cache.RedisCache (a shared Redis 6.2+) for SCALEOPS_THROTTLE_CACHE.",
                     id="scaleops.E202",
+                )
+            )
+    if installed and str(caches.get(alias, {}).get("BACKEND", "")).startswith("django_redis."):
+        options = caches[alias].get("OPTIONS", {})
+        slow = [
+            name
+            for name in ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT")
+            if not isinstance(options.get(name), int | float) or options[name] > MAX_SOCKET_TIMEOUT
+        ]
+        if slow:
+            messages.append(
+                Warning(
+                    f"The throttle cache {alias!r} has no short {' / '.join(slow)}: a hung Redis would hold "
+                    "each request that probes it for the full timeout.",
+                    hint=f"Set {', '.join(slow)} to at most {MAX_SOCKET_TIMEOUT} s (e.g. 0.25) in its OPTIONS.",
+                    id="scaleops.W202",
                 )
             )
     if middleware.count(MIDDLEWARE_PATH) > 1:
