@@ -5,7 +5,8 @@
 3. Redis round trips per check (counted at the client) and commands (``INFO commandstats``).
 4. Requests/s of one tiny view through gunicorn (2 sync workers), with and without each limiter.
 
-Needs the ``bench`` extra (djangorestframework, gunicorn). Run with ``make bench`` (about 2 minutes
+Needs the ``bench`` extra (djangorestframework, gunicorn, hiredis: all three limiters share the
+same django-redis client, so all get the C reply parser). Run with ``make bench`` (about 2 minutes
 on 2 cores; rounds and request counts are scaled down for that).
 """
 
@@ -37,13 +38,21 @@ HTTP_REQUESTS = 1500  # per round and configuration
 HTTP_CLIENTS = 4
 
 
-def setup_django() -> None:
+def setup_django() -> str:
+    """Migrate, seed a small chat dataset once; returns the URL of a realistic API view."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
     import django
     from django.core.management import call_command
 
     django.setup()
+    from example_project.chat.models import Conversation, Message
+
     call_command("migrate", interactive=False, verbosity=0)
+    if Message.objects.count() < 5_000:
+        with open(os.devnull, "w") as quiet:
+            call_command("seed_demo_data", messages=5_000, conversations=20, stdout=quiet)
+    conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first()
+    return f"/api/conversations/{conversation}/messages/?limit=50"
 
 
 # ---- the three limiters, one check each
@@ -218,13 +227,13 @@ class Server:
                     raise RuntimeError(f"gunicorn ({mode}) did not start") from None
                 time.sleep(0.1)
 
-    def requests_per_second(self, key: str, count: int = HTTP_REQUESTS) -> float:
+    def requests_per_second(self, key: str, count: int = HTTP_REQUESTS, url: str = "/ping/") -> float:
         per_client = count // HTTP_CLIENTS
 
         def run(_: int) -> None:
             for _ in range(per_client):
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/ping/", headers={"X-API-Key": key})
+                conn.request("GET", url, headers={"X-API-Key": key})
                 response = conn.getresponse()
                 response.read()
                 conn.close()
@@ -242,7 +251,7 @@ class Server:
 
 
 def main() -> None:
-    setup_django()
+    api_url = setup_django()
     from django_scaleops.models import ApiKey, Tier
 
     RoundTrips.install()
@@ -287,6 +296,8 @@ def main() -> None:
     try:
         for server in servers.values():
             server.requests_per_second(secret, 200)  # warm-up: imports, key cache, connections
+        for mode in ("bare", "ours"):
+            servers[mode].requests_per_second(secret, 100, api_url)
         print(
             f"\nThroughput through gunicorn (2 sync workers, {HTTP_CLIENTS} clients,"
             f" {HTTP_REQUESTS} requests a round, every request admitted)"
@@ -299,6 +310,24 @@ def main() -> None:
             unit="req/s",
             ours_name="with our limiter",
             peer_name="no limiter",
+        )
+        compare(
+            "Example API view (newest 50 messages, database reads): with ApiKeyThrottleMiddleware vs without",
+            lambda: servers["ours"].requests_per_second(secret, HTTP_REQUESTS // 3, api_url),
+            lambda: servers["bare"].requests_per_second(secret, HTTP_REQUESTS // 3, api_url),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="with our limiter",
+            peer_name="no limiter",
+        )
+        compare(
+            "Plain view: our limiter vs DRF's SimpleRateThrottle (each with its own framework's view)",
+            lambda: servers["ours"].requests_per_second(secret),
+            lambda: servers["drf"].requests_per_second(secret),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="ours (Django view)",
+            peer_name="DRF throttle (APIView)",
         )
         compare(
             "DRF APIView: with SimpleRateThrottle vs without",

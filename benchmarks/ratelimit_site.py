@@ -27,7 +27,7 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 # Below: URLs and the WSGI app (this module is also ROOT_URLCONF).
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.urls import include, path  # noqa: E402
 
 
 def ping(request: HttpRequest) -> HttpResponse:
@@ -55,7 +55,12 @@ def _drf_view() -> Any:
     return Ping.as_view()
 
 
-urlpatterns = [path("ping/", _drf_view() if MODE.startswith("drf") else ping)]
-
+# Set up Django first: the chat URLs import models.
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.ratelimit_site"
 application = get_wsgi_application()
+
+urlpatterns = [
+    path("ping/", _drf_view() if MODE.startswith("drf") else ping),
+    # A realistic view: the example API's newest messages of a conversation (database reads).
+    path("api/", include("example_project.chat.urls")),
+]

@@ -70,8 +70,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-FAST_CACHES = {"default": {**settings.CACHES["default"], "OPTIONS": {
-    **settings.CACHES["default"]["OPTIONS"], "SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25}}}
+FAST_CACHES = {
+    "default": {
+        **settings.CACHES["default"],
+        "OPTIONS": {**settings.CACHES["default"]["OPTIONS"], "SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25},
+    }
+}
 
 throttled = override_settings(
     ROOT_URLCONF=__name__,
@@ -677,7 +681,8 @@ def test_checks_reject_unshared_cache_and_bad_middleware():
     late = ["django.contrib.sessions.middleware.SessionMiddleware", MIDDLEWARE_PATH]
     with override_settings(MIDDLEWARE=late, CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.W201"]
-    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_PATH_RATES={"/x/": "fast"}, CACHES=FAST_CACHES):
+    bad_rate = {"/x/": "fast"}
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_PATH_RATES=bad_rate, CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.E204"]
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES):
         assert _ids() == []
@@ -691,3 +696,29 @@ def test_database_checks_validate_tiers():
         ids = [m.id for m in run_checks(databases=["default"]) if m.id == "scaleops.E208"]
     assert ids == ["scaleops.E208"]
     assert not [m for m in run_checks(databases=["default"]) if m.id and m.id.startswith("scaleops.E2")]
+
+
+@pytest.mark.django_db
+def test_script_is_reloaded_after_a_script_flush():
+    api_key, _ = make_key("Free")
+    policy = api_key.tier.policy()
+    assert limiter.check(key_identity(api_key.pk), policy).remaining == 11
+    redis_connection().script_flush()
+    decision = limiter.check(key_identity(api_key.pk), policy)
+    assert decision.degraded is None
+    assert decision.remaining == 10
+
+
+@pytest.mark.django_db
+def test_demo_prints_one_key_per_tier_and_metrics_are_published():
+    from django_scaleops import metrics
+    from example_project.demo import demo_api_keys
+
+    text = demo_api_keys("http://127.0.0.1:8000/api")
+    for name in ("Free", "Standard", "Professional", "Enterprise"):
+        assert f"  {name} " in text
+    secrets_shown = [word for word in text.split() if word.startswith(KEY_PREFIX)]
+    assert len(secrets_shown) == 4
+    assert {hash_key(s.rstrip("'")) for s in secrets_shown} == set(ApiKey.objects.values_list("hashed_key", flat=True))
+    limiter.check("metrics-probe", Policy("probe", 1, 60))
+    assert metrics.collect()["ratelimit"].get("allowed", 0) >= 1
