@@ -684,6 +684,12 @@ def test_checks_reject_unshared_cache_and_bad_middleware():
     bad_rate = {"/x/": "fast"}
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_PATH_RATES=bad_rate, CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.E204"]
+    with override_settings(
+        MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES, SCALEOPS_THROTTLE_KEY_FUNC="tests.nowhere.func"
+    ):
+        assert _ids() == ["scaleops.E205"]
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES, SCALEOPS_THROTTLE_PROXY_COUNT=-1):
+        assert _ids() == ["scaleops.E206"]
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES):
         assert _ids() == []
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH]):
@@ -722,3 +728,14 @@ def test_demo_prints_one_key_per_tier_and_metrics_are_published():
     assert {hash_key(s.rstrip("'")) for s in secrets_shown} == set(ApiKey.objects.values_list("hashed_key", flat=True))
     limiter.check("metrics-probe", Policy("probe", 1, 60))
     assert metrics.collect()["ratelimit"].get("allowed", 0) >= 1
+
+
+def test_local_limiter_splits_the_limit_across_instances():
+    policy = Policy("local", limit=30, period=60, burst=6, failure_mode="local")
+    identity = f"split-{time.time_ns()}"
+    with override_settings(SCALEOPS_THROTTLE_LOCAL_INSTANCES=3):
+        decisions = [limiter.local.check(identity, policy) for _ in range(15)]
+    # (30 + 6) / 3 instances = 12 back to back on this instance.
+    assert [d.allowed for d in decisions] == [True] * 12 + [False] * 3
+    assert {d.degraded for d in decisions} == {"local"}
+    assert decisions[-1].retry_after > 0
