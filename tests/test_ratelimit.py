@@ -739,3 +739,30 @@ def test_local_limiter_splits_the_limit_across_instances():
     assert [d.allowed for d in decisions] == [True] * 12 + [False] * 3
     assert {d.degraded for d in decisions} == {"local"}
     assert decisions[-1].retry_after > 0
+
+
+def test_fresh_database_migrates_and_seeds_the_tiers():
+    """``migrate`` runs database checks before the tables exist; they must not break it."""
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    scratch = f"scaleops_fresh_{os.getpid()}"
+    url = urlsplit(os.environ["DATABASE_URL"])
+    admin = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+    admin.execute(f'CREATE DATABASE "{scratch}"')
+    try:
+        env = {**os.environ, "DATABASE_URL": urlunsplit(url._replace(path=f"/{scratch}"))}
+        code = "from django_scaleops.models import Tier; print(sorted(Tier.objects.values_list('name', flat=True)))"
+        manage = [sys.executable, "manage.py"]
+        migrated = subprocess.run([*manage, "migrate", "-v0"], env=env, capture_output=True, text=True, timeout=120)
+        assert migrated.returncode == 0, migrated.stderr[-2000:]
+        shell = subprocess.run([*manage, "shell", "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        seeded = shell.stdout.strip().splitlines()[-1]
+        assert seeded == "['Enterprise', 'Free', 'Professional', 'Standard']", shell.stderr[-2000:]
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+        admin.close()

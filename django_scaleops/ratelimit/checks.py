@@ -128,7 +128,13 @@ def check_tiers(app_configs: Any = None, databases: Any = None, **kwargs: Any) -
     """Tier rows are valid and the anonymous tier exists; needs the database, so only with --database."""
     if not databases or "default" not in databases:
         return []
+    from django.db import connections
+
     from django_scaleops.models import Tier
+
+    # `migrate` runs the database checks before it creates the tables.
+    if Tier._meta.db_table not in connections["default"].introspection.table_names():
+        return []
 
     messages: list[CheckMessage] = []
     for tier in Tier.objects.all():
