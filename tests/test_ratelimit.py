@@ -32,10 +32,10 @@ from django.utils import timezone
 
 from django_scaleops.models import ApiKey, ApiKeyUsage, Tier
 from django_scaleops.ratelimit import get_analytics, limiter, parse_rate, rollup_usage
+from django_scaleops.ratelimit.callers import throttle_exempt, throttle_override, tier_cache
 from django_scaleops.ratelimit.gcra import key_identity, redis_connection
 from django_scaleops.ratelimit.keys import KEY_PREFIX, hash_key, parse_prefix
 from django_scaleops.ratelimit.policy import Policy
-from django_scaleops.ratelimit.requests import throttle_exempt, throttle_override, tier_cache
 from django_scaleops.ratelimit.resolver import ResolvedKey, key_cache
 
 SEEDED_TIERS = importlib.import_module("django_scaleops.migrations.0002_seed_tiers").TIERS

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
-from django_scaleops.ratelimit import requests as rl
+from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import Decision, limiter, stats
 from django_scaleops.ratelimit.policy import Policy
 from django_scaleops.ratelimit.resolver import KeyRejected, ResolvedKey, aresolve, resolve

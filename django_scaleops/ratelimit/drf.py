@@ -13,7 +13,7 @@ from typing import Any
 
 from rest_framework.throttling import BaseThrottle
 
-from django_scaleops.ratelimit import requests as rl
+from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import limiter
 from django_scaleops.ratelimit.resolver import KeyRejected, resolve
 

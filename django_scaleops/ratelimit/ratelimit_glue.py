@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from django_scaleops.ratelimit import requests as rl
+from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.resolver import KeyRejected, ResolvedKey, resolve
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from django.db.models.signals import post_delete, post_save
 
 from django_scaleops.conf import conf
+from django_scaleops.ratelimit.callers import tier_cache
 from django_scaleops.ratelimit.gcra import key_identity, limiter
-from django_scaleops.ratelimit.requests import tier_cache
 from django_scaleops.ratelimit.resolver import key_cache
 
 logger = logging.getLogger("django_scaleops.ratelimit")

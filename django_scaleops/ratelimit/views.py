@@ -7,7 +7,7 @@ import math
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from django_scaleops.ratelimit import requests as rl
+from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import key_identity, limiter
 from django_scaleops.ratelimit.keys import mask
 from django_scaleops.ratelimit.resolver import KeyRejected, resolve
