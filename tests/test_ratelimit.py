@@ -766,3 +766,38 @@ def test_fresh_database_migrates_and_seeds_the_tiers():
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
         admin.close()
+
+
+@throttled
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("use_async", [False, True])
+def test_database_error_on_a_cold_key_lookup_is_a_503_not_a_500(use_async):
+    """A real database error: another session holds an exclusive lock, our lookup times out."""
+    import os
+
+    import psycopg
+
+    _, secret = make_key("Free")
+    key_cache.clear()
+    locker = psycopg.connect(os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + connection.settings_dict["NAME"])
+    try:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE scaleops_apikey IN ACCESS EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 200")
+        response: Any
+        try:
+            if use_async:
+                response = async_to_sync(AsyncClient().get)("/async-ok/", headers=auth(secret))
+            else:
+                response = Client().get("/ok/", headers=auth(secret))
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET statement_timeout")
+    finally:
+        locker.rollback()
+        locker.close()
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response["Content-Type"] == "application/problem+json"
+    assert Client().get("/ok/", headers=auth(secret)).status_code == 200

@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import Decision, limiter, stats
 from django_scaleops.ratelimit.policy import Policy
 from django_scaleops.ratelimit.resolver import KeyRejected, ResolvedKey, aresolve, resolve
-from django_scaleops.ratelimit.responses import add_headers, refusal, unauthorized
+from django_scaleops.ratelimit.responses import add_headers, lookup_unavailable, refusal, unauthorized
 
 logger = logging.getLogger("django_scaleops.ratelimit")
 
@@ -48,10 +49,13 @@ class ApiKeyThrottleMiddleware:
         raw = rl.raw_key(request)
         try:
             api_key = resolve(raw) if raw is not None else None
+            anonymous = None if api_key else rl.anonymous_policy()
         except KeyRejected as rejected:
             stats.incr(f"rejected_{rejected.reason}")
             return unauthorized(str(rejected))
-        plan = self._plan(request, api_key, rules, None if api_key else rl.anonymous_policy())
+        except DatabaseError as exc:
+            return self._lookup_failed(exc)
+        plan = self._plan(request, api_key, rules, anonymous)
         decision = self._check(plan) if plan else None
         return self._respond(request, decision, self.get_response)  # type: ignore[arg-type]
 
@@ -62,10 +66,12 @@ class ApiKeyThrottleMiddleware:
         raw = rl.raw_key(request)
         try:
             api_key = await aresolve(raw) if raw is not None else None
+            anonymous = None if api_key else await rl.aanonymous_policy()
         except KeyRejected as rejected:
             stats.incr(f"rejected_{rejected.reason}")
             return unauthorized(str(rejected))
-        anonymous = None if api_key else await rl.aanonymous_policy()
+        except DatabaseError as exc:
+            return self._lookup_failed(exc)
         plan = self._plan(request, api_key, rules, anonymous)
         # redis-py here is synchronous (django-redis' pool); a worker thread keeps the loop free.
         decision = await sync_to_async(self._check, thread_sensitive=False)(plan) if plan else None
@@ -77,6 +83,13 @@ class ApiKeyThrottleMiddleware:
         if decision is not None:
             add_headers(response, decision)
         return response
+
+    @staticmethod
+    def _lookup_failed(exc: DatabaseError) -> HttpResponse:
+        # Only on a cold key (warm keys never query): without the row we cannot know the key's tier.
+        stats.incr("lookup_failed")
+        logger.warning("API key lookup failed (%s): answering 503", type(exc).__name__)
+        return lookup_unavailable()
 
     @staticmethod
     def _plan(

@@ -64,6 +64,12 @@ def unavailable(decision: Decision) -> HttpResponse:
     return response
 
 
+def lookup_unavailable() -> HttpResponse:
+    response = problem(503, "Service Unavailable", "The API key cannot be verified right now; retry shortly.")
+    response["Retry-After"] = "1"
+    return response
+
+
 def unauthorized(detail: str) -> HttpResponse:
     response = problem(401, "Unauthorized", detail)
     response["WWW-Authenticate"] = conf.SCALEOPS_THROTTLE_AUTH_SCHEME
