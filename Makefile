@@ -22,6 +22,8 @@ demo: install
 	$(WITH_SERVICES) $(PY) -m example_project.demo
 
 bench: install
+	# The peers we compare against (DRF, django-ratelimit's rivals, cacheops, ...).
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(WITH_SERVICES) sh -c 'set -e; for bench in benchmarks/bench_*.py; do $(PY) "$$bench"; done'
 
 lint: install

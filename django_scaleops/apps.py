@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core.checks import register
+from django.core.checks import Tags, register
 
 
 class ScaleOpsConfig(AppConfig):
@@ -43,3 +43,11 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops.apm.setup import on_ready as observability_ready
 
         observability_ready()  # logging/APM checks, the "apm" metrics source, SDKs only if configured
+        from django_scaleops import metrics
+        from django_scaleops.ratelimit import checks as ratelimit_checks
+        from django_scaleops.ratelimit import gcra, receivers
+
+        register(ratelimit_checks.check_throttle_settings)
+        register(ratelimit_checks.check_tiers, Tags.database)
+        receivers.connect()
+        metrics.register_source("ratelimit", gcra.stats.snapshot)

@@ -143,6 +143,52 @@ class Settings:
     # ---- partitioning (SCALEOPS_PARTITION_*)
 
     # ---- rate limiting (SCALEOPS_THROTTLE_*)
+    SCALEOPS_THROTTLE_CACHE = Setting(
+        "default", str, "Alias in CACHES of the django-redis cache whose Redis holds the buckets."
+    )
+    SCALEOPS_THROTTLE_REDIS_PREFIX = Setting("scaleops:rl", str, "Prefix of every Redis key the limiter writes.")
+    SCALEOPS_THROTTLE_AUTH_SCHEME = Setting(
+        "Api-Key", str, "Scheme of the Authorization header that carries a key: 'Authorization: Api-Key <key>'."
+    )
+    SCALEOPS_THROTTLE_KEY_HEADER: Setting[str | None] = Setting(
+        "X-API-Key", (str, type(None)), "Second header that may carry the key (None to accept only Authorization)."
+    )
+    SCALEOPS_THROTTLE_KEY_FUNC: Setting[str | None] = Setting(
+        None,
+        (str, type(None)),
+        "Dotted path of a callable(request) -> raw key or None, replacing the header lookup.",
+    )
+    SCALEOPS_THROTTLE_ANONYMOUS_TIER: Setting[str | None] = Setting(
+        None, (str, type(None)), "Name of the tier that limits callers without a key, by client IP (None: no limit)."
+    )
+    SCALEOPS_THROTTLE_PROXY_COUNT = Setting(
+        0,
+        int,
+        "Trusted proxies in front of Django: 0 uses REMOTE_ADDR, n the n-th X-Forwarded-For entry from the right.",
+    )
+    SCALEOPS_THROTTLE_EXEMPT_PATHS: Setting[Sequence[str]] = Setting(
+        (), (list, tuple), "Path prefixes the limiter ignores entirely (health checks, admin, static)."
+    )
+    SCALEOPS_THROTTLE_PATH_RATES: Setting[dict[str, str]] = Setting(
+        {}, dict, "Path prefix -> rate such as '20/m' or '20/m burst 5': a separate bucket for that path, per caller."
+    )
+    SCALEOPS_THROTTLE_KEY_CACHE_TTL = Setting(
+        30.0, (int, float), "Seconds a resolved API key (and its tier) stays in the in-process cache."
+    )
+    SCALEOPS_THROTTLE_BREAKER_COOLDOWN = Setting(
+        2.0, (int, float), "Seconds the limiter stops calling Redis after a Redis error before trying it again."
+    )
+    SCALEOPS_THROTTLE_LOCAL_INSTANCES = Setting(
+        1,
+        int,
+        "Number of app instances; a tier in 'local' mode allows limit/instances per instance while Redis is down.",
+    )
+    SCALEOPS_THROTTLE_GITHUB_HEADERS = Setting(
+        False, bool, "Also send X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset."
+    )
+    SCALEOPS_THROTTLE_USAGE_TTL = Setting(
+        172800, int, "Seconds per-minute usage counters stay in Redis before the rollup must have read them."
+    )
 
     # ---- bulk operations (SCALEOPS_BULK_*)
     SCALEOPS_BULK_BATCH_SIZE = Setting(1000, int, "Rows per batch (and per transaction) when batch_size is not given.")

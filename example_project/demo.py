@@ -31,10 +31,26 @@ def main() -> None:
         f"  curl -s -X POST -H 'Content-Type: application/json' "
         f"""-d '{{"sender": {sender}, "body": "hello"}}' {base}/conversations/{conversation.pk}/messages/\n"""
         f"  curl -s {base}/messages/{message}/delivery/\n"
+        f"{demo_api_keys(base)}"
         "Stop with Ctrl-C: the servers are torn down with it.\n",
         flush=True,
     )
     call_command("runserver", ADDRESS, use_reloader=False)
+
+
+def demo_api_keys(base: str) -> str:
+    """One fresh key per rate-limit tier (secrets are never stored, so they are new each run)."""
+    from django.conf import settings
+
+    if "django_scaleops" not in settings.INSTALLED_APPS:
+        return ""
+    from django_scaleops.models import ApiKey, Tier
+
+    lines = ["\nAPI keys, one per tier (shown once; manage.py create_api_key makes more):\n"]
+    for tier in Tier.objects.all():
+        _, secret = ApiKey.create_key(name=f"demo {tier.name}", tier=tier)
+        lines.append(f"  {tier.name:<13} curl -si -H 'Authorization: Api-Key {secret}' {base}/rate-limit/status/\n")
+    return "".join(lines)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ MIDDLEWARE = [
     # First, so everything below logs with the request ID.
     *(["django_scaleops.middleware.correlation.CorrelationIdMiddleware"] if WITH_SCALEOPS else []),
     "django.middleware.security.SecurityMiddleware",
+    # API-key rate limiting: before sessions and auth, so a refused request costs one Redis call.
+    *(["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"] if WITH_SCALEOPS else []),
     # Per-request routing state and the read-your-writes cookie: before anything that reads.
     *(["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
     # Compression and conditional GET: any order works; compression first saves work on 304s.
@@ -93,7 +95,8 @@ SCALEOPS_PGBOUNCER_ALIASES = {"pgbouncer": {"pool_mode": "transaction", "direct"
 DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"] if WITH_SCALEOPS else []
 SCALEOPS_ROUTER_REPLICA_ALIASES = ["replica"]
 
-CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
+# Short timeouts: the rate limiter fails over (per tier) quickly when Redis hangs.
+CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"], SOCKET_CONNECT_TIMEOUT=0.25, SOCKET_TIMEOUT=0.25)}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -119,3 +122,9 @@ SCALEOPS_APM_ENABLED = [vendor for vendor in os.environ.get("SCALEOPS_APM_ENABLE
 SCALEOPS_APM_SERVICE = "example-chat"
 SCALEOPS_APM_SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
 SCALEOPS_APM_DATADOG_AGENT_URL = os.environ.get("DD_TRACE_AGENT_URL", "")
+
+# Rate limiting: tiers and keys live in the admin (/admin/); `manage.py create_api_key NAME --tier Free`.
+# Callers without a key are unlimited unless EXAMPLE_ANONYMOUS_TIER names a tier (e.g. "Free").
+SCALEOPS_THROTTLE_ANONYMOUS_TIER = os.environ.get("EXAMPLE_ANONYMOUS_TIER") or None
+SCALEOPS_THROTTLE_EXEMPT_PATHS = ["/admin/", "/static/"]
+SCALEOPS_THROTTLE_GITHUB_HEADERS = True

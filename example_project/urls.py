@@ -7,6 +7,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("example_project.chat.urls")),
+    path("api/rate-limit/", include("django_scaleops.ratelimit.urls")),
 ]
 
 if apps.is_installed("django_scaleops"):

@@ -1,0 +1,347 @@
+"""Rate limiting: ours vs DRF's SimpleRateThrottle vs django-ratelimit, same Redis, same run.
+
+1. Exactness: admitted requests of 50 threads x 10 attempts at 100/min (no burst), fresh key a round.
+2. Window edge: admitted within ~1 s straddling django-ratelimit's fixed-window boundary.
+3. Redis round trips per check (counted at the client) and commands (``INFO commandstats``).
+4. Requests/s of one tiny view through gunicorn (2 sync workers), with and without each limiter.
+
+Needs the ``bench`` extra (djangorestframework, gunicorn, hiredis: all three limiters share the
+same django-redis client, so all get the C reply parser). Run with ``make bench`` (about 2 minutes
+on 2 cores; rounds and request counts are scaled down for that).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import ROOT, compare
+
+LIMIT = 100  # per minute, as in the issue's anchors
+THREADS, ATTEMPTS = 50, 10
+ROUNDS = 5
+HTTP_REQUESTS = 1500  # per round and configuration
+HTTP_CLIENTS = 4
+
+
+def setup_django() -> str:
+    """Migrate, seed a small chat dataset once; returns the URL of a realistic API view."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    from example_project.chat.models import Conversation, Message
+
+    call_command("migrate", interactive=False, verbosity=0)
+    if Message.objects.count() < 5_000:
+        with open(os.devnull, "w") as quiet:
+            call_command("seed_demo_data", messages=5_000, conversations=20, stdout=quiet)
+    conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first()
+    return f"/api/conversations/{conversation}/messages/?limit=50"
+
+
+# ---- the three limiters, one check each
+
+
+class RoundTrips:
+    """Counts commands sent to Redis by this process (a pipeline or a script is one round trip)."""
+
+    count = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def install(cls) -> None:
+        from redis.connection import Connection
+
+        original = Connection.send_packed_command
+
+        def counted(self: Any, command: Any, check_health: bool = True) -> None:
+            with cls._lock:
+                cls.count += 1
+            original(self, command, check_health)
+
+        Connection.send_packed_command = counted  # type: ignore[method-assign]
+
+
+def ours_check() -> Callable[[str], bool]:
+    from django_scaleops.ratelimit import limiter
+    from django_scaleops.ratelimit.policy import Policy
+
+    policy = Policy("bench", LIMIT, 60, burst=0)
+    return lambda key: limiter.check(key, policy).allowed
+
+
+def drf_check() -> Callable[[str], bool]:
+    from django.test import RequestFactory
+    from rest_framework.throttling import SimpleRateThrottle
+
+    class KeyThrottle(SimpleRateThrottle):  # type: ignore[misc]
+        rate = f"{LIMIT}/min"
+
+        def get_cache_key(self, request: Any, view: Any) -> str:
+            return str(request.bench_key)
+
+    factory = RequestFactory()
+
+    def check(key: str) -> bool:
+        request = factory.get("/")
+        request.bench_key = key  # type: ignore[attr-defined]
+        return bool(KeyThrottle().allow_request(request, None))
+
+    return check
+
+
+def ratelimit_check() -> Callable[[str], bool]:
+    from django.test import RequestFactory
+    from django_ratelimit.core import is_ratelimited  # type: ignore[import-untyped]
+
+    factory = RequestFactory()
+
+    def check(key: str) -> bool:
+        request = factory.get("/")
+        limited = is_ratelimited(
+            request, group="bench", key=lambda group, request: key, rate=f"{LIMIT}/m", increment=True
+        )
+        return not limited
+
+    return check
+
+
+def concurrent_admitted(check: Callable[[str], bool], key: str) -> int:
+    barrier = threading.Barrier(THREADS)
+
+    def attempts(_: int) -> int:
+        barrier.wait()
+        return sum(check(key) for _ in range(ATTEMPTS))
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return sum(pool.map(attempts, range(THREADS)))
+
+
+def peer_admitted(check: Callable[[str], bool], name: str) -> float:
+    return concurrent_admitted(check, fresh(name))
+
+
+def fresh(name: str) -> str:
+    return f"bench-{name}-{time.time_ns()}"
+
+
+# ---- window edge
+
+
+def key_near_window_end(period: int = 60) -> tuple[str, float]:
+    """A key whose django-ratelimit window ends 1.5-3 s from now, and that end (epoch seconds).
+
+    django-ratelimit's window named ``end`` still counts during the second ``end``; the next
+    window starts at ``end + 1``, which is what this returns.
+    """
+    now = time.time()
+    for attempt in range(100_000):
+        value = f"edge-{time.time_ns()}-{attempt}"
+        ts = int(now)
+        end = ts - (ts % period) + (zlib.crc32(value.encode()) % period)
+        if end < ts:
+            end += period
+        if 1.5 <= end + 1 - now <= 3.0:
+            return value, float(end + 1)
+    raise RuntimeError("no key with a window end in range")
+
+
+def edge_admitted(check: Callable[[str], bool], key: str, boundary: float) -> int:
+    """100 attempts 0.4 s before the boundary and 100 just after: what a client at the edge gets."""
+    time.sleep(max(0.0, boundary - 0.4 - time.time()))
+    admitted = sum(check(key) for _ in range(LIMIT))
+    time.sleep(max(0.0, boundary + 0.1 - time.time()))
+    admitted += sum(check(key) for _ in range(LIMIT))
+    return admitted
+
+
+# ---- round trips and commands
+
+
+def commands_per_check(check: Callable[[str], bool], checks: int = 300) -> tuple[float, float, dict[str, int]]:
+    from django_scaleops.ratelimit.gcra import redis_connection
+
+    client = redis_connection()
+    client.config_resetstat()
+    before = RoundTrips.count
+    key = fresh("commands")
+    for _ in range(checks):
+        check(key)
+    trips = RoundTrips.count - before
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    calls.pop("config", None)
+    calls.pop("info", None)
+    return trips / checks, sum(calls.values()) / checks, calls
+
+
+# ---- gunicorn throughput
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "benchmarks.ratelimit_site:application",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--log-level", "warning",
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "BENCH_RATELIMIT_MODE": mode,
+                "DJANGO_SETTINGS_MODULE": "benchmarks.ratelimit_site",
+            },
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"gunicorn ({mode}) did not start") from None
+                time.sleep(0.1)
+
+    def requests_per_second(self, key: str, count: int = HTTP_REQUESTS, url: str = "/ping/") -> float:
+        per_client = count // HTTP_CLIENTS
+
+        def run(_: int) -> None:
+            for _ in range(per_client):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", url, headers={"X-API-Key": key})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                if response.status != 200:
+                    raise RuntimeError(f"{self.mode}: HTTP {response.status}")
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(HTTP_CLIENTS) as pool:
+            list(pool.map(run, range(HTTP_CLIENTS)))
+        return per_client * HTTP_CLIENTS / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def main() -> None:
+    api_url = setup_django()
+    from django_scaleops.models import ApiKey, Tier
+
+    RoundTrips.install()
+    ours, drf, ratelimit = ours_check(), drf_check(), ratelimit_check()
+    for check in (ours, drf, ratelimit):
+        check(fresh("warmup"))
+
+    print(f"Rate limiting at {LIMIT}/min: ours (GCRA, one EVALSHA) vs DRF SimpleRateThrottle vs django-ratelimit")
+    print(f"(same Redis; {THREADS} threads x {ATTEMPTS} attempts = {THREADS * ATTEMPTS} a round, fresh key a round)")
+    for name, peer in (("DRF SimpleRateThrottle", drf), ("django-ratelimit", ratelimit)):
+        compare(
+            f"Admitted of {THREADS * ATTEMPTS} concurrent attempts, limit {LIMIT} (exact = {LIMIT})",
+            lambda: concurrent_admitted(ours, fresh("ours")),
+            functools.partial(peer_admitted, peer, name),
+            rounds=ROUNDS,
+            unit="admitted",
+            higher_is_better=False,
+            ours_name="ours",
+            peer_name=name,
+        )
+
+    edge_rounds: dict[str, list[int]] = {"ours": [], "django-ratelimit": []}
+    for _ in range(3):
+        key, boundary = key_near_window_end()
+        edge_rounds["django-ratelimit"].append(edge_admitted(ratelimit, key, boundary))
+        edge_rounds["ours"].append(edge_admitted(ours, f"edge-ours-{time.time_ns()}", boundary))
+    print(f"\nWindow edge: {LIMIT} attempts 0.4 s before a django-ratelimit window ends, {LIMIT} just after (3 rounds)")
+    for name, values in edge_rounds.items():
+        print(f"  {name:<28} admitted {values}  (limit {LIMIT}/min; ours bound {LIMIT} + 1 per 0.6 s)")
+
+    print("\nRedis per check (300 checks on one key; round trips counted at the client)")
+    for name, check in (("ours", ours), ("DRF SimpleRateThrottle", drf), ("django-ratelimit", ratelimit)):
+        trips, commands, calls = commands_per_check(check)
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+        print(f"  {name:<28} {trips:.2f} round trips, {commands:.2f} commands incl. inside scripts ({detail})")
+
+    tier, _ = Tier.objects.get_or_create(
+        name="bench-unlimited", defaults={"requests_per_period": 1_000_000_000, "period_seconds": 60}
+    )
+    _, secret = ApiKey.create_key(name="bench", tier=tier)
+    servers = {mode: Server(mode) for mode in ("bare", "ours", "drf-bare", "drf")}
+    try:
+        for server in servers.values():
+            server.requests_per_second(secret, 200)  # warm-up: imports, key cache, connections
+        for mode in ("bare", "ours"):
+            servers[mode].requests_per_second(secret, 100, api_url)
+        print(
+            f"\nThroughput through gunicorn (2 sync workers, {HTTP_CLIENTS} clients,"
+            f" {HTTP_REQUESTS} requests a round, every request admitted)"
+        )
+        compare(
+            "Plain Django view: with ApiKeyThrottleMiddleware vs without",
+            lambda: servers["ours"].requests_per_second(secret),
+            lambda: servers["bare"].requests_per_second(secret),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="with our limiter",
+            peer_name="no limiter",
+        )
+        compare(
+            "Example API view (newest 50 messages, database reads): with ApiKeyThrottleMiddleware vs without",
+            lambda: servers["ours"].requests_per_second(secret, HTTP_REQUESTS // 3, api_url),
+            lambda: servers["bare"].requests_per_second(secret, HTTP_REQUESTS // 3, api_url),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="with our limiter",
+            peer_name="no limiter",
+        )
+        compare(
+            "Plain view: our limiter vs DRF's SimpleRateThrottle (each with its own framework's view)",
+            lambda: servers["ours"].requests_per_second(secret),
+            lambda: servers["drf"].requests_per_second(secret),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="ours (Django view)",
+            peer_name="DRF throttle (APIView)",
+        )
+        compare(
+            "DRF APIView: with SimpleRateThrottle vs without",
+            lambda: servers["drf"].requests_per_second(secret),
+            lambda: servers["drf-bare"].requests_per_second(secret),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="with DRF throttle",
+            peer_name="no throttle",
+        )
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Tiered API-key rate limiting: one Redis round trip per request, exact under concurrency.
+
+Public API::
+
+    from django_scaleops.ratelimit import throttle_exempt, throttle_override, get_analytics, limiter
+"""
+
+from __future__ import annotations
+
+from django_scaleops.ratelimit.analytics import get_analytics, rollup_usage
+from django_scaleops.ratelimit.callers import throttle_exempt, throttle_override
+from django_scaleops.ratelimit.gcra import Decision, limiter
+from django_scaleops.ratelimit.policy import Policy, parse_rate
+
+__all__ = [
+    "Decision",
+    "Policy",
+    "get_analytics",
+    "limiter",
+    "parse_rate",
+    "rollup_usage",
+    "throttle_exempt",
+    "throttle_override",
+]

@@ -1,0 +1,156 @@
+"""System checks of the rate limiter (IDs scaleops.E2xx / W2xx)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from django_scaleops.conf import conf
+from django_scaleops.ratelimit.policy import parse_rate
+
+MIDDLEWARE_PATH = "django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"
+
+# Backends that cannot hold a shared, atomic bucket.
+NOT_SHARED = {
+    "django.core.cache.backends.locmem.LocMemCache": "is per process",
+    "django.core.cache.backends.dummy.DummyCache": "stores nothing",
+    "django.core.cache.backends.filebased.FileBasedCache": "cannot run the atomic script",
+    "django.core.cache.backends.db.DatabaseCache": "cannot run the atomic script",
+    "django.core.cache.backends.memcached.PyMemcacheCache": "cannot run the atomic script",
+    "django.core.cache.backends.memcached.PyLibMCCache": "cannot run the atomic script",
+    "django.core.cache.backends.redis.RedisCache": "is Django's own Redis backend; the limiter uses django-redis",
+}
+MAX_SOCKET_TIMEOUT = 1.0
+# Middleware whose work a refused request should not pay for.
+EXPENSIVE_BEFORE = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+)
+
+
+def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    installed = MIDDLEWARE_PATH in middleware
+    alias = conf.SCALEOPS_THROTTLE_CACHE
+    caches = getattr(settings, "CACHES", {})
+    if installed and alias not in caches:
+        messages.append(
+            Error(
+                f"SCALEOPS_THROTTLE_CACHE names the cache {alias!r}, which is not in CACHES.",
+                hint=f"Add a django-redis cache {alias!r} to CACHES or point SCALEOPS_THROTTLE_CACHE at one.",
+                id="scaleops.E201",
+            )
+        )
+    elif installed:
+        backend = caches[alias].get("BACKEND", "")
+        if backend in NOT_SHARED or not backend.startswith("django_redis."):
+            why = NOT_SHARED.get(backend, "is not django-redis")
+            messages.append(
+                Error(
+                    f"The throttle cache {alias!r} uses {backend!r}, which {why}: limits would not be shared or exact.",
+                    hint="Use django_redis.cache.RedisCache (a shared Redis 6.2+) for SCALEOPS_THROTTLE_CACHE.",
+                    id="scaleops.E202",
+                )
+            )
+    if installed and str(caches.get(alias, {}).get("BACKEND", "")).startswith("django_redis."):
+        options = caches[alias].get("OPTIONS", {})
+        slow = [
+            name
+            for name in ("SOCKET_CONNECT_TIMEOUT", "SOCKET_TIMEOUT")
+            if not isinstance(options.get(name), int | float) or options[name] > MAX_SOCKET_TIMEOUT
+        ]
+        if slow:
+            messages.append(
+                Warning(
+                    f"The throttle cache {alias!r} has no short {' / '.join(slow)}: a hung Redis would hold "
+                    "each request that probes it for the full timeout.",
+                    hint=f"Set {', '.join(slow)} to at most {MAX_SOCKET_TIMEOUT} s (e.g. 0.25) in its OPTIONS.",
+                    id="scaleops.W202",
+                )
+            )
+    if middleware.count(MIDDLEWARE_PATH) > 1:
+        messages.append(
+            Error(
+                "ApiKeyThrottleMiddleware is listed more than once in MIDDLEWARE: each request would be counted twice.",
+                hint="Keep a single entry.",
+                id="scaleops.E203",
+            )
+        )
+    if installed:
+        position = middleware.index(MIDDLEWARE_PATH)
+        late = [name for name in EXPENSIVE_BEFORE if name in middleware[:position]]
+        if late:
+            messages.append(
+                Warning(
+                    f"ApiKeyThrottleMiddleware comes after {', '.join(late)}: refused requests still pay for them.",
+                    hint="Move it near the top of MIDDLEWARE, after SecurityMiddleware and the correlation-id one.",
+                    id="scaleops.W201",
+                )
+            )
+    for prefix, rate in dict(conf.SCALEOPS_THROTTLE_PATH_RATES).items():
+        try:
+            parse_rate(rate, name=str(prefix))
+        except (ValueError, TypeError) as exc:
+            messages.append(
+                Error(
+                    f"SCALEOPS_THROTTLE_PATH_RATES[{prefix!r}]: {exc}.",
+                    hint="Use a rate such as '20/m', '100/30s' or '20/m burst 5'.",
+                    id="scaleops.E204",
+                )
+            )
+    func = conf.SCALEOPS_THROTTLE_KEY_FUNC
+    if isinstance(func, str) and func:
+        try:
+            import_string(func)
+        except ImportError as exc:
+            messages.append(
+                Error(
+                    f"SCALEOPS_THROTTLE_KEY_FUNC {func!r} cannot be imported: {exc}.",
+                    hint="Give the dotted path of a callable(request) -> str | None.",
+                    id="scaleops.E205",
+                )
+            )
+    for name in ("SCALEOPS_THROTTLE_PROXY_COUNT", "SCALEOPS_THROTTLE_LOCAL_INSTANCES"):
+        value = getattr(conf, name)
+        minimum = 0 if name.endswith("PROXY_COUNT") else 1
+        if isinstance(value, int) and value < minimum:
+            messages.append(
+                Error(f"{name} must be >= {minimum}, not {value!r}.", hint="Fix the value.", id="scaleops.E206")
+            )
+    return messages
+
+
+def check_tiers(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Tier rows are valid and the anonymous tier exists; needs the database, so only with --database."""
+    if not databases or "default" not in databases:
+        return []
+    from django.db import connections
+
+    from django_scaleops.models import Tier
+
+    # `migrate` runs the database checks before it creates the tables.
+    if Tier._meta.db_table not in connections["default"].introspection.table_names():
+        return []
+
+    messages: list[CheckMessage] = []
+    for tier in Tier.objects.all():
+        try:
+            tier.policy()
+        except ValueError as exc:
+            messages.append(
+                Error(f"Tier {tier.name!r} is invalid: {exc}.", hint="Fix it in the Django admin.", id="scaleops.E207")
+            )
+    anonymous = conf.SCALEOPS_THROTTLE_ANONYMOUS_TIER
+    if anonymous and not Tier.objects.filter(name=anonymous).exists():
+        messages.append(
+            Error(
+                f"SCALEOPS_THROTTLE_ANONYMOUS_TIER names the tier {anonymous!r}, which does not exist.",
+                hint="Create it in the Django admin or set the setting to an existing tier name (or None).",
+                id="scaleops.E208",
+            )
+        )
+    return messages
