@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from django_scaleops.logging import JsonFormatter, Masker
+from django_scaleops.ratelimit.keys import generate_key
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -60,7 +61,7 @@ def secret_corpus() -> list[tuple[str, str]]:
             + "\n".join(_rand(rng, 64, ALNUM + "+/") for _ in range(3))
             + "\n-----END RSA PRIVATE KEY-----"
         ),
-        "scaleops_key": lambda: f"sco_{_rand(rng, 8)}_{_rand(rng, 32)}",
+        "scaleops_key": lambda: generate_key().key,
         "aws": lambda: "AKIA" + _rand(rng, 16, string.ascii_uppercase + string.digits),
         "stripe": lambda: f"sk_live_{_rand(rng, 24)}",
         "github": lambda: "ghp_" + _rand(rng, 36),

@@ -85,8 +85,8 @@ VALUE_PATTERNS: dict[str, str] = {
     "pem": r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
     "scheme": r"(?i:\b(?:bearer|basic|token|digest)\s+)(?P<scheme_value>[A-Za-z0-9._~+/=-]{8,})",
     "jwt": r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
-    # Our API keys: "sco_<public prefix>_<secret>" (the prefix alone is harmless and logged).
-    "scaleops_key": r"\bsco_[A-Za-z0-9]{4,16}_[A-Za-z0-9_-]{16,}",
+    # Our API keys: "sops_<public prefix>_<secret>" (the prefix alone is harmless and logged).
+    "scaleops_key": r"\bsops_[a-z0-9]{12}_[A-Za-z0-9_-]{16,}",
     "provider": (
         r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
         r"|\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"
@@ -118,7 +118,7 @@ VALUE_TRIGGERS: tuple[str, ...] = (
     "token",
     "digest",
     "eyj",
-    "sco_",
+    "sops_",
     "akia",
     "asia",
     "_live_",

@@ -31,6 +31,12 @@ def request_id_for(request: HttpRequest) -> str:
     return request_id_from_meta(request.META)
 
 
+def _api_key_prefix(request: HttpRequest) -> str | None:
+    # The throttle middleware leaves the resolved key (public prefix only) on the request.
+    resolved = getattr(request, "scaleops_api_key", None)
+    return api_key_prefix_var.get() or getattr(resolved, "prefix", None)
+
+
 def _user_id(request: HttpRequest) -> Any:
     # Only a user that something already loaded: resolving it here would cost a query (and
     # is not allowed on the async path).
@@ -186,7 +192,9 @@ def log_request(request: HttpRequest, status: int, started: float, sent: int) ->
             "status": status,
             "duration_ms": duration_ms,
             "user_id": _user_id(request),
-            "api_key_prefix": api_key_prefix_var.get(),
+            # The throttle middleware leaves the resolved key (public prefix only) on the request.
+            "api_key_prefix": api_key_prefix_var.get()
+            or getattr(getattr(request, "scaleops_api_key", None), "prefix", None),
             "bytes": sent,
         },
     )
