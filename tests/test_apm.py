@@ -54,8 +54,13 @@ class SentryCollector:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
+                encoding = self.headers.get("Content-Encoding")
+                if encoding == "gzip":
                     body = gzip.decompress(body)
+                elif encoding == "br":  # sentry-sdk prefers brotli whenever it is installed
+                    import brotli
+
+                    body = brotli.decompress(body)
                 collector.add(body.decode("utf-8", "replace"))
                 self.send_response(200)
                 self.end_headers()

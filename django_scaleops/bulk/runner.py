@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from django.db import connections, models, router, transaction
 from django.db.transaction import TransactionManagementError
 
+from django_scaleops.apm.helpers import custom_span
 from django_scaleops.bulk import stats
 from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
 from django_scaleops.conf import conf
@@ -152,6 +153,14 @@ class BatchRunner(Generic[T]):
     # -- per-batch transactions
 
     def _run_batch(
+        self, index: int, start: int, rows: list[T], work: Callable[[list[T]], Outcome], can_retry: bool
+    ) -> None:
+        # One APM span per batch (free when no APM vendor is configured).
+        label = self.model._meta.label if self.model is not None else "items"
+        with custom_span(f"bulk.{self.operation}", resource=label, tags={"batch": index, "rows": len(rows)}):
+            self._run_batch_in_span(index, start, rows, work, can_retry)
+
+    def _run_batch_in_span(
         self, index: int, start: int, rows: list[T], work: Callable[[list[T]], Outcome], can_retry: bool
     ) -> None:
         result = self.result
