@@ -16,3 +16,6 @@ class ScaleOpsConfig(AppConfig):
 
         register(checks.check_settings)
         # Each capability registers its own checks and receivers below, one line each.
+        from django_scaleops.partitioning.checks import check_partitioned_models
+
+        register(check_partitioned_models)

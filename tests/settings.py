@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django_scaleops",
     "example_project.chat",
+    "tests.partitionapp",
 ]
 
 MIDDLEWARE = [

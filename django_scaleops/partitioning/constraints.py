@@ -1,0 +1,87 @@
+"""A database foreign key to a partitioned model, on ``(id, created_at)``.
+
+PostgreSQL can reference a partitioned table only through a unique key that contains the
+partition key. The pattern: the referencing row carries the referenced row's ``created_at``
+(co-partitioned tables share it), Django's ``ForeignKey`` keeps ``db_constraint=False`` (it would
+point at ``id`` alone), and this constraint adds the real, composite foreign key::
+
+    class MessageRecipient(PartitionedModel):
+        message = models.ForeignKey(Message, on_delete=models.CASCADE, db_constraint=False)
+        created_at = models.DateTimeField()   # = message.created_at
+
+        class Meta:
+            constraints = [
+                PartitionedForeignKey(
+                    fields=["message", "created_at"], to="chat.Message", to_fields=["id", "created_at"],
+                    name="recipient_message_fk",
+                ),
+            ]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.models.constraints import BaseConstraint
+
+from django_scaleops.partitioning.identifiers import check_identifier, qn
+
+
+class PartitionedForeignKey(BaseConstraint):
+    """``FOREIGN KEY (fields) REFERENCES to (to_fields)``, deferred to commit like Django's own."""
+
+    def __init__(self, *, fields: Sequence[str], to: str, to_fields: Sequence[str], name: str, **kwargs: Any) -> None:
+        if len(fields) != len(to_fields) or len(fields) < 2:
+            raise ValueError("PartitionedForeignKey needs matching fields and to_fields (at least two each)")
+        self.fields = tuple(fields)
+        self.to = to
+        self.to_fields = tuple(to_fields)
+        super().__init__(name=check_identifier(name, "constraint name"), **kwargs)
+
+    def _columns(self, model: type[models.Model]) -> tuple[str, str, str]:
+        target = model._meta.apps.get_model(self.to)
+        local = ", ".join(qn(model._meta.get_field(f).column) for f in self.fields)  # type: ignore[union-attr]
+        remote = ", ".join(qn(target._meta.get_field(f).column) for f in self.to_fields)  # type: ignore[union-attr]
+        return local, qn(target._meta.db_table), remote
+
+    def constraint_sql(self, model: type[models.Model] | None, schema_editor: BaseDatabaseSchemaEditor | None) -> str:
+        assert model is not None
+        local, table, remote = self._columns(model)
+        return (
+            f"CONSTRAINT {qn(self.name)} FOREIGN KEY ({local}) REFERENCES {table} ({remote})"
+            " DEFERRABLE INITIALLY DEFERRED"
+        )
+
+    def create_sql(self, model: type[models.Model] | None, schema_editor: BaseDatabaseSchemaEditor | None) -> str:
+        assert model is not None
+        return f"ALTER TABLE {qn(model._meta.db_table)} ADD {self.constraint_sql(model, schema_editor)}"
+
+    def remove_sql(self, model: type[models.Model] | None, schema_editor: BaseDatabaseSchemaEditor | None) -> str:
+        assert model is not None
+        return f"ALTER TABLE {qn(model._meta.db_table)} DROP CONSTRAINT {qn(self.name)}"
+
+    def validate(self, *args: Any, **kwargs: Any) -> None:
+        # The database checks it at commit; a form cannot know better than the ForeignKey field.
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PartitionedForeignKey):
+            return (self.name, self.fields, self.to.lower(), self.to_fields) == (
+                other.name,
+                other.fields,
+                other.to.lower(),
+                other.to_fields,
+            )
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.fields, self.to.lower(), self.to_fields))
+
+    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        path, args, kwargs = super().deconstruct()
+        path = "django_scaleops.partitioning.PartitionedForeignKey"
+        kwargs.update(fields=list(self.fields), to=self.to, to_fields=list(self.to_fields))
+        return path, args, kwargs

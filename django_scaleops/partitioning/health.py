@@ -1,0 +1,140 @@
+"""What ``partition_info`` shows and what ``validate_partitions`` finds."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connections
+
+from django_scaleops.partitioning import intervals
+from django_scaleops.partitioning.config import PartitionConfig
+from django_scaleops.partitioning.identifiers import qn
+from django_scaleops.partitioning.introspection import fetch, partitions
+
+
+def partition_details(config: PartitionConfig, *, using: str, exact: bool = False) -> list[dict[str, Any]]:
+    """One dict per attached partition: name, range, estimated (and exact) rows, bytes, indexes."""
+    connection = connections[using]
+    details = []
+    for p in partitions(connection, config.table):
+        estimated, size = fetch(
+            connection,
+            "SELECT greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) FROM pg_class c"
+            " WHERE c.oid = to_regclass(quote_ident(%s))",
+            [p.name],
+        )[0]
+        indexes = [
+            str(r[0])
+            for r in fetch(
+                connection,
+                "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+                " WHERE x.indrelid = to_regclass(quote_ident(%s)) ORDER BY i.relname",
+                [p.name],
+            )
+        ]
+        row: dict[str, Any] = {
+            "model": config.label,
+            "partition": p.name,
+            "default": p.is_default,
+            "from": p.start.isoformat() if p.start else None,
+            "to": p.end.isoformat() if p.end else None,
+            "estimated_rows": int(estimated),
+            "bytes": int(size),
+            "indexes": indexes,
+        }
+        if exact:
+            row["rows"] = int(fetch(connection, f"SELECT count(*) FROM {qn(p.name)}")[0][0])
+        details.append(row)
+    return details
+
+
+@dataclass(frozen=True)
+class Finding:
+    model: str
+    kind: str  # gap | overlap | rows_in_default | missing_future | missing_index | size_variance
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"model": self.model, "kind": self.kind, "message": self.message}
+
+
+def find_problems(
+    config: PartitionConfig,
+    *,
+    using: str,
+    now: datetime,
+    size_factor: float = 3.0,
+    min_median_bytes: int = 1 << 20,
+) -> list[Finding]:
+    connection = connections[using]
+    label = config.label
+    found: list[Finding] = []
+    existing = partitions(connection, config.table)
+    ranged = [p for p in existing if not p.is_default]
+    for before, after in itertools.pairwise(ranged):
+        if before.end is None or after.start is None:
+            continue
+        if before.end < after.start:
+            found.append(
+                Finding(
+                    label,
+                    "gap",
+                    f"no partition for [{before.end:%Y-%m-%d}, {after.start:%Y-%m-%d}) "
+                    f"between {before.name} and {after.name}",
+                )
+            )
+        elif before.end > after.start:
+            found.append(Finding(label, "overlap", f"{before.name} and {after.name} overlap"))
+    for p in existing:
+        if p.is_default:
+            rows = int(fetch(connection, f"SELECT count(*) FROM {qn(p.name)}")[0][0])
+            if rows:
+                found.append(
+                    Finding(
+                        label, "rows_in_default", f"{rows} rows in {p.name}; run ensure_partitions --rescue-default"
+                    )
+                )
+    start = intervals.floor(now, config.interval)
+    for _ in range(config.premake + 1):
+        end = intervals.add(start, config.interval)
+        if not any(p.overlaps(start, end) for p in ranged):
+            found.append(
+                Finding(
+                    label,
+                    "missing_future",
+                    f"no partition for [{start:%Y-%m-%d}, {end:%Y-%m-%d}); run ensure_partitions",
+                )
+            )
+        start = end
+    for index, child in fetch(
+        connection,
+        "SELECT pi.relname, c.relname FROM pg_index px JOIN pg_class pi ON pi.oid = px.indexrelid"
+        " JOIN pg_inherits ch ON ch.inhparent = px.indrelid JOIN pg_class c ON c.oid = ch.inhrelid"
+        " WHERE px.indrelid = to_regclass(quote_ident(%s)) AND NOT EXISTS ("
+        "  SELECT 1 FROM pg_inherits ii JOIN pg_index cx ON cx.indexrelid = ii.inhrelid"
+        "  WHERE ii.inhparent = px.indexrelid AND cx.indrelid = ch.inhrelid)"
+        " ORDER BY pi.relname, c.relname",
+        [config.table],
+    ):
+        found.append(Finding(label, "missing_index", f"{child} has no index attached to {index}"))
+    current = intervals.floor(now, config.interval)
+    closed = [p for p in ranged if p.end is not None and p.end <= current]
+    if len(closed) >= 3:
+        sizes = {
+            p.name: int(
+                fetch(connection, "SELECT pg_total_relation_size(to_regclass(quote_ident(%s)))", [p.name])[0][0]
+            )
+            for p in closed
+        }
+        median = statistics.median(sizes.values())
+        if median >= min_median_bytes:
+            for name, size in sizes.items():
+                if size > median * size_factor or size * size_factor < median:
+                    found.append(
+                        Finding(label, "size_variance", f"{name} is {size:,} bytes vs a median of {median:,.0f}")
+                    )
+    return found
