@@ -41,7 +41,10 @@ def resolve(options: dict[str, Any]) -> tuple[list[PartitionConfig], str, dateti
     if using not in connections:
         raise CommandError(f"--database {using!r} is not in DATABASES ({', '.join(connections)})")
     try:
-        configs = [get_config(label) for label in options["model"]] if options["model"] else partitioned_models()
+        configs = partitioned_models()
+        if options["model"]:
+            chosen = {get_config(label).label for label in options["model"]}
+            configs = [c for c in configs if c.label in chosen]  # keep the registry's order
     except PartitioningError as exc:
         raise CommandError(str(exc)) from exc
     now = parse_moment(options.get("now"), "--now") or datetime.now(UTC)
