@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.files.storage import storages
@@ -20,8 +21,8 @@ from tests.partitionapp.models import Event, LegacyLog, Ticket, TicketNote
 pytestmark = pytest.mark.django_db
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def run(command: str, *args: str, **options) -> str:
@@ -48,8 +49,8 @@ def archived_files(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def events_by_month() -> dict[int, list[tuple]]:
-    rows: dict[int, list[tuple]] = {}
+def events_by_month() -> dict[int, list[tuple[Any, ...]]]:
+    rows: dict[int, list[tuple[Any, ...]]] = {}
     for row in Event.objects.order_by("id").values_list("id", "name", "created_at"):
         rows.setdefault(row[2].month, []).append(row)
     return rows

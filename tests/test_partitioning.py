@@ -21,12 +21,12 @@ from django_scaleops.partitioning.checks import _unique_without_key, check_parti
 from django_scaleops.partitioning.config import PartitionedModel
 from django_scaleops.partitioning.identifiers import check_identifier, qn
 from django_scaleops.partitioning.introspection import is_partitioned, partitions
-from example_project.chat.models import Message
+from example_project.chat.models import Conversation, Message
 from tests.partitionapp.models import Event, Reading, Ticket, TicketNote
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def run(command: str, *args: str, **options) -> str:
@@ -133,7 +133,7 @@ def test_bad_options_are_check_errors():
 
 @override_settings(SCALEOPS_PARTITION_MODELS={"chat.Nope": {}}, SCALEOPS_PARTITION_ARCHIVE_STORAGE="missing")
 def test_unknown_model_and_storage_are_check_errors():
-    ids = sorted(m.id for m in check_partitioned_models())
+    ids = sorted(str(m.id) for m in check_partitioned_models())
     assert ids == ["scaleops.E403", "scaleops.E404"]
 
 
@@ -434,3 +434,44 @@ def test_example_admin_and_get_by_pk_work_on_partitioned_message(admin_client, d
     assert Message.objects.get(pk=message.pk) == message
     assert admin_client.get("/admin/chat/message/").status_code == 200
     assert admin_client.get(f"/admin/chat/message/{message.pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_example_queries_carry_a_created_at_bound(client, django_user_model):
+    alice, bob = (django_user_model.objects.create(username=n) for n in ("alice", "bob"))
+    conversation = Conversation.objects.create(title="c", created_by=alice)
+    conversation.participants.set([alice, bob])
+    with CaptureQueriesContext(connection) as queries:
+        created = client.post(
+            f"/api/conversations/{conversation.pk}/messages/",
+            {"sender": alice.pk, "body": "hi"},
+            content_type="application/json",
+        ).json()
+        client.get(f"/api/conversations/{conversation.pk}/messages/?limit=5")
+        client.get(f"/api/conversations/{conversation.pk}/")
+        client.get(f"/api/messages/{created['id']}/delivery/")
+        client.get("/api/conversations/")
+    partitioned = ("chat_message", "chat_conversation", "chat_conversationmessage", "chat_messagerecipient")
+    unbounded = []
+    for query in queries:
+        sql = query["sql"]
+        if not sql.startswith(("SELECT", "UPDATE")) or not any(f'FROM "{t}"' in sql for t in partitioned):
+            continue
+        where = sql.split(" WHERE ", 1)[1] if " WHERE " in sql else ""
+        by_id_only = where.count("=") == 1 and '."id" = ' in where  # the URL gives only an id
+        if '"created_at"' not in where and not by_id_only:
+            unbounded.append(sql)
+    assert unbounded == []
+
+
+@pytest.mark.django_db
+def test_seed_demo_data_fills_partitions_not_the_default():
+    call_command("seed_demo_data", users=4, conversations=3, messages=300, days=75, stdout=StringIO())
+    with connection.cursor() as cursor:
+        for table in ("chat_message", "chat_conversation", "chat_conversationmessage", "chat_messagerecipient"):
+            cursor.execute(f"SELECT count(*) FROM {table}_default")
+            assert cursor.fetchone()[0] == 0, table
+            cursor.execute(f"SELECT count(DISTINCT tableoid) FROM {table}")
+            # 75 days of messages span at least three months; conversations all start on day one.
+            assert cursor.fetchone()[0] >= (1 if table == "chat_conversation" else 3), table
+    assert Message.objects.count() == 300

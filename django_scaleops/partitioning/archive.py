@@ -34,7 +34,7 @@ from django_scaleops.partitioning import intervals
 from django_scaleops.partitioning.config import PartitionConfig
 from django_scaleops.partitioning.ddl import bound_clause, columns, create_standalone
 from django_scaleops.partitioning.errors import PartitioningError
-from django_scaleops.partitioning.identifiers import check_identifier, qn
+from django_scaleops.partitioning.identifiers import check_identifier, pk_column, qn
 from django_scaleops.partitioning.introspection import Partition, fetch, partitions, table_exists
 from django_scaleops.partitioning.locks import maintenance_lock, run_with_lock_timeout
 
@@ -97,9 +97,7 @@ def _replace(storage: Storage, path: str, content: IO[bytes]) -> None:
 
 
 def _order(config: PartitionConfig) -> str:
-    pk = config.model._meta.pk
-    assert pk is not None
-    return f"{qn(pk.column)}, {qn(config.key_column)}"
+    return f"{qn(pk_column(config.model))}, {qn(config.key_column)}"
 
 
 def copy_out(cursor: CursorWrapper, table: str, cols: list[str], order: str) -> Iterator[bytes]:

@@ -41,7 +41,7 @@ def check_partitioned_models(app_configs: Any = None, **kwargs: Any) -> list[Che
                 )
             )
     alias = conf.SCALEOPS_PARTITION_ARCHIVE_STORAGE
-    if isinstance(alias, str) and alias not in settings.STORAGES:
+    if alias not in settings.STORAGES:
         messages.append(
             Error(
                 f"SCALEOPS_PARTITION_ARCHIVE_STORAGE is {alias!r}, which is not a key of STORAGES.",

@@ -25,7 +25,7 @@ from django.db import models
 
 from django_scaleops.conf import conf
 from django_scaleops.partitioning.errors import PartitioningError
-from django_scaleops.partitioning.identifiers import check_identifier
+from django_scaleops.partitioning.identifiers import check_identifier, column_of
 from django_scaleops.partitioning.intervals import INTERVALS
 
 
@@ -62,7 +62,7 @@ class PartitionConfig:
 
     @property
     def key_column(self) -> str:
-        return self.model._meta.get_field(self.key).column  # type: ignore[union-attr]
+        return column_of(self.model, self.key)
 
     @property
     def default_name(self) -> str:
@@ -71,11 +71,9 @@ class PartitionConfig:
     def validate(self) -> PartitionConfig:
         if self.interval not in INTERVALS:
             raise PartitioningError(f"{self.label}: interval {self.interval!r} is not one of {', '.join(INTERVALS)}")
-        if not isinstance(self.premake, int) or isinstance(self.premake, bool) or self.premake < 0:
+        if not _whole(self.premake, 0):
             raise PartitioningError(f"{self.label}: premake must be a whole number >= 0, not {self.premake!r}")
-        if self.retention is not None and (
-            not isinstance(self.retention, int) or isinstance(self.retention, bool) or self.retention < 1
-        ):
+        if self.retention is not None and not _whole(self.retention, 1):
             raise PartitioningError(
                 f"{self.label}: retention must be None or a whole number >= 1, not {self.retention!r}"
             )
@@ -88,6 +86,10 @@ class PartitionConfig:
             raise PartitioningError(f"{self.label}: partition key {self.key!r} must be a DateTimeField")
         check_identifier(self.key_column, f"{self.label} partition key column")
         return self
+
+
+def _whole(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 OPTION_NAMES = {f.name for f in fields(PartitionConfig)} - {"model"}

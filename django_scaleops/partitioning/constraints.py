@@ -27,7 +27,7 @@ from django.db import models
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.models.constraints import BaseConstraint
 
-from django_scaleops.partitioning.identifiers import check_identifier, qn
+from django_scaleops.partitioning.identifiers import check_identifier, column_of, qn
 
 
 class PartitionedForeignKey(BaseConstraint):
@@ -43,8 +43,8 @@ class PartitionedForeignKey(BaseConstraint):
 
     def _columns(self, model: type[models.Model]) -> tuple[str, str, str]:
         target = model._meta.apps.get_model(self.to)
-        local = ", ".join(qn(model._meta.get_field(f).column) for f in self.fields)  # type: ignore[union-attr]
-        remote = ", ".join(qn(target._meta.get_field(f).column) for f in self.to_fields)  # type: ignore[union-attr]
+        local = ", ".join(qn(column_of(model, f)) for f in self.fields)
+        remote = ", ".join(qn(column_of(target, f)) for f in self.to_fields)
         return local, qn(target._meta.db_table), remote
 
     def constraint_sql(self, model: type[models.Model] | None, schema_editor: BaseDatabaseSchemaEditor | None) -> str:
@@ -80,7 +80,7 @@ class PartitionedForeignKey(BaseConstraint):
     def __hash__(self) -> int:
         return hash((self.name, self.fields, self.to.lower(), self.to_fields))
 
-    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    def deconstruct(self) -> tuple[str, Sequence[Any], dict[str, Any]]:
         path, args, kwargs = super().deconstruct()
         path = "django_scaleops.partitioning.PartitionedForeignKey"
         kwargs.update(fields=list(self.fields), to=self.to, to_fields=list(self.to_fields))

@@ -10,7 +10,7 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django_scaleops.partitioning import intervals
 from django_scaleops.partitioning.ddl import RANGE_CHECK, bound_clause, range_condition
 from django_scaleops.partitioning.errors import PartitioningError
-from django_scaleops.partitioning.identifiers import check_identifier, qn
+from django_scaleops.partitioning.identifiers import check_identifier, column_of, pk_column, qn
 from django_scaleops.partitioning.introspection import fetch, is_partitioned, referencing_constraints
 from django_scaleops.partitioning.operations import partitioned_table_sql
 
@@ -27,10 +27,8 @@ def convert_table(
     """Convert ``model``'s table in place; returns the name of the partition holding the old rows."""
     connection = schema_editor.connection
     table = check_identifier(model._meta.db_table, "table name")
-    pk = model._meta.pk
-    assert pk is not None
-    pk_column = check_identifier(pk.column, "primary key column")
-    key_column = check_identifier(model._meta.get_field(key).column, "partition key column")  # type: ignore[union-attr]
+    pk_name = pk_column(model)
+    key_column = column_of(model, key)
     legacy = check_identifier(f"{table}_legacy", "first partition name")
     if is_partitioned(connection, table):
         return legacy
@@ -53,20 +51,20 @@ def convert_table(
     )
     run(f"ALTER TABLE {qn(table)} VALIDATE CONSTRAINT {qn(RANGE_CHECK)}")
     # 2. The primary key must contain the partition key.
-    pk_name = fetch(
+    pk_constraint = fetch(
         connection,
         "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(quote_ident(%s)) AND contype = 'p'",
         [table],
     )
     prepared = check_identifier(f"{table}_pkey_partitioned", "index name")
-    run(f"CREATE UNIQUE INDEX IF NOT EXISTS {qn(prepared)} ON {qn(table)} ({qn(pk_column)}, {qn(key_column)})")
-    if pk_name:
-        run(f"ALTER TABLE {qn(table)} DROP CONSTRAINT {qn(pk_name[0][0])}")
+    run(f"CREATE UNIQUE INDEX IF NOT EXISTS {qn(prepared)} ON {qn(table)} ({qn(pk_name)}, {qn(key_column)})")
+    if pk_constraint:
+        run(f"ALTER TABLE {qn(table)} DROP CONSTRAINT {qn(pk_constraint[0][0])}")
     run(f"ALTER TABLE {qn(table)} ADD CONSTRAINT {qn(legacy + '_pkey')} PRIMARY KEY USING INDEX {qn(prepared)}")
     # 3. Free the names the new parent will use: the table's, its indexes', its sequence's.
-    highest = fetch(connection, f"SELECT coalesce(max({qn(pk_column)}), 0) FROM {qn(table)}")[0][0]
-    run(f"ALTER TABLE {qn(table)} ALTER COLUMN {qn(pk_column)} DROP IDENTITY IF EXISTS")
-    run(f"ALTER TABLE {qn(table)} ALTER COLUMN {qn(pk_column)} DROP DEFAULT")
+    highest = fetch(connection, f"SELECT coalesce(max({qn(pk_name)}), 0) FROM {qn(table)}")[0][0]
+    run(f"ALTER TABLE {qn(table)} ALTER COLUMN {qn(pk_name)} DROP IDENTITY IF EXISTS")
+    run(f"ALTER TABLE {qn(table)} ALTER COLUMN {qn(pk_name)} DROP DEFAULT")
     indexes = fetch(
         connection,
         "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
@@ -81,7 +79,7 @@ def convert_table(
     run(partitioned_table_sql(schema_editor, model, key))
     schema_editor.deferred_sql.extend(schema_editor._model_indexes_sql(model))  # type: ignore[attr-defined]
     run(f"ALTER TABLE {qn(table)} ATTACH PARTITION {qn(legacy)} {bound_clause(None, upper)}")
-    run(f"ALTER TABLE {qn(table)} ALTER COLUMN {qn(pk_column)} RESTART WITH {int(highest) + 1}")
+    run(f"ALTER TABLE {qn(table)} ALTER COLUMN {qn(pk_name)} RESTART WITH {int(highest) + 1}")
     if default_partition:
         default = check_identifier(f"{table}_default", "default partition name")
         run(f"CREATE TABLE {qn(default)} PARTITION OF {qn(table)} DEFAULT")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from django_scaleops.partitioning.errors import PartitioningError
 
@@ -19,7 +20,7 @@ _SAFE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def check_identifier(name: str, what: str = "identifier") -> str:
     """Return ``name`` if it is a plain identifier PostgreSQL keeps as is; raise otherwise."""
-    if not isinstance(name, str) or not _SAFE.match(name):
+    if not _SAFE.match(name):
         raise PartitioningError(
             f"{what} {name!r} is not allowed: use letters, digits and underscores only, starting with a letter"
         )
@@ -41,3 +42,18 @@ def ts(value: datetime) -> str:
     if value.tzinfo is None:
         raise PartitioningError(f"partition bound {value!r} has no time zone")
     return "'" + value.isoformat() + "'::timestamptz"
+
+
+def column_of(model: Any, field_name: str) -> str:
+    """The checked database column of ``model``'s field ``field_name``."""
+    column = getattr(model._meta.get_field(field_name), "column", None)
+    if not isinstance(column, str):
+        raise PartitioningError(f"{model._meta.label}.{field_name} has no database column")
+    return check_identifier(column, f"{model._meta.label}.{field_name} column")
+
+
+def pk_column(model: Any) -> str:
+    pk = model._meta.pk
+    if pk is None:
+        raise PartitioningError(f"{model._meta.label} has no primary key")
+    return column_of(model, pk.name)

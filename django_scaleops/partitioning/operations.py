@@ -10,6 +10,7 @@ swap the class name, the arguments are the same)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.db.migrations.state import ProjectState
 
 from django_scaleops.partitioning import intervals
 from django_scaleops.partitioning.errors import PartitioningError
-from django_scaleops.partitioning.identifiers import check_identifier, qn, ts
+from django_scaleops.partitioning.identifiers import check_identifier, column_of, pk_column, qn, ts
 from django_scaleops.partitioning.intervals import INTERVALS
 
 
@@ -32,18 +33,19 @@ def partitioned_table_sql(schema_editor: BaseDatabaseSchemaEditor, model: type[m
         raise PartitioningError(f"{model._meta.label}: db_tablespace is not supported on partitioned tables")
     pk = model._meta.pk
     assert pk is not None
-    key_column = check_identifier(model._meta.get_field(key).column, "partition key column")  # type: ignore[union-attr]
+    pk_name = pk_column(model)
+    key_column = column_of(model, key)
     check_identifier(model._meta.db_table, "table name")
-    sql, params = schema_editor.table_sql(model)  # type: ignore[attr-defined]
+    sql, params = schema_editor.table_sql(model)
     if params:
         raise PartitioningError(f"{model._meta.label}: database defaults with parameters are not supported here")
     definition, _ = schema_editor.column_sql(model, pk)
-    column = f"{schema_editor.quote_name(pk.column)} {definition}"
-    if column not in sql or " PRIMARY KEY" not in definition:
+    column = f"{schema_editor.quote_name(pk_name)} {definition}"
+    if definition is None or column not in sql or " PRIMARY KEY" not in definition:
         raise PartitioningError(f"{model._meta.label}: could not find the primary key column in {sql!r}")
     sql = sql.replace(column, column.replace(" PRIMARY KEY", ""), 1)
     assert sql.endswith(")")
-    return f"{sql[:-1]}, PRIMARY KEY ({qn(pk.column)}, {qn(key_column)})) PARTITION BY RANGE ({qn(key_column)})"
+    return f"{sql[:-1]}, PRIMARY KEY ({qn(pk_name)}, {qn(key_column)})) PARTITION BY RANGE ({qn(key_column)})"
 
 
 def create_partitioned_model(
@@ -60,8 +62,8 @@ def create_partitioned_model(
     schema_editor.execute(partitioned_table_sql(schema_editor, model, key))
     schema_editor.deferred_sql.extend(schema_editor._model_indexes_sql(model))  # type: ignore[attr-defined]
     for field in model._meta.local_many_to_many:
-        through = field.remote_field.through  # type: ignore[attr-defined]
-        if through._meta.auto_created:
+        through = getattr(field.remote_field, "through", None)
+        if through is not None and through._meta.auto_created:
             schema_editor.create_model(through)
     table = model._meta.db_table
     if default_partition:
@@ -106,7 +108,7 @@ class CreatePartitionedModel(CreateModel):
         self.premake = premake
         super().__init__(name, fields, options=options, bases=bases, managers=managers)
 
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+    def deconstruct(self) -> tuple[str, Sequence[Any], dict[str, Any]]:
         _, args, kwargs = super().deconstruct()
         kwargs.update(
             key=self.key, default_partition=self.default_partition, interval=self.interval, premake=self.premake
