@@ -19,3 +19,7 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops.partitioning.checks import check_partitioned_models
 
         register(check_partitioned_models)
+        from django_scaleops.metrics import register_source
+        from django_scaleops.partitioning.health import partition_metrics
+
+        register_source("partitions", partition_metrics)

@@ -475,3 +475,15 @@ def test_seed_demo_data_fills_partitions_not_the_default():
             # 75 days of messages span at least three months; conversations all start on day one.
             assert cursor.fetchone()[0] >= (1 if table == "chat_conversation" else 3), table
     assert Message.objects.count() == 300
+
+
+@pytest.mark.django_db
+def test_metrics_source_reports_partitions_per_model():
+    from django_scaleops import metrics
+
+    figures = metrics.collect()["partitions"]
+    message = figures["chat.Message"]
+    assert message["partitions"] == 4  # the migration's current month + 3
+    assert message["future_partitions"] == 3
+    assert message["default_rows_estimate"] == 0
+    assert figures["partitionapp.Event"]["partitions"] == 0

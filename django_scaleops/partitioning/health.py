@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections
@@ -138,3 +138,34 @@ def find_problems(
                         Finding(label, "size_variance", f"{name} is {size:,} bytes vs a median of {median:,.0f}")
                     )
     return found
+
+
+def partition_metrics() -> dict[str, Any]:
+    """Figures for the metrics endpoint: per model, partitions, premade ones, rows waiting in default.
+
+    Catalog reads only (estimates, no scans), on the default database.
+    """
+    from django_scaleops.partitioning.config import partitioned_models
+
+    connection = connections["default"]
+    now = intervals.floor(datetime.now(UTC), "day")
+    figures: dict[str, Any] = {}
+    for config in partitioned_models():
+        found = partitions(connection, config.table)
+        default = next((p.name for p in found if p.is_default), None)
+        waiting = 0
+        if default:
+            waiting = int(
+                fetch(
+                    connection,
+                    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(quote_ident(%s))",
+                    [default],
+                )[0][0]
+            )
+        ahead = [p for p in found if p.start is not None and p.start > now]
+        figures[config.label] = {
+            "partitions": len([p for p in found if not p.is_default]),
+            "future_partitions": len(ahead),
+            "default_rows_estimate": waiting,
+        }
+    return figures
