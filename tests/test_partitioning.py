@@ -487,3 +487,59 @@ def test_metrics_source_reports_partitions_per_model():
     assert message["future_partitions"] == 3
     assert message["default_rows_estimate"] == 0
     assert figures["partitionapp.Event"]["partitions"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("committed_cleanup")
+def test_busy_lock_is_retried_then_given_up_cleanly():
+    import psycopg
+
+    blocker = psycopg.connect(**connection.get_connection_params(), autocommit=False)
+    try:
+        blocker.execute("LOCK TABLE partitionapp_event IN ACCESS EXCLUSIVE MODE")
+        with (
+            override_settings(SCALEOPS_PARTITION_LOCK_TIMEOUT_MS=50, SCALEOPS_PARTITION_LOCK_RETRIES=2),
+            pytest.raises(CommandError, match=r"lock stayed busy through 3 attempts of 50 ms"),
+        ):
+            run("ensure_partitions", model=["partitionapp.Event"], now="2024-01-15T00:00:00Z")
+        with connection.cursor() as cursor:  # plain catalog read: pg_get_expr would wait for the lock
+            cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'partitionapp_event'::regclass")
+            assert cursor.fetchone()[0] == 1  # the default partition only
+        # Released during the retries: the run waits its turn and succeeds.
+        release = threading.Timer(0.2, blocker.rollback)
+        release.start()
+        with override_settings(SCALEOPS_PARTITION_LOCK_TIMEOUT_MS=100, SCALEOPS_PARTITION_LOCK_RETRIES=8):
+            out = run("ensure_partitions", model=["partitionapp.Event"], now="2024-01-15T00:00:00Z")
+        release.join()
+        assert "Created 4 partition(s)" in out
+    finally:
+        blocker.close()
+
+
+@pytest.mark.django_db
+def test_partitioned_migrations_match_the_models():
+    out = StringIO()
+    call_command("makemigrations", "chat", "partitionapp", check=True, dry_run=True, stdout=out)
+    assert "No changes detected" in out.getvalue()
+
+
+def test_operations_deconstruct_with_their_options():
+    from django_scaleops.partitioning.operations import ConvertToPartitioned, CreatePartitionedModel
+
+    create = CreatePartitionedModel("Thing", fields=[], interval="quarter", premake=1, default_partition=False)
+    name, _, kwargs = create.deconstruct()
+    assert name == "CreatePartitionedModel"
+    assert (kwargs["interval"], kwargs["premake"], kwargs["default_partition"], kwargs["key"]) == (
+        "quarter",
+        1,
+        False,
+        "created_at",
+    )
+    convert = ConvertToPartitioned("Thing", interval="year")
+    assert convert.deconstruct() == (
+        "ConvertToPartitioned",
+        ["Thing"],
+        {"key": "created_at", "interval": "year", "default_partition": True},
+    )
+    with pytest.raises(PartitioningError, match="not one of"):
+        CreatePartitionedModel("Thing", fields=[], interval="hourly")

@@ -35,8 +35,8 @@ from django_scaleops.partitioning.config import PartitionConfig
 from django_scaleops.partitioning.ddl import bound_clause, columns, create_standalone
 from django_scaleops.partitioning.errors import PartitioningError
 from django_scaleops.partitioning.identifiers import check_identifier, pk_column, qn
-from django_scaleops.partitioning.introspection import Partition, fetch, partitions, table_exists
-from django_scaleops.partitioning.locks import maintenance_lock, run_with_lock_timeout
+from django_scaleops.partitioning.introspection import Partition, fetch, table_exists
+from django_scaleops.partitioning.locks import maintenance_lock, read_partitions, run_with_lock_timeout
 
 MARK = "scaleops:archiving"
 CHUNK = 1 << 20
@@ -175,7 +175,7 @@ def plan_archive(config: PartitionConfig, *, using: str, now: datetime) -> list[
         cutoff = intervals.add(intervals.floor(now, config.interval), config.interval, -config.retention)
         steps += [
             ArchiveStep(config, p.name, p.start, p.end, "attached")
-            for p in partitions(connections[using], config.table)
+            for p in read_partitions(using, config.table)
             if not p.is_default and p.end is not None and p.end <= cutoff
         ]
     return sorted(steps, key=lambda s: (s.start or datetime.min.replace(tzinfo=UTC), s.partition))
@@ -296,7 +296,7 @@ def restore_partition(
     with maintenance_lock(using, config.table):
         if table_exists(connections[using], partition):
             raise PartitioningError(f"{config.label}: a table named {partition!r} already exists; nothing restored")
-        overlapping = [p.name for p in partitions(connections[using], config.table) if _overlaps(p, start, end)]
+        overlapping = [p.name for p in read_partitions(using, config.table) if _overlaps(p, start, end)]
         if attach and overlapping:
             raise PartitioningError(f"{config.label}: {', '.join(overlapping)} already covers that range")
         listed = ", ".join(qn(c) for c in manifest.columns)

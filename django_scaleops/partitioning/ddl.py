@@ -10,8 +10,8 @@ from django.db.backends.utils import CursorWrapper
 from django_scaleops.partitioning.config import PartitionConfig
 from django_scaleops.partitioning.errors import PartitioningError
 from django_scaleops.partitioning.identifiers import qn, ts
-from django_scaleops.partitioning.introspection import fetch, partitions, referencing_constraints, table_exists
-from django_scaleops.partitioning.locks import run_with_lock_timeout
+from django_scaleops.partitioning.introspection import fetch, referencing_constraints, table_exists
+from django_scaleops.partitioning.locks import read_partitions, run_with_lock_timeout
 
 RANGE_CHECK = "scaleops_partition_range"
 
@@ -83,7 +83,7 @@ def create_partition(
     transaction instead, because PostgreSQL checks those keys per partition.
     """
     parent, key = config.table, config.key_column
-    default = next((p.name for p in partitions(connections[using], parent) if p.is_default), None)
+    default = next((p.name for p in read_partitions(using, parent) if p.is_default), None)
     cols = columns(using, parent)
     run_with_lock_timeout(using, lambda c: create_standalone(c, parent, name, key, start, end), what=f"create {name}")
     moved = 0

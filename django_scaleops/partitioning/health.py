@@ -55,7 +55,7 @@ def partition_details(config: PartitionConfig, *, using: str, exact: bool = Fals
 @dataclass(frozen=True)
 class Finding:
     model: str
-    kind: str  # gap | overlap | rows_in_default | missing_future | missing_index | size_variance
+    kind: str  # gap | overlap | missing_default | rows_in_default | missing_future | missing_index | size_variance
     message: str
 
     def as_dict(self) -> dict[str, str]:
@@ -89,6 +89,8 @@ def find_problems(
             )
         elif before.end > after.start:
             found.append(Finding(label, "overlap", f"{before.name} and {after.name} overlap"))
+    if config.default_partition and not any(p.is_default for p in existing):
+        found.append(Finding(label, "missing_default", f"{config.table} has no default partition"))
     for p in existing:
         if p.is_default:
             rows = int(fetch(connection, f"SELECT count(*) FROM {qn(p.name)}")[0][0])

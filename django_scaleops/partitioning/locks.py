@@ -14,6 +14,7 @@ from django.db.backends.utils import CursorWrapper
 
 from django_scaleops.conf import conf
 from django_scaleops.partitioning.errors import PartitioningError
+from django_scaleops.partitioning.introspection import Partition, partitions
 
 logger = logging.getLogger("django_scaleops.partitioning")
 
@@ -69,3 +70,11 @@ def maintenance_lock(using: str, table: str, wait_seconds: float = 60.0) -> Iter
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", key)
+
+
+def read_partitions(using: str, table: str) -> list[Partition]:
+    """The partitions of ``table``, read under ``lock_timeout`` (reading bounds opens each partition,
+    which waits behind an ACCESS EXCLUSIVE lock)."""
+    return run_with_lock_timeout(
+        using, lambda _: partitions(connections[using], table), what=f"read the partitions of {table}"
+    )

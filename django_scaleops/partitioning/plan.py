@@ -50,11 +50,6 @@ def partition_name(config: PartitionConfig, start: datetime) -> str:
     return check_identifier(f"{config.table}_{intervals.suffix(start, config.interval)}", "partition name")
 
 
-def default_partition(using: str, config: PartitionConfig) -> str | None:
-    found = [p.name for p in partitions(connections[using], config.table) if p.is_default]
-    return found[0] if found else None
-
-
 def count_in_range(using: str, table: str, key: str, start: datetime, end: datetime) -> int:
     rows = fetch(
         connections[using],
@@ -117,9 +112,16 @@ def build_plan(
     since: datetime | None = None,
     rescue: bool = False,
 ) -> PartitionPlan:
+    from django_scaleops.partitioning.locks import run_with_lock_timeout
+
     plan = PartitionPlan()
     for config in configs:
-        plan.creations += plan_model(config, using=using, now=now, since=since, rescue=rescue)
+
+        def work(_: object, config: PartitionConfig = config) -> list[PlannedPartition]:
+            return plan_model(config, using=using, now=now, since=since, rescue=rescue)
+
+        # Planning reads the default partition: under lock_timeout too, so it never queues behind DDL.
+        plan.creations += run_with_lock_timeout(using, work, what=f"plan {config.label}")
     return plan
 
 
@@ -128,13 +130,13 @@ def apply_plan(
 ) -> int:
     """Create every planned partition that is still missing; returns how many were created."""
     from django_scaleops.partitioning.ddl import create_partition
-    from django_scaleops.partitioning.locks import maintenance_lock
+    from django_scaleops.partitioning.locks import maintenance_lock, read_partitions
 
     created = 0
     for item in plan.creations:
         with maintenance_lock(using, item.config.table):
             # Another run may have done it while we waited for the lock: look again.
-            existing = partitions(connections[using], item.config.table)
+            existing = read_partitions(using, item.config.table)
             if any(p.overlaps(item.start, item.end) for p in existing):
                 report(f"{item.config.label}: {item.name} already exists, skipped")
                 continue
