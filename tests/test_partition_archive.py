@@ -221,3 +221,16 @@ def test_convert_a_populated_table_keeps_every_row(monkeypatch):
     # Primary key (id, created_at), message and message LIKE: each attached to the parent's index.
     assert len(adopted) == 3
     assert all(count == 1 for _, count in adopted)
+
+
+def test_validate_reports_interrupted_work(six_months_of_events, monkeypatch):
+    monkeypatch.setattr(archive, "drop_archived", lambda using, name: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run("archive_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z")
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE partitionapp_event_p2030_01 (LIKE partitionapp_event)")
+    out = StringIO()
+    with pytest.raises(CommandError, match="2 partitioning problem"):
+        call_command("validate_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z", stdout=out)
+    kinds = [line.split(": ")[1] for line in out.getvalue().splitlines()]
+    assert kinds == ["archive_pending", "detached_table"]

@@ -151,11 +151,13 @@ def _detached(using: str, config: PartitionConfig) -> list[ArchiveStep]:
         "SELECT c.relname, d.description FROM pg_class c JOIN pg_description d"
         " ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0"
         " WHERE c.relkind = 'r' AND d.description LIKE %s AND pg_table_is_visible(c.oid)",
-        [f"{MARK} {config.table} %"],
+        [f"{MARK} %"],
     )
     steps = []
     for name, comment in rows:
-        _, _, start, end = comment.split(" ")
+        _, table, start, end = comment.split(" ")
+        if table != config.table:
+            continue
         steps.append(
             ArchiveStep(
                 config,

@@ -55,7 +55,8 @@ def partition_details(config: PartitionConfig, *, using: str, exact: bool = Fals
 @dataclass(frozen=True)
 class Finding:
     model: str
-    kind: str  # gap | overlap | missing_default | rows_in_default | missing_future | missing_index | size_variance
+    kind: str  # gap | overlap | missing_default | rows_in_default | missing_future | missing_index |
+    # archive_pending | detached_table | size_variance
     message: str
 
     def as_dict(self) -> dict[str, str]:
@@ -123,6 +124,24 @@ def find_problems(
         [config.table],
     ):
         found.append(Finding(label, "missing_index", f"{child} has no index attached to {index}"))
+    for name, comment in fetch(
+        connection,
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
+        " WHERE c.relkind = 'r' AND NOT c.relispartition AND pg_table_is_visible(c.oid)"
+        " AND starts_with(c.relname, %s) ORDER BY c.relname",
+        [f"{config.table}_p"],
+    ):
+        if comment and comment.startswith(f"scaleops:archiving {config.table} "):
+            found.append(Finding(label, "archive_pending", f"{name} is detached, waiting for archive_partitions"))
+        else:
+            found.append(
+                Finding(
+                    label,
+                    "detached_table",
+                    f"{name} looks like a partition but is not attached (an interrupted run, or restore"
+                    " --no-attach); its rows are invisible through the model: rerun ensure_partitions or drop it",
+                )
+            )
     current = intervals.floor(now, config.interval)
     closed = [p for p in ranged if p.end is not None and p.end <= current]
     if len(closed) >= 3:
