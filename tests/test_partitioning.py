@@ -21,7 +21,7 @@ from django_scaleops.partitioning.checks import _unique_without_key, check_parti
 from django_scaleops.partitioning.config import PartitionedModel
 from django_scaleops.partitioning.identifiers import check_identifier, qn
 from django_scaleops.partitioning.introspection import is_partitioned, partitions
-from example_project.chat.models import Conversation, Message
+from example_project.chat.models import Conversation, Message, MessageRecipient
 from tests.partitionapp.models import Event, Reading, Ticket, TicketNote
 
 
@@ -434,6 +434,29 @@ def test_example_admin_and_get_by_pk_work_on_partitioned_message(admin_client, d
     assert Message.objects.get(pk=message.pk) == message
     assert admin_client.get("/admin/chat/message/").status_code == 200
     assert admin_client.get(f"/admin/chat/message/{message.pk}/change/").status_code == 200
+    conversation = Conversation.objects.create(title="c", created_by=sender)
+    conversation.participants.set([sender])
+    assert admin_client.get("/admin/chat/conversation/").status_code == 200
+    assert admin_client.get(f"/admin/chat/conversation/{conversation.pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_example_recipient_must_share_its_message_created_at(django_user_model):
+    sender, reader = (django_user_model.objects.create(username=n) for n in ("s", "r"))
+    message = Message.objects.create(sender=sender, body="hello")
+    MessageRecipient.objects.create(message=message, recipient=reader, created_at=message.created_at)
+    connection.check_constraints()
+
+    def recipient_in_another_month() -> None:
+        with transaction.atomic():
+            MessageRecipient.objects.create(
+                message=message, recipient=sender, created_at=message.created_at - timedelta(days=40)
+            )
+            connection.check_constraints()
+
+    with pytest.raises(IntegrityError, match="recipient_message_fk"):
+        recipient_in_another_month()
+    assert list(MessageRecipient.objects.filter(message=message, created_at=message.created_at)) != []
 
 
 @pytest.mark.django_db
