@@ -566,3 +566,30 @@ def test_operations_deconstruct_with_their_options():
     )
     with pytest.raises(PartitioningError, match="not one of"):
         CreatePartitionedModel("Thing", fields=[], interval="hourly")
+
+
+@pytest.mark.django_db
+def test_partitioned_foreign_key_can_be_removed_and_added_by_migrations():
+    constraint = next(c for c in TicketNote._meta.constraints if c.name == "ticketnote_ticket_fk")
+
+    def exists() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'ticketnote_ticket_fk' AND conparentid = 0"
+            )
+            return bool(cursor.fetchone()[0])
+
+    assert exists()
+    with connection.schema_editor() as editor:
+        editor.remove_constraint(TicketNote, constraint)
+    assert not exists()
+    with connection.schema_editor() as editor:
+        editor.add_constraint(TicketNote, constraint)
+    assert exists()
+    _, _, kwargs = constraint.deconstruct()
+    assert kwargs == {
+        "name": "ticketnote_ticket_fk",
+        "fields": ["ticket", "created_at"],
+        "to": "partitionapp.Ticket",
+        "to_fields": ["id", "created_at"],
+    }

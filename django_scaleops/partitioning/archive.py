@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO
 
 from django.core.files import File
 from django.core.files.storage import Storage, storages
@@ -346,7 +346,3 @@ def list_archives(using: str, config: PartitionConfig) -> list[str]:
     except (FileNotFoundError, NotImplementedError):
         return []
     return sorted(f[: -len(".manifest.json")] for f in files if f.endswith(".manifest.json"))
-
-
-def describe_manifest(manifest: Manifest) -> dict[str, Any]:
-    return asdict(manifest)

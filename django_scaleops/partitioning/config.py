@@ -64,10 +64,6 @@ class PartitionConfig:
     def key_column(self) -> str:
         return column_of(self.model, self.key)
 
-    @property
-    def default_name(self) -> str:
-        return check_identifier(f"{self.table}_default", "default partition name")
-
     def validate(self) -> PartitionConfig:
         if self.interval not in INTERVALS:
             raise PartitioningError(f"{self.label}: interval {self.interval!r} is not one of {', '.join(INTERVALS)}")
