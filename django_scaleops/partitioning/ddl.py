@@ -91,15 +91,19 @@ def create_partition(
     if default and not referenced:
         sql = move_rows_sql(default, name, cols, key, start, end)
 
+        def count_waiting(cursor: CursorWrapper) -> int:
+            cursor.execute(f"SELECT count(*) FROM {qn(default)} WHERE {range_condition(key, start, end)}")
+            return int(cursor.fetchone()[0])
+
         def move_batch(cursor: CursorWrapper) -> int:
             cursor.execute(sql, [batch_size])
             return int(cursor.rowcount)
 
-        while True:
-            count = run_with_lock_timeout(using, move_batch, what=f"move rows into {name}")
-            moved += count
-            if count < batch_size:
-                break
+        # Whole batches while more than one batch waits; the last (at most batch_size rows, plus any
+        # that arrive meanwhile) moves with the ATTACH, so a small rescue is a single atomic step.
+        waiting = run_with_lock_timeout(using, count_waiting, what=f"count rows for {name}")
+        for _ in range(max(0, (waiting - 1) // batch_size)):
+            moved += run_with_lock_timeout(using, move_batch, what=f"move rows into {name}")
 
     def attach(cursor: CursorWrapper) -> int:
         rest = 0
@@ -117,7 +121,9 @@ def create_partition(
     try:
         moved += run_with_lock_timeout(using, attach, what=f"attach {name}")
     except IntegrityError as exc:
-        drop_table_if_exists(using, name)  # still empty: the failed transaction moved nothing
+        if not referenced:
+            raise  # rows moved by earlier batches stay in the new table: a rerun finishes the attach
+        drop_table_if_exists(using, name)  # still empty: referenced tables move in that one transaction
         raise PartitioningError(
             f"{config.label}: rows of [{start:%Y-%m-%d}, {end:%Y-%m-%d}) in {default!r} are referenced by a"
             f" foreign key ({exc}); PostgreSQL cannot move referenced rows between partitions. Nothing was"
