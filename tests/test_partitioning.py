@@ -593,3 +593,18 @@ def test_partitioned_foreign_key_can_be_removed_and_added_by_migrations():
         "to": "partitionapp.Ticket",
         "to_fields": ["id", "created_at"],
     }
+
+
+def test_partition_names_are_recognised_exactly():
+    assert intervals.is_partition_name("chat_conversation", "chat_conversation_p2024_01")
+    assert intervals.is_partition_name("chat_conversation", "chat_conversation_p2024q3")
+    assert intervals.is_partition_name("chat_conversation", "chat_conversation_legacy")
+    # The many-to-many table of the same model is not one of its partitions.
+    assert not intervals.is_partition_name("chat_conversation", "chat_conversation_participants")
+    assert not intervals.is_partition_name("chat_message", "chat_messagerecipient_p2024_01")
+
+
+@pytest.mark.django_db
+def test_example_project_partitions_validate_clean():
+    out = run("validate_partitions", model=["chat.Conversation", "chat.Message"])
+    assert "no problems found" in out

@@ -124,12 +124,16 @@ def find_problems(
         [config.table],
     ):
         found.append(Finding(label, "missing_index", f"{child} has no index attached to {index}"))
-    for name, comment in fetch(
-        connection,
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
-        " WHERE c.relkind = 'r' AND NOT c.relispartition AND pg_table_is_visible(c.oid)"
-        " AND starts_with(c.relname, %s) ORDER BY c.relname",
-        [f"{config.table}_p"],
+    for name, comment in (
+        row
+        for row in fetch(
+            connection,
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
+            " WHERE c.relkind = 'r' AND NOT c.relispartition AND pg_table_is_visible(c.oid)"
+            " AND starts_with(c.relname, %s) ORDER BY c.relname",
+            [f"{config.table}_"],
+        )
+        if intervals.is_partition_name(config.table, row[0])
     ):
         if comment and comment.startswith(f"scaleops:archiving {config.table} "):
             found.append(Finding(label, "archive_pending", f"{name} is detached, waiting for archive_partitions"))

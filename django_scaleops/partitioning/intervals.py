@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 from django_scaleops.partitioning.errors import PartitioningError
 
 INTERVALS = ("day", "week", "month", "quarter", "year")
+
+# What ``suffix`` produces, plus ConvertToPartitioned's first partition.
+SUFFIX = re.compile(r"p\d{4}(_\d{2}(_\d{2})?|w\d{2}|q[1-4])?|legacy")
+
+
+def is_partition_name(table: str, name: str) -> bool:
+    """Whether ``name`` is a name this package gives partitions of ``table``."""
+    return name.startswith(f"{table}_") and SUFFIX.fullmatch(name[len(table) + 1 :]) is not None
 
 
 def _check(interval: str) -> None:
