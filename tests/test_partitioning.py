@@ -363,10 +363,15 @@ def test_partitioned_foreign_key_enforces_the_co_partitioned_reference():
 def test_partition_info_reports_ranges_rows_sizes_and_indexes():
     run("ensure_partitions", model=["partitionapp.Event"], now="2024-01-15T00:00:00Z")
     Event.objects.bulk_create(Event(name="x", created_at=utc(2024, 1, d)) for d in range(1, 11))
+    before_analyze = json.loads(run("partition_info", model=["partitionapp.Event"], json=True))
+    assert before_analyze[0]["estimated_rows"] is None  # unknown until ANALYZE, not zero
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE partitionapp_event")
     data = json.loads(run("partition_info", model=["partitionapp.Event"], exact=True, json=True))
     by_name = {row["partition"]: row for row in data}
     january = by_name["partitionapp_event_p2024_01"]
     assert january["rows"] == 10
+    assert january["estimated_rows"] == 10
     assert january["from"] == "2024-01-01T00:00:00+00:00"
     assert january["to"] == "2024-02-01T00:00:00+00:00"
     assert january["bytes"] > 0

@@ -23,7 +23,9 @@ def partition_details(config: PartitionConfig, *, using: str, exact: bool = Fals
     for p in partitions(connection, config.table):
         estimated, size = fetch(
             connection,
-            "SELECT greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) FROM pg_class c"
+            # reltuples is -1 until the first ANALYZE: unknown, not zero.
+            "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,"
+            " pg_total_relation_size(c.oid) FROM pg_class c"
             " WHERE c.oid = to_regclass(quote_ident(%s))",
             [p.name],
         )[0]
@@ -42,7 +44,7 @@ def partition_details(config: PartitionConfig, *, using: str, exact: bool = Fals
             "default": p.is_default,
             "from": p.start.isoformat() if p.start else None,
             "to": p.end.isoformat() if p.end else None,
-            "estimated_rows": int(estimated),
+            "estimated_rows": None if estimated is None else int(estimated),
             "bytes": int(size),
             "indexes": indexes,
         }

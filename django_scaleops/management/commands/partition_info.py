@@ -30,7 +30,8 @@ class Command(BaseCommand):
             self.stdout.write(self.style.MIGRATE_HEADING(f"{config.label} ({config.table}, by {config.interval})"))
             for row in (r for r in details if r["model"] == config.label):
                 span = "DEFAULT" if row["default"] else f"[{row['from'] or '-inf'}, {row['to'] or '+inf'})"
+                rows = "?" if row[rows_key] is None else f"{row[rows_key]:,}"
                 self.stdout.write(
-                    f"  {row['partition']:<40} {span:<54} {row[rows_key]:>12,} rows"
+                    f"  {row['partition']:<40} {span:<54} {rows:>12} rows"
                     f" {row['bytes'] / 1024:>10,.0f} KiB  {len(row['indexes'])} indexes: {', '.join(row['indexes'])}"
                 )
