@@ -613,3 +613,19 @@ def test_partition_names_are_recognised_exactly():
 def test_example_project_partitions_validate_clean():
     out = run("validate_partitions", model=["chat.Conversation", "chat.Message"])
     assert "no problems found" in out
+
+
+@pytest.mark.django_db
+def test_validate_flags_a_partition_far_from_the_median_size():
+    from django_scaleops.partitioning.health import find_problems
+
+    run("ensure_partitions", model=["partitionapp.Event"], now="2024-05-15T00:00:00Z", since="2024-01-01")
+    Event.objects.bulk_create(
+        Event(name="x" * 80, created_at=utc(2024, 2, 1) + timedelta(minutes=i)) for i in range(4000)
+    )
+    Event.objects.bulk_create(Event(name="y", created_at=utc(2024, m, 2)) for m in (1, 3, 4))
+    config = get_config("partitionapp.Event")
+    findings = find_problems(config, using="default", now=utc(2024, 5, 15), min_median_bytes=0)
+    assert [(f.kind, f.message.split()[0]) for f in findings] == [("size_variance", "partitionapp_event_p2024_02")]
+    # With the default floor (a median of at least 1 MiB), small tables are not judged.
+    assert find_problems(config, using="default", now=utc(2024, 5, 15)) == []
