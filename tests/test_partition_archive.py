@@ -11,7 +11,7 @@ import pytest
 from django.core.files.storage import storages
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.test.utils import override_settings
+from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_scaleops.partitioning import archive
 from django_scaleops.partitioning.convert import convert_table
@@ -234,3 +234,28 @@ def test_validate_reports_interrupted_work(six_months_of_events, monkeypatch):
         call_command("validate_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z", stdout=out)
     kinds = [line.split(": ")[1] for line in out.getvalue().splitlines()]
     assert kinds == ["archive_pending", "detached_table"]
+
+
+def test_convert_reuses_a_check_and_index_prepared_beforehand(monkeypatch):
+    monkeypatch.setattr(LegacyLog._meta, "managed", True)
+    with connection.schema_editor() as editor:
+        editor.create_model(LegacyLog)
+    LegacyLog.objects.bulk_create(LegacyLog(message=f"m{i}", created_at=utc(2024, 1, 1 + i)) for i in range(20))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE partitionapp_legacylog ADD CONSTRAINT scaleops_partition_range"
+            " CHECK (created_at IS NOT NULL AND created_at < '2024-09-01') NOT VALID"
+        )
+        cursor.execute("ALTER TABLE partitionapp_legacylog VALIDATE CONSTRAINT scaleops_partition_range")
+        cursor.execute(
+            "CREATE UNIQUE INDEX partitionapp_legacylog_pkey_partitioned ON partitionapp_legacylog (id, created_at)"
+        )
+    with CaptureQueriesContext(connection) as queries, connection.schema_editor(collect_sql=False) as editor:
+        convert_table(
+            editor, LegacyLog, key="created_at", interval="month", default_partition=False, now=utc(2024, 8, 20)
+        )
+    assert is_partitioned(connection, "partitionapp_legacylog")
+    assert LegacyLog.objects.count() == 20
+    statements = " ".join(q["sql"] for q in queries)
+    assert "VALIDATE CONSTRAINT" not in statements
+    assert 'ADD CONSTRAINT "scaleops_partition_range"' not in statements

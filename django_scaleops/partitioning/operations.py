@@ -143,12 +143,13 @@ class ConvertToPartitioned(Operation):
     """Turn the existing, populated table of ``model_name`` into a partitioned one, losing no row.
 
     The old table becomes the first partition, ``[MINVALUE, start of the next interval)``; later
-    partitions come from ``ensure_partitions``. Steps, all in the migration's transaction:
+    partitions come from ``ensure_partitions``. Steps, in the migration's transaction (so the
+    first ALTER's ACCESS EXCLUSIVE lock lasts until commit: on a large table, prepare steps 1
+    and 2 beforehand as docs/partitioning.md shows, and they are reused):
 
-    1. a CHECK covering that range is added NOT VALID, then validated (a full scan under SHARE
-       UPDATE EXCLUSIVE: reads and writes continue);
-    2. the primary key becomes ``(id, key)`` (builds one unique index: a scan that blocks writes,
-       not reads; create ``<table>_pkey_partitioned`` CONCURRENTLY beforehand to make it instant);
+    1. a CHECK covering that range (``scaleops_partition_range``) is added NOT VALID, then
+       validated (a full scan);
+    2. the primary key becomes ``(id, key)`` (one build of ``<table>_pkey_partitioned``);
     3. the table is renamed, the partitioned parent is created under the old name, and the old
        table is attached (the CHECK makes the attach skip its scan) - milliseconds under an
        ACCESS EXCLUSIVE lock;
