@@ -259,3 +259,22 @@ def test_convert_reuses_a_check_and_index_prepared_beforehand(monkeypatch):
     statements = " ".join(q["sql"] for q in queries)
     assert "VALIDATE CONSTRAINT" not in statements
     assert 'ADD CONSTRAINT "scaleops_partition_range"' not in statements
+
+
+def test_archive_false_drops_without_an_archive(six_months_of_events, archive_storage):
+    with override_settings(SCALEOPS_PARTITION_MODELS={"partitionapp.Event": {"archive": False}}):
+        out = run("archive_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z")
+    assert "dropped partitionapp_event_p2024_01 (archive=False)" in out
+    assert not table_exists(connection, "partitionapp_event_p2024_02")
+    assert archived_files(archive_storage) == []
+    assert sorted(events_by_month()) == [3, 4, 5, 6]
+
+
+def test_restore_without_attach_leaves_a_standalone_table(six_months_of_events):
+    run("archive_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z")
+    out = run("restore_partition", "partitionapp.Event", "partitionapp_event_p2024_02", no_attach=True)
+    assert "attached" not in out
+    assert 2 not in events_by_month()  # not visible through the model
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, name, created_at FROM partitionapp_event_p2024_02 ORDER BY id")
+        assert cursor.fetchall() == six_months_of_events[2]
