@@ -76,3 +76,14 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# archive_partitions writes verified partition archives here (an S3Storage alias in production).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "partition_archive": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": os.environ.get("EXAMPLE_ARCHIVE_DIR", str(BASE_DIR / "var" / "partition-archive"))},
+    },
+}
+SCALEOPS_PARTITION_ARCHIVE_STORAGE = "partition_archive"
