@@ -629,3 +629,28 @@ def test_validate_flags_a_partition_far_from_the_median_size():
     assert [(f.kind, f.message.split()[0]) for f in findings] == [("size_variance", "partitionapp_event_p2024_02")]
     # With the default floor (a median of at least 1 MiB), small tables are not judged.
     assert find_problems(config, using="default", now=utc(2024, 5, 15)) == []
+
+
+@pytest.mark.django_db
+def test_children_take_their_parent_created_at_when_left_empty(django_user_model):
+    from example_project.chat.models import ConversationMessage
+
+    sender, reader = (django_user_model.objects.create(username=n) for n in ("s", "r"))
+    message = Message.objects.create(sender=sender, body="hello", created_at=utc(2024, 1, 31, 23, 59))
+    saved = MessageRecipient.objects.create(message=message, recipient=reader)
+    assert saved.created_at == message.created_at
+    # bulk_create with only the id: one query fetches the parents' created_at.
+    conversation = Conversation.objects.create(title="c", created_by=sender)
+    with CaptureQueriesContext(connection) as queries:
+        (placed,) = ConversationMessage.objects.bulk_create(
+            [ConversationMessage(conversation=conversation, message_id=message.pk)]
+        )
+    assert placed.created_at == message.created_at
+    assert len(queries) == 2  # the lookup and the INSERT
+    connection.check_constraints()  # the database's foreign keys agree
+    # An explicit value is kept (and checked by the database).
+    explicit = MessageRecipient(message=message, recipient=sender, created_at=utc(2024, 3, 1))
+    explicit.save()
+    assert explicit.created_at == utc(2024, 3, 1)
+    with pytest.raises(IntegrityError):
+        connection.check_constraints()

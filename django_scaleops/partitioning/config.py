@@ -17,6 +17,7 @@ model without touching its code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -29,15 +30,37 @@ from django_scaleops.partitioning.identifiers import check_identifier, column_of
 from django_scaleops.partitioning.intervals import INTERVALS
 
 
+class PartitionedQuerySet(models.QuerySet[Any]):
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        from django_scaleops.partitioning.constraints import fill_partition_keys
+
+        objs = list(objs)
+        fill_partition_keys(self.model, objs, using=self.db)
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+PartitionedManager = models.Manager.from_queryset(PartitionedQuerySet)
+
+
 class PartitionedModel(models.Model):
     """Marks a model as range-partitioned by its ``created_at`` (see ``Partitioning``).
 
     Django keeps ``id`` as the primary key (so ``get(pk=...)``, relations and the admin work);
-    on the database the primary key is ``(id, created_at)``, as PostgreSQL requires.
+    on the database the primary key is ``(id, created_at)``, as PostgreSQL requires. Rows of a
+    co-partitioned child (a ``PartitionedForeignKey``) saved without ``created_at`` take their
+    parent's, in ``save()`` and ``bulk_create()``.
     """
+
+    objects = PartitionedManager()
 
     class Meta:
         abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        from django_scaleops.partitioning.constraints import fill_partition_keys
+
+        fill_partition_keys(type(self), [self], using=kwargs.get("using"))
+        super().save(*args, **kwargs)
 
 
 @dataclass(frozen=True)

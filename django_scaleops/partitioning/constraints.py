@@ -85,3 +85,38 @@ class PartitionedForeignKey(BaseConstraint):
         path = "django_scaleops.partitioning.PartitionedForeignKey"
         kwargs.update(fields=list(self.fields), to=self.to, to_fields=list(self.to_fields))
         return path, args, kwargs
+
+
+def fill_partition_keys(model: type[models.Model], objs: Sequence[models.Model], using: str | None = None) -> None:
+    """Give each row the ``created_at`` of the row it references, when it has none yet.
+
+    For every ``PartitionedForeignKey(fields=[fk, key], to_fields=[pk, key])`` of ``model``: a row
+    whose ``key`` is None takes it from the referenced instance when it is loaded, else from one
+    query for all of them. ``PartitionedModel.save()`` and ``bulk_create()`` call this, so
+    ``MessageRecipient(message=m, recipient=u)`` lands in ``m``'s partition, as its key requires.
+    """
+    for constraint in model._meta.constraints:
+        if not isinstance(constraint, PartitionedForeignKey) or len(constraint.fields) != 2:
+            continue
+        fk = model._meta.get_field(constraint.fields[0])
+        key, remote_key = constraint.fields[1], constraint.to_fields[1]
+        if not isinstance(fk, models.ForeignKey):
+            continue
+        lookup: list[models.Model] = []
+        for obj in objs:
+            if getattr(obj, key) is not None:
+                continue
+            if fk.is_cached(obj) and getattr(obj, fk.name) is not None:
+                setattr(obj, key, getattr(getattr(obj, fk.name), remote_key))
+            elif getattr(obj, fk.attname) is not None:
+                lookup.append(obj)
+        if lookup:
+            target = fk.related_model
+            assert not isinstance(target, str)
+            found = dict(
+                target._base_manager.using(using)
+                .filter(pk__in={getattr(obj, fk.attname) for obj in lookup})
+                .values_list("pk", remote_key)
+            )
+            for obj in lookup:
+                setattr(obj, key, found.get(getattr(obj, fk.attname)))

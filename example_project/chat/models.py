@@ -70,7 +70,7 @@ class ConversationMessage(PartitionedModel):
         Conversation, on_delete=models.CASCADE, related_name="entries", db_constraint=False
     )
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="placements", db_constraint=False)
-    created_at = models.DateTimeField(default=timezone.now)  # the message's created_at
+    created_at = models.DateTimeField()  # the message's: filled from it when left empty
 
     class Meta:
         constraints = [
@@ -105,7 +105,7 @@ class MessageRecipient(PartitionedModel):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENT)
     delivered_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)  # the message's created_at
+    created_at = models.DateTimeField()  # the message's: filled from it when left empty
 
     class Meta:
         constraints = [

@@ -58,7 +58,7 @@ class Migration(migrations.Migration):
             name="ConversationMessage",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("created_at", models.DateTimeField()),
                 (
                     "conversation",
                     models.ForeignKey(
@@ -93,7 +93,7 @@ class Migration(migrations.Migration):
                 ),
                 ("delivered_at", models.DateTimeField(blank=True, null=True)),
                 ("read_at", models.DateTimeField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("created_at", models.DateTimeField()),
                 (
                     "message",
                     models.ForeignKey(
