@@ -51,3 +51,10 @@ class ScaleOpsConfig(AppConfig):
         register(ratelimit_checks.check_tiers, Tags.database)
         receivers.connect()
         metrics.register_source("ratelimit", gcra.stats.snapshot)
+        from django_scaleops.partitioning.checks import check_partitioned_models
+
+        register(check_partitioned_models)
+        from django_scaleops.metrics import register_source
+        from django_scaleops.partitioning.health import partition_metrics
+
+        register_source("partitions", partition_metrics)

@@ -141,6 +141,19 @@ class Settings:
     )
 
     # ---- partitioning (SCALEOPS_PARTITION_*)
+    SCALEOPS_PARTITION_MODELS = Setting[dict[str, dict[str, object]]](
+        {}, dict, "Per-model partitioning overrides: {'app.Model': {'retention': 12, 'premake': 3, ...}}."
+    )
+    SCALEOPS_PARTITION_PREMAKE = Setting(3, int, "Partitions created ahead of the current one, unless a model says.")
+    SCALEOPS_PARTITION_LOCK_TIMEOUT_MS = Setting(
+        1000, int, "lock_timeout of each partition DDL step; a busy lock is retried rather than waited on."
+    )
+    SCALEOPS_PARTITION_LOCK_RETRIES = Setting(5, int, "Retries of a DDL step whose lock stayed busy.")
+    SCALEOPS_PARTITION_BATCH_SIZE = Setting(10_000, int, "Rows moved per committed batch out of a default partition.")
+    SCALEOPS_PARTITION_ARCHIVE_STORAGE = Setting(
+        "default", str, "Alias in STORAGES that receives partition archives (FileSystemStorage by default)."
+    )
+    SCALEOPS_PARTITION_ARCHIVE_PREFIX = Setting("scaleops-archive", str, "Folder of the archives in that storage.")
 
     # ---- rate limiting (SCALEOPS_THROTTLE_*)
     SCALEOPS_THROTTLE_CACHE = Setting(

@@ -16,6 +16,7 @@ def main() -> None:
     from example_project.chat.models import Conversation, Message
 
     call_command("migrate", interactive=False, verbosity=0)
+    call_command("ensure_partitions")  # what a cron job runs daily in production
     if not Message.objects.exists():
         call_command("seed_demo_data")
     conversation = Conversation.objects.order_by("-last_message_at").first()

@@ -128,3 +128,14 @@ SCALEOPS_APM_DATADOG_AGENT_URL = os.environ.get("DD_TRACE_AGENT_URL", "")
 SCALEOPS_THROTTLE_ANONYMOUS_TIER = os.environ.get("EXAMPLE_ANONYMOUS_TIER") or None
 SCALEOPS_THROTTLE_EXEMPT_PATHS = ["/admin/", "/static/"]
 SCALEOPS_THROTTLE_GITHUB_HEADERS = True
+
+# archive_partitions writes verified partition archives here (an S3Storage alias in production).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "partition_archive": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": os.environ.get("EXAMPLE_ARCHIVE_DIR", str(BASE_DIR / "var" / "partition-archive"))},
+    },
+}
+SCALEOPS_PARTITION_ARCHIVE_STORAGE = "partition_archive"

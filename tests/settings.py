@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "tests.bulkapp",
     "tests.routerapp",
     "tests.cacheapp",
+    "tests.partitionapp",
 ]
 
 MIDDLEWARE = [

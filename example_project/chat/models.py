@@ -2,7 +2,15 @@
 
 A ``Message`` is written once by its sender; ``ConversationMessage`` places it in a conversation
 (a message forwarded to two conversations has two rows); ``MessageRecipient`` tracks delivery
-to each recipient. Every table carries ``created_at``: the partitioning key of later releases.
+to each recipient. All four tables are partitioned by month on ``created_at``
+(django-scaleops' ``PartitionedModel``; ``manage.py ensure_partitions`` keeps partitions ahead).
+
+Relations to a partitioned table follow one pattern (docs/partitioning.md): a ``ConversationMessage``
+or ``MessageRecipient`` row has the ``created_at`` of its message, so the three message tables are
+co-partitioned, and a ``PartitionedForeignKey`` on ``(message_id, created_at)`` is the database's
+foreign key (Django's ``ForeignKey`` keeps ``db_constraint=False``: it would point at ``id`` alone).
+References to a conversation carry no such key (a conversation is older than its messages), so they
+are plain ``db_constraint=False`` references that Django's ``on_delete`` maintains.
 """
 
 from __future__ import annotations
@@ -11,22 +19,35 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from django_scaleops.partitioning import PartitionedForeignKey, PartitionedModel
 
-class Conversation(models.Model):
+
+class MonthlyPartitions:
+    interval = "month"
+    premake = 3
+
+
+class Conversation(PartitionedModel):
     title = models.CharField(max_length=200)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    participants = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="conversations", blank=True)
+    # The link table cannot have a database FK to a partitioned table on id alone.
+    participants = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="conversations", blank=True, db_constraint=False
+    )
     created_at = models.DateTimeField(default=timezone.now)
     last_message_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["-last_message_at"], name="conversation_recent_idx")]
 
+    class Partitioning(MonthlyPartitions):
+        retention = None  # conversations stay; their messages age out
+
     def __str__(self) -> str:
         return self.title
 
 
-class Message(models.Model):
+class Message(PartitionedModel):
     sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="messages_sent")
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
@@ -37,42 +58,64 @@ class Message(models.Model):
             models.Index(fields=["created_at"], name="message_created_idx"),
         ]
 
+    class Partitioning(MonthlyPartitions):
+        retention = 24
+
     def __str__(self) -> str:
         return f"Message {self.pk} from {self.sender_id}"
 
 
-class ConversationMessage(models.Model):
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="entries")
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="placements")
-    created_at = models.DateTimeField(default=timezone.now)
+class ConversationMessage(PartitionedModel):
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="entries", db_constraint=False
+    )
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="placements", db_constraint=False)
+    created_at = models.DateTimeField()  # the message's: filled from it when left empty
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["conversation", "message"], name="conversation_message_unique"),
+            models.UniqueConstraint(
+                fields=["conversation", "message", "created_at"], name="conversation_message_unique"
+            ),
+            PartitionedForeignKey(
+                fields=["message", "created_at"],
+                to="chat.Message",
+                to_fields=["id", "created_at"],
+                name="convmsg_message_fk",
+            ),
         ]
         # The hot path: the newest messages of one conversation, paged by created_at.
         indexes = [models.Index(fields=["conversation", "-created_at"], name="convmsg_recent_idx")]
+
+    class Partitioning(MonthlyPartitions):
+        retention = 24
 
     def __str__(self) -> str:
         return f"Message {self.message_id} in conversation {self.conversation_id}"
 
 
-class MessageRecipient(models.Model):
+class MessageRecipient(PartitionedModel):
     class Status(models.TextChoices):
         SENT = "sent"
         DELIVERED = "delivered"
         READ = "read"
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients", db_constraint=False)
     recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENT)
     delivered_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField()  # the message's: filled from it when left empty
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["message", "recipient"], name="message_recipient_unique"),
+            models.UniqueConstraint(fields=["message", "recipient", "created_at"], name="message_recipient_unique"),
+            PartitionedForeignKey(
+                fields=["message", "created_at"],
+                to="chat.Message",
+                to_fields=["id", "created_at"],
+                name="recipient_message_fk",
+            ),
         ]
         indexes = [
             # "Unread messages of a user" without scanning read ones.
@@ -82,6 +125,9 @@ class MessageRecipient(models.Model):
                 condition=models.Q(read_at__isnull=True),
             ),
         ]
+
+    class Partitioning(MonthlyPartitions):
+        retention = 24
 
     def __str__(self) -> str:
         return f"Message {self.message_id} to {self.recipient_id}: {self.status}"

@@ -1,0 +1,78 @@
+"""System checks for partitioned models (IDs scaleops.E401-E404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error
+from django.db import models
+
+from django_scaleops.conf import conf
+from django_scaleops.partitioning.config import PartitionedModel, config_for
+from django_scaleops.partitioning.errors import PartitioningError
+
+
+def check_partitioned_models(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    labels = set()
+    for model in apps.get_models():
+        if not issubclass(model, PartitionedModel):
+            continue
+        labels.add(model._meta.label)
+        try:
+            config = config_for(model)
+        except PartitioningError as exc:
+            messages.append(
+                Error(str(exc), hint="See docs/partitioning.md for the options.", obj=model, id="scaleops.E402")
+            )
+            continue
+        assert config is not None
+        messages += _unique_without_key(model, config.key)
+    overrides = conf.SCALEOPS_PARTITION_MODELS
+    if isinstance(overrides, dict):
+        for label in sorted(set(overrides) - labels):
+            messages.append(
+                Error(
+                    f"SCALEOPS_PARTITION_MODELS names {label!r}, which is not an installed PartitionedModel.",
+                    hint=f"Partitioned models: {', '.join(sorted(labels)) or 'none'}.",
+                    id="scaleops.E403",
+                )
+            )
+    alias = conf.SCALEOPS_PARTITION_ARCHIVE_STORAGE
+    if alias not in settings.STORAGES:
+        messages.append(
+            Error(
+                f"SCALEOPS_PARTITION_ARCHIVE_STORAGE is {alias!r}, which is not a key of STORAGES.",
+                hint=f"Use one of {sorted(settings.STORAGES)} or add {alias!r} to STORAGES.",
+                id="scaleops.E404",
+            )
+        )
+    return messages
+
+
+def _unique_without_key(model: type[models.Model], key: str) -> list[CheckMessage]:
+    """PostgreSQL refuses a unique index on a partitioned table that lacks the partition key."""
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for field in model._meta.local_fields:
+        if field.unique and not field.primary_key:
+            found.append((f"field {field.name!r} (unique=True)", (field.name,)))
+    for together in model._meta.unique_together:
+        found.append((f"unique_together {tuple(together)!r}", tuple(together)))
+    for constraint in model._meta.constraints:
+        if isinstance(constraint, models.UniqueConstraint) and constraint.fields:
+            found.append((f"UniqueConstraint {constraint.name!r}", tuple(constraint.fields)))
+        elif isinstance(constraint, models.UniqueConstraint):
+            found.append((f"UniqueConstraint {constraint.name!r} on expressions", ()))
+    return [
+        Error(
+            f"{model._meta.label}: {what} does not include the partition key {key!r}.",
+            hint=f"Add {key!r} to it: PostgreSQL enforces uniqueness on a partitioned table only with the"
+            " partition key (e.g. fields=[..., 'created_at']).",
+            obj=model,
+            id="scaleops.E401",
+        )
+        for what, names in found
+        if key not in names
+    ]
