@@ -58,7 +58,7 @@ class SentryCollector:
                 if encoding == "gzip":
                     body = gzip.decompress(body)
                 elif encoding == "br":  # sentry-sdk prefers brotli whenever it is installed
-                    import brotli
+                    import brotli  # type: ignore[import-untyped]
 
                     body = brotli.decompress(body)
                 collector.add(body.decode("utf-8", "replace"))

@@ -154,7 +154,7 @@ class CachedQuerySet(models.QuerySet[M]):
         )
         # With replicas, filling from the primary keeps replication lag out of the cache. An
         # explicit .using() on the queryset is the caller's choice and is kept.
-        fill_using = None if queryset._db else conf.SCALEOPS_CACHE_FILL_USING or router_primary()
+        fill_using = None if getattr(queryset, "_db", None) else conf.SCALEOPS_CACHE_FILL_USING or router_primary()
         return fetch_through(entry, lambda: evaluate(queryset.using(fill_using) if fill_using else queryset.all()))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from django_scaleops import metrics
 from django_scaleops.conf import conf
 from django_scaleops.monitoring import aggregate
-from django_scaleops.monitoring.monitor import monitor
+from django_scaleops.monitoring.monitor import monitor, unmonitored
 from django_scaleops.monitoring.stats import QueryStats
 
 logger = logging.getLogger("django_scaleops.monitoring")
@@ -42,5 +42,11 @@ def query_report(stats: QueryStats | None = None, scope: str = "process") -> dic
             degraded=conf.SCALEOPS_MONITOR_DEGRADED_SHARE,
             unhealthy=conf.SCALEOPS_MONITOR_UNHEALTHY_SHARE,
         ),
-        "sources": metrics.collect(),
+        "sources": _sources(),
     }
+
+
+def _sources() -> dict[str, Any]:
+    # Sources may query the database (partition sizes, ...): that is not the application's load.
+    with unmonitored():
+        return metrics.collect()

@@ -181,7 +181,7 @@ def key_identity(api_key_id: int) -> str:
 
 def redis_connection() -> Any:
     """The Redis client of the throttle cache: django-redis' own pool, no second one."""
-    from django_redis import get_redis_connection  # type: ignore[import-untyped]
+    from django_redis import get_redis_connection
 
     return get_redis_connection(conf.SCALEOPS_THROTTLE_CACHE)
 
