@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from io import StringIO
 
 import pytest
@@ -308,9 +309,14 @@ def test_stale_value_served_while_another_caller_holds_the_lease():
 
 def test_xfetch_refreshes_early_when_the_fetch_is_costly():
     calls = iter(range(10))
+
+    def costly() -> int:
+        time.sleep(0.01)  # with beta 1e9, 10 ms of fetch time makes the early refresh certain
+        return next(calls)
+
     with override_settings(SCALEOPS_CACHE_XFETCH_BETA=1e9):
-        assert with_cache("xf:k", lambda: next(calls), 60) == 0
-        assert with_cache("xf:k", lambda: next(calls), 60) == 1
+        assert with_cache("xf:k", costly, 60) == 0
+        assert with_cache("xf:k", costly, 60) == 1
     with override_settings(SCALEOPS_CACHE_XFETCH_BETA=0):
         assert with_cache("xf:k", lambda: next(calls), 60) == 1
     assert stats.snapshot()["prefixes"]["xf"]["early_refreshes"] == 1
