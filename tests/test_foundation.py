@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
@@ -103,3 +105,13 @@ def test_a_value_of_the_wrong_type_reads_as_the_default():
     default = Settings.declared()["SCALEOPS_SLOW_QUERY_MS"].default
     value = conf.SCALEOPS_SLOW_QUERY_MS
     assert value == default
+
+
+def test_every_check_id_is_documented_once():
+    root = Path(__file__).resolve().parent.parent
+    used = set()
+    for path in (root / "django_scaleops").rglob("*.py"):
+        used |= set(re.findall(r"scaleops\.[EW]\d{3}", path.read_text()))
+    documented = re.findall(r"^\| `(scaleops\.[EW]\d{3})`", (root / "docs" / "settings.md").read_text(), re.M)
+    assert len(documented) == len(set(documented)), "an ID is documented twice"
+    assert used - set(documented) == set(), "check IDs used in code but missing from docs/settings.md"
