@@ -48,6 +48,9 @@ def setup_django(extra_apps: tuple[str, ...] = ()) -> None:
 
     if extra_apps:
         settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, *extra_apps]
+    # The cache alone, every read on the primary: the probe function advances a sequence, which
+    # a hot standby refuses, and replica routing is measured by bench_router.py.
+    settings.DATABASE_ROUTERS = []
     # The same Redis with our 1 KB zlib compressor (own key prefix), for the compression figures.
     default = settings.CACHES["default"]
     compressed = {"COMPRESSOR": "django_scaleops.cache.compressors.ZlibCompressor"}

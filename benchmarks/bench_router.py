@@ -190,11 +190,12 @@ class JsonWorker(Worker):
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(f"{count}\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
-        figures: dict[str, Any] = json.loads(line)
-        return figures
+        while line := self.proc.stdout.readline():
+            # Skip log lines that share the worker's stdout (JSON log lines have no "reads").
+            figures: dict[str, Any] = json.loads(line) if line.startswith("{") else {}
+            if "reads" in figures:
+                return figures
+        raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
 
 
 # ---- main -------------------------------------------------------------------------------

@@ -69,10 +69,14 @@ class Worker:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(f"{count}\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
-        return float(line)
+        # Log lines may share the worker's stdout (a StreamHandler): the figure is the first
+        # line that is a number.
+        while line := self.proc.stdout.readline():
+            try:
+                return float(line)
+            except ValueError:
+                continue
+        raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
 
     def close(self) -> None:
         if self.proc.stdin:
