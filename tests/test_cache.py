@@ -30,7 +30,7 @@ from django_scaleops.cache import (
     with_cache,
 )
 from django_scaleops.cache.checks import check_cache
-from django_scaleops.cache.invalidation import _declared
+from django_scaleops.cache.invalidation import _declared, wrote_in_transaction
 from django_scaleops.cache.keys import written_tables
 from django_scaleops.cache.warmers import unregister_warmer
 from django_scaleops.signals import bulk_write_committed
@@ -577,3 +577,13 @@ def test_statistics_are_flushed_to_redis_as_cluster_totals():
     assert cluster.snapshot()["prefixes"]["cl"]["hits"] == 6
     with override_settings(SCALEOPS_CACHE_STATS_FLUSH_SECONDS=0):
         assert "cluster" not in metrics.collect()["cache"]
+
+
+def test_without_a_redis_cache_writes_queue_no_invalidation(books):
+    locmem = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    with override_settings(CACHES=locmem), transaction.atomic():
+        Book.objects.filter(pk=books[0].pk).update(pages=99)
+        assert not wrote_in_transaction()
+    with transaction.atomic():
+        Book.objects.filter(pk=books[0].pk).update(pages=98)
+        assert wrote_in_transaction()

@@ -10,13 +10,16 @@ tiers of every process.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils.module_loading import import_string
 
 from django_scaleops.cache import l1
 from django_scaleops.cache.backend import gate
@@ -189,7 +192,7 @@ def wrote_in_transaction() -> bool:
 
 def execute_wrapper(execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
     result = execute(sql, params, many, context)
-    if isinstance(sql, str) and conf.SCALEOPS_CACHE_ENABLED:
+    if isinstance(sql, str) and conf.SCALEOPS_CACHE_ENABLED and redis_cache_configured():
         tables = written_tables(sql)
         if tables is None:
             queue(Writes({ALL_TABLES}), context["connection"].alias)
@@ -206,6 +209,23 @@ def _precise(sql: str, params: Any, many: bool, tables: set[str]) -> Writes:
         if rows is not None:
             return Writes(rows=[(rows[0], pk) for pk in rows[1]])
     return Writes(tables)
+
+
+@functools.lru_cache(maxsize=16)
+def _is_django_redis(backend: str) -> bool:
+    try:
+        from django_redis.cache import RedisCache
+
+        return issubclass(import_string(backend), RedisCache)
+    except ImportError:
+        return False
+
+
+def redis_cache_configured() -> bool:
+    """Whether the cache alias is a django-redis cache. Without one nothing is cached, so writes
+    have nothing to invalidate (checks scaleops.E301/E302 report the setting)."""
+    config = settings.CACHES.get(conf.SCALEOPS_CACHE_ALIAS)
+    return config is not None and _is_django_redis(str(config.get("BACKEND", "")))
 
 
 def install_wrapper(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
