@@ -41,6 +41,7 @@ from django_scaleops.http.negotiation import (
     encoders,
     offered_encodings,
 )
+from django_scaleops.middleware.base import HybridMiddleware
 
 _COMMA = re.compile(r"\s*,\s*")
 _CONDITIONAL_HEADERS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE")
@@ -234,24 +235,13 @@ def _unweaken_if_ours(response: HttpResponseBase) -> None:
         response.headers["ETag"] = etag[2:]
 
 
-class CacheControlMiddleware:
+class CacheControlMiddleware(HybridMiddleware):
     """A default ``Cache-Control: max-age`` for successful GET/HEAD under ``SCALEOPS_HTTP_CACHE_PATHS``.
 
     A view's own Cache-Control is kept. A response that sets cookies, or varies on Cookie or
     Authorization, is made ``private`` so shared caches never keep one user's page for another.
     ``Vary`` is merged, never replaced.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:

@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils.functional import empty
@@ -16,6 +15,7 @@ from django_scaleops.apm import state
 from django_scaleops.apm.sampling import ENVIRON_KEY, request_id_from_meta
 from django_scaleops.conf import conf
 from django_scaleops.context import api_key_prefix_var, request_id_var
+from django_scaleops.middleware.base import HybridMiddleware
 
 request_logger = logging.getLogger("django_scaleops.request")
 
@@ -49,20 +49,11 @@ def _user_id(request: HttpRequest) -> Any:
     return wrapped.pk if getattr(wrapped, "is_authenticated", False) else None
 
 
-class CorrelationIdMiddleware:
+class CorrelationIdMiddleware(HybridMiddleware):
     """Put the request ID in ``request_id_var`` for the whole request, echo it, log one line.
 
     Place it first in ``MIDDLEWARE`` so every other middleware logs with the ID.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:

@@ -12,27 +12,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
 from django_scaleops.conf import conf
 from django_scaleops.db.lsn import format_lsn, parse_lsn
 from django_scaleops.db.pool import get_pool
 from django_scaleops.db.state import RoutingState, _state
+from django_scaleops.middleware.base import HybridMiddleware
 
 COOKIE_SALT = "django_scaleops.router.read-your-writes"
 
 
-class ReplicaRoutingMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
+class ReplicaRoutingMiddleware(HybridMiddleware):
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)

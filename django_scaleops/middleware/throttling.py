@@ -9,10 +9,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
+from django_scaleops.middleware.base import HybridMiddleware
 from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import Decision, limiter, stats
 from django_scaleops.ratelimit.policy import Policy
@@ -30,22 +31,14 @@ class _Plan:
     record_usage: bool
 
 
-class ApiKeyThrottleMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
+class ApiKeyThrottleMiddleware(HybridMiddleware):
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.async_mode:
             return self.__acall__(request)
         rules = rl.view_rules(request)
         if rules.exempt:
-            return self.get_response(request)
+            exempt: HttpResponse = self.get_response(request)
+            return exempt
         raw = rl.raw_key(request)
         try:
             api_key = resolve(raw) if raw is not None else None
@@ -57,12 +50,13 @@ class ApiKeyThrottleMiddleware:
             return self._lookup_failed(exc)
         plan = self._plan(request, api_key, rules, anonymous)
         decision = self._check(plan) if plan else None
-        return self._respond(request, decision, self.get_response)  # type: ignore[arg-type]
+        return self._respond(request, decision, self.get_response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         rules = rl.view_rules(request)
         if rules.exempt:
-            return await self.get_response(request)  # type: ignore[no-any-return, misc]
+            exempt: HttpResponse = await self.get_response(request)
+            return exempt
         raw = rl.raw_key(request)
         try:
             api_key = await aresolve(raw) if raw is not None else None
@@ -79,7 +73,7 @@ class ApiKeyThrottleMiddleware:
         if refused is not None:
             return refused
         request.scaleops_rate_limit = decision  # type: ignore[attr-defined]
-        response: HttpResponse = await self.get_response(request)  # type: ignore[misc]
+        response: HttpResponse = await self.get_response(request)
         if decision is not None:
             add_headers(response, decision)
         return response
