@@ -206,7 +206,7 @@ def test_headers_parse_as_structured_fields():
     assert limit["r"] == 119
     assert isinstance(limit["t"], int)
     assert 0 < limit["t"] <= 1
-    assert response["X-RateLimit-Limit"] == "100"
+    assert response["X-RateLimit-Limit"] == "120"  # limit + burst: Remaining never exceeds it
     assert response["X-RateLimit-Remaining"] == "119"
     assert int(response["X-RateLimit-Reset"]) >= int(time.time())
 

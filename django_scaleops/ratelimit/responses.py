@@ -29,7 +29,8 @@ def add_headers(response: HttpResponse, decision: Decision) -> None:
     response["RateLimit-Policy"] = f"{name};q={policy.limit};w={policy.period};burst={policy.burst}"
     response["RateLimit"] = f"{name};r={decision.remaining};t={reset}"
     if conf.SCALEOPS_THROTTLE_GITHUB_HEADERS:
-        response["X-RateLimit-Limit"] = str(policy.limit)
+        # The bucket's capacity: Remaining counts the burst, so it must never exceed Limit.
+        response["X-RateLimit-Limit"] = str(policy.limit + policy.burst)
         response["X-RateLimit-Remaining"] = str(decision.remaining)
         response["X-RateLimit-Reset"] = str(math.ceil(time.time() + decision.reset_after))
 
