@@ -1,9 +1,10 @@
 """The query monitor: an execute wrapper on every connection of every alias.
 
 It is installed through ``connection_created``, so queries from views (sync or async), thread
-pools and management commands are all seen. The hot path takes two clock readings and updates a
-few counters under a lock; formatting, call-site capture and I/O happen only for slow queries
-(and N+1 hints), and the fleet figures reach Redis from a background thread.
+pools and management commands are all seen. The hot path takes two clock readings and queues the
+query; the histograms are updated from the queue in batches under a lock (and before every read).
+Formatting, call-site capture and I/O happen only for slow queries (and N+1 hints), and the fleet
+figures reach Redis from a background thread.
 """
 
 from __future__ import annotations
