@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -143,15 +143,23 @@ class Inserter:
         fields = [
             f for f in self.concrete if not (skip_pk and f is self.pk) and f.attname not in skip and not f.generated
         ]
-        getter = attrgetter(*(f.attname for f in fields))
+        attnames = [f.attname for f in fields]
+        # Field values live in the instance's __dict__ under their attnames: one itemgetter call
+        # reads them all. A deferred field is missing there and is loaded through its descriptor.
+        from_dict = itemgetter(*attnames)
+        getter = attrgetter(*attnames)
         # auto_now / auto_now_add and custom pre_save hooks run as in save().
         presave = [f for f in fields if _needs_pre_save(f)]
+        single = len(fields) == 1
 
         def read(obj: Any) -> Sequence[Any]:
             for f in presave:
                 f.pre_save(obj, True)
-            values = getter(obj)
-            return values if len(fields) > 1 else (values,)
+            try:
+                values = from_dict(obj.__dict__)
+            except KeyError:
+                values = getter(obj)
+            return (values,) if single else values
 
         shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
         return shape
@@ -212,6 +220,8 @@ class Inserter:
         key, shape = self._shape_for(rows[0])
         if key == ("seq",):  # tuples all share one shape: no per-row grouping
             return self._write_group(shape, rows)
+        if shape.instances and self._same_instance_shape(rows, key):
+            return self._write_group(shape, rows)
         groups: dict[Any, list[Any]] = {}
         for row in rows:
             key, _ = self._shape_for(row)
@@ -220,6 +230,23 @@ class Inserter:
         for key, group in groups.items():
             total = total + self._write_group(self._shapes[key], group)
         return total
+
+    def _same_instance_shape(self, rows: list[Any], key: Any) -> bool:
+        """Whether every row is an instance of the first row's class with its shape ``key``.
+
+        The common batch (one class, keys all unset or all set, no ``db_default`` field) is
+        recognised with one cheap pass instead of a shape lookup per row.
+        """
+        if self.db_default_fields:
+            return False
+        cls = type(rows[0])
+        if not all(type(row) is cls for row in rows):
+            return False
+        if not self.auto_pk:
+            return True
+        pk_of = attrgetter(self.pk.attname)
+        unset = bool(key[1])
+        return all((pk_of(row) is None) is unset for row in rows)
 
     def _write_group(self, shape: _Shape, rows: list[Any]) -> Outcome:
         if shape.instances and self.has_relations:
