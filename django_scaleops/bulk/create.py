@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
@@ -161,7 +163,29 @@ class Inserter:
                 values = getter(obj)
             return (values,) if single else values
 
-        shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
+        if not presave or not all(_stock_datetime_stamp(f) for f in presave):
+            shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
+            return shape
+        stamped = [f.attname for f in presave]
+
+        def readers() -> tuple[Read, Read]:
+            # What DateTimeField.pre_save does for auto_now(_add): each instance gets its own
+            # timezone.now(); USE_TZ is read once per batch instead of once per row.
+            tz = dt.UTC if settings.USE_TZ else None
+            now = dt.datetime.now
+
+            def read_stamped(obj: Any) -> Sequence[Any]:
+                for attname in stamped:
+                    setattr(obj, attname, now(tz))
+                try:
+                    values = from_dict(obj.__dict__)
+                except KeyError:
+                    values = getter(obj)
+                return (values,) if single else values
+
+            return read_stamped, read_stamped
+
+        shape = self._shapes[key] = _Shape(fields, readers, instances=True)
         return shape
 
     def _mapping_shape(self, key: Any, row: Mapping[str, Any]) -> _Shape:
@@ -345,6 +369,13 @@ class Inserter:
 
 def _same(row: Any) -> Any:
     return row
+
+
+def _stock_datetime_stamp(field: Field) -> bool:
+    """An auto_now(_add) field whose pre_save is DateTimeField's own (it only stores timezone.now())."""
+    return type(field).pre_save is models.DateTimeField.pre_save and bool(
+        getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+    )
 
 
 def _needs_pre_save(field: Field) -> bool:
