@@ -34,6 +34,8 @@ UPDATE_ROWS = int(os.environ.get("BENCH_BULK_UPDATE_ROWS", "5000"))
 DELETE_ROWS = int(os.environ.get("BENCH_BULK_DELETE_ROWS", "50000"))
 PROBE_ROWS = int(os.environ.get("BENCH_BULK_PROBE_ROWS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_BULK_ROUNDS", "3"))
+# BENCH_BULK_ONLY=create runs only the three create comparisons (no update, delete or memory probes).
+ONLY = os.environ.get("BENCH_BULK_ONLY", "")
 CREATE_BATCH = 5000  # ours, for the generator and tuple rounds; the pre-built round uses the default 1,000
 FIELDS = ["sku", "name", "quantity", "price", "tags", "created_at"]
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -251,6 +253,9 @@ def main() -> None:
         ours_name="batch_create(tuples)",
         peer_name="bulk_create",
     )
+    if ONLY == "create":
+        truncate()
+        return
     fill(max(UPDATE_ROWS, 1))
     compare(
         f"batch_update vs bulk_update(batch_size=1000), {UPDATE_ROWS:,} rows x 3 fields",

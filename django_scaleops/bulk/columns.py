@@ -100,6 +100,36 @@ def strict_bool(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a bool")
 
 
+def column_ok(oid: int, values: list[Any]) -> bool:
+    """Whether every value of a column passes ``range_guard`` and ``strict_bool`` for its type.
+
+    Raises what those would (a str for an integer column cannot be compared: TypeError).
+    """
+    present = [value for value in values if value is not None]
+    if oid in INT_RANGES:
+        _, low, high = INT_RANGES[oid]
+        return all(low <= value <= high for value in present)
+    if oid == FLOAT4_OID:
+        return not any(FLOAT4_MAX < abs(value) < float("inf") for value in present)
+    if oid == BOOL_OID:
+        return all(type(value) is bool for value in present)
+    return True
+
+
+def checked_columns(rows: list[Sequence[Any]], checks: list[tuple[int, int]], width: int) -> list[Sequence[Any]]:
+    """``rows`` once each checked column (position, type OID) passes ``column_ok``.
+
+    Raises a dump error otherwise, so that the batch is sent again on the prepared road, which
+    reports the bad value (or a row of the wrong length) as the per-value checks do.
+    """
+    if any(len(row) != width for row in rows):
+        raise ValueError(f"a row does not have {width} values.")
+    for position, oid in checks:
+        if not column_ok(oid, [row[position] for row in rows]):
+            raise ValueOutOfRange("a value of the batch is out of range or of the wrong type for its column.")
+    return rows
+
+
 def _then(first: Converter, second: Converter) -> Converter:
     return lambda value: second(first(value))
 
@@ -278,7 +308,10 @@ def copy_prepared(
                 steps.append((i, step))
         first = fast_read or read
         fast = first
-        if steps:
+        # Only checks, no conversion: check each column of the batch at once (cheaper than a
+        # call per value); a failing column sends the batch down the prepared road below.
+        by_column = bool(steps) and all(is_fast(fields[i]) for i, _ in steps)
+        if not by_column and steps:
 
             def fast(row: Any) -> Sequence[Any]:
                 values = list(first(row))
@@ -286,9 +319,14 @@ def copy_prepared(
                     values[i] = convert(values[i])
                 return values
 
+        values: Iterable[Sequence[Any]]
         sid = transaction.savepoint(using=connection.alias)
         try:
-            count = copy_rows(connection, table, columns, oids, map(fast, rows))
+            if by_column:
+                values = checked_columns(list(map(first, rows)), [(i, oids[i]) for i, _ in steps], len(fields))
+            else:
+                values = map(fast, rows)
+            count = copy_rows(connection, table, columns, oids, values)
         except Exception as exc:
             transaction.savepoint_rollback(sid, using=connection.alias)
             if not rejected_by_fast_road(exc):

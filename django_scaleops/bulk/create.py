@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
@@ -143,17 +145,47 @@ class Inserter:
         fields = [
             f for f in self.concrete if not (skip_pk and f is self.pk) and f.attname not in skip and not f.generated
         ]
-        getter = attrgetter(*(f.attname for f in fields))
+        attnames = [f.attname for f in fields]
+        # Field values live in the instance's __dict__ under their attnames: one itemgetter call
+        # reads them all. A deferred field is missing there and is loaded through its descriptor.
+        from_dict = itemgetter(*attnames)
+        getter = attrgetter(*attnames)
         # auto_now / auto_now_add and custom pre_save hooks run as in save().
         presave = [f for f in fields if _needs_pre_save(f)]
+        single = len(fields) == 1
 
         def read(obj: Any) -> Sequence[Any]:
             for f in presave:
                 f.pre_save(obj, True)
-            values = getter(obj)
-            return values if len(fields) > 1 else (values,)
+            try:
+                values = from_dict(obj.__dict__)
+            except KeyError:
+                values = getter(obj)
+            return (values,) if single else values
 
-        shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
+        if not presave or not all(_stock_datetime_stamp(f) for f in presave):
+            shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
+            return shape
+        stamped = [f.attname for f in presave]
+
+        def readers() -> tuple[Read, Read]:
+            # What DateTimeField.pre_save does for auto_now(_add): each instance gets its own
+            # timezone.now(); USE_TZ is read once per batch instead of once per row.
+            tz = dt.UTC if settings.USE_TZ else None
+            now = dt.datetime.now
+
+            def read_stamped(obj: Any) -> Sequence[Any]:
+                for attname in stamped:
+                    setattr(obj, attname, now(tz))
+                try:
+                    values = from_dict(obj.__dict__)
+                except KeyError:
+                    values = getter(obj)
+                return (values,) if single else values
+
+            return read_stamped, read_stamped
+
+        shape = self._shapes[key] = _Shape(fields, readers, instances=True)
         return shape
 
     def _mapping_shape(self, key: Any, row: Mapping[str, Any]) -> _Shape:
@@ -212,6 +244,8 @@ class Inserter:
         key, shape = self._shape_for(rows[0])
         if key == ("seq",):  # tuples all share one shape: no per-row grouping
             return self._write_group(shape, rows)
+        if shape.instances and self._same_instance_shape(rows, key):
+            return self._write_group(shape, rows)
         groups: dict[Any, list[Any]] = {}
         for row in rows:
             key, _ = self._shape_for(row)
@@ -220,6 +254,23 @@ class Inserter:
         for key, group in groups.items():
             total = total + self._write_group(self._shapes[key], group)
         return total
+
+    def _same_instance_shape(self, rows: list[Any], key: Any) -> bool:
+        """Whether every row is an instance of the first row's class with its shape ``key``.
+
+        The common batch (one class, keys all unset or all set, no ``db_default`` field) is
+        recognised with one cheap pass instead of a shape lookup per row.
+        """
+        if self.db_default_fields:
+            return False
+        cls = type(rows[0])
+        if not all(type(row) is cls for row in rows):
+            return False
+        if not self.auto_pk:
+            return True
+        pk_of = attrgetter(self.pk.attname)
+        unset = bool(key[1])
+        return all((pk_of(row) is None) is unset for row in rows)
 
     def _write_group(self, shape: _Shape, rows: list[Any]) -> Outcome:
         if shape.instances and self.has_relations:
@@ -318,6 +369,13 @@ class Inserter:
 
 def _same(row: Any) -> Any:
     return row
+
+
+def _stock_datetime_stamp(field: Field) -> bool:
+    """An auto_now(_add) field whose pre_save is DateTimeField's own (it only stores timezone.now())."""
+    return type(field).pre_save is models.DateTimeField.pre_save and bool(
+        getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+    )
 
 
 def _needs_pre_save(field: Field) -> bool:
