@@ -320,7 +320,7 @@ def copy_prepared(
                 return values
 
         values: Iterable[Sequence[Any]]
-        sid = transaction.savepoint(using=connection.alias)
+        sid = connection.savepoint()  # transaction.savepoint() is deprecated in Django 6.1
         try:
             if by_column:
                 values = checked_columns(list(map(first, rows)), [(i, oids[i]) for i, _ in steps], len(fields))
