@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from django.db import models, transaction
+from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import DatabaseDefault
 from psycopg import ProgrammingError, pq
@@ -328,12 +328,14 @@ def copy_prepared(
                 values = map(fast, rows)
             count = copy_rows(connection, table, columns, oids, values)
         except Exception as exc:
-            transaction.savepoint_rollback(sid, using=connection.alias)
+            if sid is not None:  # None only outside a transaction, where there is nothing to undo
+                connection.savepoint_rollback(sid)
             if not rejected_by_fast_road(exc):
                 raise
             # A value psycopg will not dump as it is: send the batch again, prepared by Django.
         else:
-            transaction.savepoint_commit(sid, using=connection.alias)
+            if sid is not None:
+                connection.savepoint_commit(sid)
             return count
     slow = [slow_converter(f, connection) for f in fields]
     if guards:
