@@ -33,7 +33,7 @@ def redis_client() -> Any | None:
     alias = conf.SCALEOPS_MONITOR_REDIS_CACHE
     if not alias:
         return None
-    from django_redis import get_redis_connection  # type: ignore[import-untyped,unused-ignore]
+    from django_redis import get_redis_connection
 
     return get_redis_connection(alias)
 

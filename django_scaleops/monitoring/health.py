@@ -75,7 +75,7 @@ def _close_if_broken(alias: str) -> None:
 
 def _redis_probe(alias: str) -> HealthProbe:
     def probe() -> dict[str, Any]:
-        from django_redis import get_redis_connection  # type: ignore[import-untyped,unused-ignore]
+        from django_redis import get_redis_connection
 
         return {"ok": bool(get_redis_connection(alias).ping())}
 
