@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import threading
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+import psycopg.types.json
 import pytest
 from django.db import connection, connections, transaction
 from django.db.models.signals import post_delete, post_migrate
@@ -120,6 +122,70 @@ def test_values_binary_copy_would_wrap_around_are_refused_like_postgresql(events
     assert [(f.start, f.sqlstate) for f in result.failures] == [(1, "22003"), (3, "22003")]
     assert "out of range for integer column 'amount'" in str(result.failures[0].error)
     assert sorted(Event.objects.values_list("amount", flat=True)) == [1, 2]  # nothing wrapped to -2**31
+
+
+def test_a_bad_value_after_rows_already_sent_still_rolls_the_copy_back(events):
+    base = dt.datetime(2024, 5, 1, tzinfo=UTC)
+    # The fast road checks rows a chunk at a time while the COPY runs: row 700 fails after
+    # earlier chunks went to the server, which must keep none of them.
+    rows = [(base, "big" if n == 700 else "ok", 2**31 if n == 700 else n) for n in range(1000)]
+    result = Event.objects.batch_create(rows, fields=["created_at", "kind", "amount"], continue_on_error=True)
+    assert [(f.start, f.stop, f.sqlstate) for f in result.failures] == [(700, 701, "22003")]
+    assert Event.objects.count() == 999 and not Event.objects.filter(amount__lt=0).exists()
+    with pytest.raises(BulkOperationError) as caught:
+        Event.objects.batch_create(rows, fields=["created_at", "kind", "amount"])
+    assert caught.value.result.rows_done == 0 and Event.objects.count() == 999
+
+
+JSON_VALUES = [
+    ["a"],
+    [],
+    {},
+    {"nested": {"list": [1, 2.5, -0.0, 1e300, None, True]}, "é": "ünïcode ✓", "quote": 'a"b\\c\n'},
+    {1: "int key", "2": "str key"},
+    "a plain string",
+    12345678901234567890,
+]
+
+
+def test_compact_json_writes_what_json_dumps_writes():
+    assert columns.compact_json is not None
+    for value in JSON_VALUES:
+        assert columns.compact_json(value) == json.dumps(value)
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular reference"):  # json.dumps's own error, via the retry
+        columns.CompactJsonbDumper(list).dump(circular)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        columns.CompactJsonbDumper(list).dump({"when": dt.date(2025, 1, 1)})
+
+
+def test_json_values_stored_by_copy_as_save_stores_them():
+    rows = [(f"j{n}", value) for n, value in enumerate(JSON_VALUES)]
+    assert Item.objects.batch_create(rows, fields=["sku", "tags"]).rows_done == len(rows)
+    for sku, value in rows:
+        Item.objects.create(sku=f"saved-{sku}", tags=value)
+    stored = dict(Item.objects.values_list("sku", "tags"))
+    assert len(stored) == 2 * len(rows)
+    for sku, _ in rows:
+        assert stored[sku] == stored[f"saved-{sku}"], sku
+
+
+def test_json_not_serializable_is_refused_clearly():
+    with pytest.raises(BulkOperationError) as caught:
+        Item.objects.batch_create([("d1", {"when": dt.date(2025, 1, 1)})], fields=["sku", "tags"])
+    assert "not JSON serializable" in str(caught.value.__cause__)
+    assert not Item.objects.exists()
+
+
+def test_json_dumps_set_on_the_connection_is_kept():
+    connection.ensure_connection()
+    psycopg.types.json.set_json_dumps(lambda obj: json.dumps({"wrapped": obj}), connection.connection)
+    try:
+        Item.objects.batch_create([("w1", ["a"])], fields=["sku", "tags"])
+    finally:
+        psycopg.types.json.set_json_dumps(json.dumps, connection.connection)
+    assert Item.objects.get(sku="w1").tags == {"wrapped": ["a"]}
 
 
 def test_booleans_follow_django_not_python_truthiness():

@@ -10,9 +10,11 @@ A batch the fast road rejects is re-sent with every value prepared by Django.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import psycopg
@@ -20,6 +22,8 @@ from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import DatabaseDefault
 from psycopg import ProgrammingError, pq
+from psycopg.abc import Buffer
+from psycopg.types.json import Json, Jsonb, JsonbBinaryDumper
 
 # Field classes (exact types) whose get_db_prep_save is, for well-typed values, the identity or
 # what psycopg's dumper for the column type does anyway.
@@ -63,6 +67,10 @@ INT_RANGES = {21: ("smallint", -(2**15), 2**15 - 1), 23: ("integer", -(2**31), 2
 FLOAT4_OID = 700
 FLOAT4_MAX = 3.4028234663852886e38
 BOOL_OID = 16
+JSONB_OID = 3802
+# Rows read and checked at a time on the fast road while the COPY runs: the server inserts what
+# was sent while the next chunk is read (reading the whole batch first would leave it idle).
+CHECK_CHUNK_ROWS = 256
 
 
 class ValueOutOfRange(ValueError):
@@ -128,6 +136,15 @@ def checked_columns(rows: list[Sequence[Any]], checks: list[tuple[int, int]], wi
         if not column_ok(oid, [row[position] for row in rows]):
             raise ValueOutOfRange("a value of the batch is out of range or of the wrong type for its column.")
     return rows
+
+
+def checked_stream(
+    rows: Iterable[Any], read: Callable[[Any], Sequence[Any]], checks: list[tuple[int, int]], width: int
+) -> Iterator[Sequence[Any]]:
+    """``checked_columns`` over ``rows`` read ``CHECK_CHUNK_ROWS`` at a time, lazily."""
+    iterator = iter(rows)
+    while values := list(map(read, islice(iterator, CHECK_CHUNK_ROWS))):
+        yield from checked_columns(values, checks, width)
 
 
 def _then(first: Converter, second: Converter) -> Converter:
@@ -211,6 +228,52 @@ def binary_ok(connection: BaseDatabaseWrapper, oids: Sequence[int]) -> bool:
     return True
 
 
+def _compact_json_encoder() -> Callable[[Any], str] | None:
+    """``json.dumps(obj)`` with its default options, minus the encoder it builds on every call.
+
+    Built from the C encoder that ``json.dumps`` itself uses (``None`` where that is missing or
+    does not give ``json.dumps``'s text). Without a circular-reference check: the caller retries a
+    failing value with ``json.dumps``, which raises its own error.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encode = make(
+            None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+        )
+        probe = [1, -2.5, "é\n", {"k": None, "3": True, 4: [float("inf")]}, "x"]
+        if "".join(encode(probe, 0)) != json.dumps(probe):
+            return None
+    except Exception:  # another Python's private encoder signature: keep json.dumps
+        return None
+    return lambda obj: "".join(encode(obj, 0))
+
+
+compact_json = _compact_json_encoder()
+
+
+class CompactJsonbDumper(JsonbBinaryDumper):
+    """psycopg's binary jsonb dumper, writing the text of ``json.dumps`` about 4x faster."""
+
+    def dump(self, obj: Any) -> Buffer | None:
+        if compact_json is None or isinstance(obj, Json | Jsonb):  # a wrapper carries its own dumps
+            return super().dump(obj)
+        try:
+            text = compact_json(obj)
+        except Exception:
+            return super().dump(obj)
+        return b"\x01" + text.encode()
+
+
+def use_compact_json(cursor: psycopg.Cursor[Any]) -> None:
+    """Dump jsonb columns of this cursor's COPY with ``CompactJsonbDumper``, unless the connection
+    dumps JSON its own way (``psycopg.types.json.set_json_dumps``)."""
+    adapters = cursor.adapters
+    if compact_json is not None and adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper:
+        adapters.register_dumper(None, CompactJsonbDumper)
+
+
 def copy_rows(
     connection: BaseDatabaseWrapper,
     table: str,
@@ -226,6 +289,8 @@ def copy_rows(
     sql = f"COPY {qn(table)} ({', '.join(qn(c) for c in columns)}) FROM STDIN (FORMAT {fmt})"
     with connection.cursor() as wrapper, connection.wrap_database_errors:
         cursor = wrapper.cursor
+        if binary and JSONB_OID in oids:
+            use_compact_json(cursor)
         with cursor.copy(sql) as copy:
             if binary:
                 copy.set_types(list(oids))
@@ -323,7 +388,7 @@ def copy_prepared(
         sid = connection.savepoint()  # transaction.savepoint() is deprecated in Django 6.1
         try:
             if by_column:
-                values = checked_columns(list(map(first, rows)), [(i, oids[i]) for i, _ in steps], len(fields))
+                values = checked_stream(rows, first, [(i, oids[i]) for i, _ in steps], len(fields))
             else:
                 values = map(fast, rows)
             count = copy_rows(connection, table, columns, oids, values)
