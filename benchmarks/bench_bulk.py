@@ -20,7 +20,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import deque
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,37 @@ def peer_create() -> float:
 
     truncate()
     return timed(lambda: Item.objects.bulk_create(list(instances(ROWS)), batch_size=1000), ROWS)
+
+
+def construction_only() -> float:
+    """Only build the round's instances (no write): no writer given this generator can beat it."""
+    return timed(lambda: deque(instances(ROWS), maxlen=0), ROWS)
+
+
+def raw_copy_tuples() -> float:
+    """psycopg's binary COPY of the same tuples, CREATE_BATCH rows a transaction, with batch_create's
+    jsonb dumper and nothing checked: what the server and psycopg take for these rows."""
+    from django.db import connection, transaction
+
+    from django_scaleops.bulk.columns import use_compact_json
+
+    truncate()
+    columns = [*FIELDS, "updated_at"]
+    sql = f"COPY bulkapp_item ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    types = ["varchar", "varchar", "int4", "numeric", "jsonb", "timestamptz", "timestamptz"]
+
+    def copy() -> None:
+        rows = tuples(ROWS)
+        while batch := list(islice(rows, CREATE_BATCH)):
+            with transaction.atomic(), connection.cursor() as wrapper:
+                use_compact_json(wrapper.cursor)
+                with wrapper.cursor.copy(sql) as copy:
+                    copy.set_types(types)
+                    now = dt.datetime.now(dt.UTC)
+                    for row in batch:
+                        copy.write_row((*row, now))
+
+    return timed(copy, ROWS)
 
 
 def prebuilt_round(ours: bool) -> float:
@@ -251,6 +284,27 @@ def main() -> None:
         rounds=ROUNDS,
         unit="rows/s",
         ours_name="batch_create(tuples)",
+        peer_name="bulk_create",
+    )
+    # Ceilings on this machine, against the same peer: building the instances alone, and a raw
+    # psycopg COPY of the same tuples (what any COPY writer pays the server and the dumpers).
+    compare(
+        f"ceiling for the first comparison: building {ROWS:,} instances alone (no write) vs bulk_create",
+        construction_only,
+        peer_create,
+        rounds=ROUNDS,
+        unit="rows/s",
+        ours_name="instances only",
+        peer_name="bulk_create",
+    )
+    compare(
+        f"ceiling for the tuple comparison: raw psycopg binary COPY of the same {ROWS:,} tuples"
+        f" ({CREATE_BATCH} a transaction, nothing checked) vs bulk_create",
+        raw_copy_tuples,
+        peer_create,
+        rounds=ROUNDS,
+        unit="rows/s",
+        ours_name="raw psycopg COPY",
         peer_name="bulk_create",
     )
     if ONLY == "create":

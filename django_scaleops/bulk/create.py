@@ -359,12 +359,15 @@ class Inserter:
         alias = self.connection.alias
         # Returned keys map back to instances only when every row was inserted (no skipped conflicts).
         pks = outcome.pks if outcome.pks is not None and len(outcome.pks) == len(rows) else None
-        attname = self.pk.attname
-        for position, obj in enumerate(rows):
-            if pks is not None and getattr(obj, attname) is None:
-                setattr(obj, attname, pks[position])
-            obj._state.adding = False
-            obj._state.db = alias
+        if pks is not None:
+            attname = self.pk.attname
+            for obj, pk in zip(rows, pks, strict=True):
+                if getattr(obj, attname) is None:
+                    setattr(obj, attname, pk)
+        for obj in rows:
+            state = obj._state
+            state.adding = False
+            state.db = alias
 
 
 def _same(row: Any) -> Any:
