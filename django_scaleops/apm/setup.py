@@ -53,13 +53,13 @@ def _deep_masker() -> Masker:
 
 
 def sentry_before_send(event: Any, hint: Any) -> Any:
-    """Mask every key and value of an event (request, extra, breadcrumbs, frame variables)."""
+    """Mask every key and value of an event (request, extra, breadcrumbs, frame variables).
+
+    Breadcrumbs are masked here, when an event carries them out, not one by one as they are
+    recorded (no ``before_breadcrumb``): a request records several (SQL, Redis, log lines) and
+    almost none of them is ever sent, so masking each cost about 0.1 ms a breadcrumb for nothing.
+    """
     masked: dict[str, Any] = _deep_masker().mask(event)
-    return masked
-
-
-def sentry_before_breadcrumb(crumb: Any, hint: Any) -> Any:
-    masked: dict[str, Any] = _deep_masker().mask(crumb)
     return masked
 
 
@@ -110,7 +110,6 @@ def _setup_sentry() -> bool:
         traces_sampler=sentry_traces_sampler,
         before_send=sentry_before_send,
         before_send_transaction=sentry_before_send,
-        before_breadcrumb=sentry_before_breadcrumb,
         send_default_pii=conf.SCALEOPS_APM_SEND_PII,
         include_local_variables=True,
     )

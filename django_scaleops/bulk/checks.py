@@ -10,6 +10,7 @@ from django.core.checks import CheckMessage, Error
 # name -> smallest valid value
 MINIMUMS = {
     "SCALEOPS_BULK_BATCH_SIZE": 1,
+    "SCALEOPS_BULK_CREATE_BATCH_SIZE": 1,
     "SCALEOPS_BULK_MAX_RETRIES": 0,
     "SCALEOPS_BULK_TEMP_TABLE_ROWS": 0,
 }

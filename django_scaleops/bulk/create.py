@@ -409,7 +409,7 @@ def batch_create(
         raise ValueError(f"on_conflict must be None, 'ignore' or 'update', not {on_conflict!r}.")
     model = queryset.model
     using = write_alias(queryset)
-    size = positive_int("batch_size", conf.SCALEOPS_BULK_BATCH_SIZE if batch_size is None else batch_size)
+    size = positive_int("batch_size", conf.SCALEOPS_BULK_CREATE_BATCH_SIZE if batch_size is None else batch_size)
     inserter = Inserter(
         model,
         connections[using],

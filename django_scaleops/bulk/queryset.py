@@ -44,7 +44,7 @@ class BulkQuerySet(models.QuerySet[_M]):
             rows: any iterable, read lazily one batch at a time (a generator is never materialised).
             fields: the field of each tuple position; for tuples and mappings, fields left out get
                 their Python default (or their ``db_default`` from the database).
-            batch_size: rows per batch (default ``SCALEOPS_BULK_BATCH_SIZE``).
+            batch_size: rows per batch (default ``SCALEOPS_BULK_CREATE_BATCH_SIZE``, 5,000).
             returning: fetch the new primary keys with ``INSERT ... RETURNING``: they are set on
                 the instances and collected in ``BatchResult.pks``. Without it, and without
                 ``on_conflict``, rows go in by binary COPY.
