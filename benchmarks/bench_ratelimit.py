@@ -3,7 +3,8 @@
 1. Exactness: admitted requests of 50 threads x 10 attempts at 100/min (no burst), fresh key a round.
 2. Window edge: admitted within ~1 s straddling django-ratelimit's fixed-window boundary.
 3. Redis round trips per check (counted at the client) and commands (``INFO commandstats``).
-4. Requests/s of one tiny view through gunicorn (2 sync workers), with and without each limiter.
+4. Requests/s of one tiny view through gunicorn (2 sync workers), with and without each limiter,
+   with our leases on (the default) and off, and with a bare Redis PING a request for the floor.
 
 Needs the ``bench`` extra (djangorestframework, gunicorn, hiredis: all three limiters share the
 same django-redis client, so all get the C reply parser). Run with ``make bench`` (about 2 minutes
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness import ROOT, compare
 
 LIMIT = 100  # per minute, as in the anchors
+LEASED_LIMIT = 1_000_000  # large enough for leases (0.1% of it is more than SCALEOPS_THROTTLE_LEASE_MAX)
 THREADS, ATTEMPTS = 50, 10
 ROUNDS = 5
 HTTP_REQUESTS = 1500  # per round and configuration
@@ -78,11 +80,11 @@ class RoundTrips:
         Connection.send_packed_command = counted  # type: ignore[method-assign]
 
 
-def ours_check() -> Callable[[str], bool]:
+def ours_check(limit: int = LIMIT) -> Callable[[str], bool]:
     from django_scaleops.ratelimit import limiter
     from django_scaleops.ratelimit.policy import Policy
 
-    policy = Policy("bench", LIMIT, 60, burst=0)
+    policy = Policy("bench", limit, 60, burst=0)
     return lambda key: limiter.check(key, policy).allowed
 
 
@@ -283,7 +285,13 @@ def main() -> None:
         print(f"  {name:<28} admitted {values}  (limit {LIMIT}/min; ours bound {LIMIT} + 1 per 0.6 s)")
 
     print("\nRedis per check (300 checks on one key; round trips counted at the client)")
-    for name, check in (("ours", ours), ("DRF SimpleRateThrottle", drf), ("django-ratelimit", ratelimit)):
+    checks = (
+        ("ours", ours),
+        ("ours, 1,000,000/min (leases)", ours_check(LEASED_LIMIT)),
+        ("DRF SimpleRateThrottle", drf),
+        ("django-ratelimit", ratelimit),
+    )
+    for name, check in checks:
         trips, commands, calls = commands_per_check(check)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
         print(f"  {name:<28} {trips:.2f} round trips, {commands:.2f} commands incl. inside scripts ({detail})")
@@ -292,7 +300,7 @@ def main() -> None:
         name="bench-unlimited", defaults={"requests_per_period": 1_000_000_000, "period_seconds": 60}
     )
     _, secret = ApiKey.create_key(name="bench", tier=tier)
-    servers = {mode: Server(mode) for mode in ("bare", "ours", "drf-bare", "drf")}
+    servers = {mode: Server(mode) for mode in ("bare", "ours", "ours-noleases", "ping", "drf-bare", "drf")}
     try:
         for server in servers.values():
             server.requests_per_second(secret, 200)  # warm-up: imports, key cache, connections
@@ -309,6 +317,24 @@ def main() -> None:
             rounds=ROUNDS,
             unit="req/s",
             ours_name="with our limiter",
+            peer_name="no limiter",
+        )
+        compare(
+            "Plain Django view: with ApiKeyThrottleMiddleware, leases off (a Redis call every request) vs without",
+            lambda: servers["ours-noleases"].requests_per_second(secret),
+            lambda: servers["bare"].requests_per_second(secret),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="limiter, no leases",
+            peer_name="no limiter",
+        )
+        compare(
+            "Plain Django view: one Redis PING a request (the floor of any limiter asking every time) vs nothing",
+            lambda: servers["ping"].requests_per_second(secret),
+            lambda: servers["bare"].requests_per_second(secret),
+            rounds=ROUNDS,
+            unit="req/s",
+            ours_name="one PING a request",
             peer_name="no limiter",
         )
         compare(

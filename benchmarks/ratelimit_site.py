@@ -1,8 +1,10 @@
 """Settings, URLs and WSGI app of the rate-limit throughput benchmark (served by gunicorn).
 
 ``BENCH_RATELIMIT_MODE`` picks the configuration of one server:
-``bare`` (plain view), ``ours`` (plain view + ApiKeyThrottleMiddleware), ``drf-bare`` (DRF
-APIView, no throttle) and ``drf`` (the same APIView with a SimpleRateThrottle on the same Redis).
+``bare`` (plain view), ``ours`` (plain view + ApiKeyThrottleMiddleware), ``ours-noleases`` (the
+same with leases off: one Redis call every request), ``ping`` (one Redis PING a request, the
+floor of any limiter that asks Redis every request), ``drf-bare`` (DRF APIView, no throttle) and
+``drf`` (the same APIView with a SimpleRateThrottle on the same Redis).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from example_project.settings import *  # noqa: F403
 MODE = os.environ.get("BENCH_RATELIMIT_MODE", "bare")
 DEBUG = False
 ROOT_URLCONF = "benchmarks.ratelimit_site"
-MIDDLEWARE = ["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"] if MODE == "ours" else []
+MIDDLEWARE = {
+    "ours": ["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"],
+    "ours-noleases": ["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"],
+    # The floor of any limiter that asks Redis once a request: one PING, nothing else.
+    "ping": ["benchmarks.ratelimit_site.redis_ping_middleware"],
+}.get(MODE, [])
+# "ours-noleases": every request asks Redis (the bench key's limit is high enough to lease).
+SCALEOPS_THROTTLE_LEASE_MAX = 0 if MODE == "ours-noleases" else 32
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
@@ -28,6 +37,19 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import include, path  # noqa: E402
+
+
+def redis_ping_middleware(get_response: Any) -> Any:
+    from django_redis import get_redis_connection
+
+    client = get_redis_connection("default")
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        client.ping()
+        response: HttpResponse = get_response(request)
+        return response
+
+    return middleware
 
 
 def ping(request: HttpRequest) -> HttpResponse:

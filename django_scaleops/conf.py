@@ -13,8 +13,21 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 logger = logging.getLogger("django_scaleops.conf")
+
+# Resolved values by setting name. Django's settings object raises and catches AttributeError on
+# every read of a setting the project leaves unset (a few µs each), and the request path reads a
+# dozen of ours; values change only through override_settings, which sends setting_changed.
+_resolved: dict[str, Any] = {}
+
+
+def _forget_resolved(**kwargs: Any) -> None:
+    _resolved.clear()
+
+
+setting_changed.connect(_forget_resolved, dispatch_uid="django_scaleops.conf.resolved")
 
 T = TypeVar("T")
 
@@ -40,12 +53,18 @@ class Setting(Generic[T]):
     def __get__(self, instance: object | None, owner: type) -> T | Setting[T]:
         if instance is None:
             return self
+        try:
+            resolved: T = _resolved[self.name]
+            return resolved
+        except KeyError:
+            pass
         value = getattr(settings, self.name, self.default)
         if not self.is_valid(value):
             # A wrong type is reported by check scaleops.E001 (which stops runserver and
             # migrate); at run time the documented default is safer than a crash deep inside.
             _warn_invalid(self.name, value)
-            return self.default
+            value = self.default
+        _resolved[self.name] = value
         valid: T = value
         return valid
 
@@ -198,6 +217,15 @@ class Settings:
     )
     SCALEOPS_THROTTLE_GITHUB_HEADERS = Setting(
         False, bool, "Also send X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset."
+    )
+    SCALEOPS_THROTTLE_LEASE_MAX = Setting(
+        32,
+        int,
+        "Requests one check may take ahead from a key's bucket, for this process to admit without Redis"
+        " (at most 0.1% of the key's limit + burst; 0 = every request asks Redis).",
+    )
+    SCALEOPS_THROTTLE_LEASE_SECONDS = Setting(
+        1.0, (int, float), "Seconds a process may admit from requests it took ahead; unused ones go back."
     )
     SCALEOPS_THROTTLE_USAGE_TTL = Setting(
         172800, int, "Seconds per-minute usage counters stay in Redis before the rollup must have read them."

@@ -90,10 +90,12 @@ def clean_state():
     tier_cache.clear()
     limiter.breaker.reset()
     limiter.local.clear()
+    limiter.leases.forget()
     yield
     key_cache.clear()
     tier_cache.clear()
     limiter.breaker.reset()
+    limiter.leases.forget()
 
 
 def seeded_tier(name: str) -> Tier:
@@ -801,3 +803,109 @@ def test_database_error_on_a_cold_key_lookup_is_a_503_not_a_500(use_async):
     assert response["Retry-After"] == "1"
     assert response["Content-Type"] == "application/problem+json"
     assert Client().get("/ok/", headers=auth(secret)).status_code == 200
+
+
+# ---- leases: keys with large limits admit most requests without a Redis call
+
+
+def bucket_used(identity: str) -> float:
+    """Requests the bucket holds right now (its level, not yet drained), as the script stores it."""
+    used = redis_connection().hget(f"scaleops:rl:{{{identity}}}:b:tier", "u")
+    return int(used or 0) / 1_000_000
+
+
+def evalsha_calls() -> int:
+    """EVALSHA calls Redis has run so far (the script loaded first, so no NOSCRIPT retry is counted)."""
+    limiter.check(f"warm-{time.time_ns()}", Policy("warm", 10, 60))
+    stats = redis_connection().info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_small_limits_never_lease():
+    policy = Policy("small", 999, 60)
+    identity = f"lease-small-{time.time_ns()}"
+    before = evalsha_calls()
+    assert all(limiter.check(identity, policy).allowed for _ in range(20))
+    assert evalsha_calls() - before == 20 + 1  # + evalsha_calls' own warm-up
+
+
+@override_settings(SCALEOPS_THROTTLE_LEASE_MAX=32, SCALEOPS_THROTTLE_LEASE_SECONDS=0.3)
+@pytest.mark.django_db
+def test_large_limits_lease_ahead_and_count_usage_exactly():
+    api_key, _ = make_key("Free")
+    identity = key_identity(api_key.pk)
+    policy = Policy("big", 1_000_000, 365 * 86400)  # drains 0.03 a second: levels stay exact
+    before = evalsha_calls()
+    decisions = [limiter.check(identity, policy, record_usage=True) for _ in range(330)]
+    assert all(d.allowed for d in decisions)
+    # One call takes this request plus 32 ahead: 330 requests need 10 calls.
+    assert evalsha_calls() - before == 10 + 1
+    # Remaining counts what this process holds, so it falls by one a request.
+    assert [d.remaining for d in decisions[:3]] == [decisions[0].remaining - i for i in range(3)]
+    time.sleep(0.35)  # the last lease, used up, expires: the next call counts its 32 and leases again
+    assert limiter.check(identity, policy, record_usage=True).allowed
+    assert bucket_used(identity) == pytest.approx(331 + 32, abs=1)
+    now = timezone.now()
+    live = get_analytics(api_key, now - timedelta(minutes=5), now + timedelta(minutes=1))
+    assert sum(p.allowed for p in live) == 331
+    assert sum(p.limited for p in live) == 0
+
+
+@override_settings(SCALEOPS_THROTTLE_LEASE_MAX=8)
+def test_leases_never_admit_more_than_the_bucket_across_instances():
+    from django_scaleops.ratelimit.gcra import Limiter
+
+    policy = Policy("shared", 8000, 86400)  # leases of 8; drains 0.09 a second
+    identity = f"lease-shared-{time.time_ns()}"
+    instances = [Limiter() for _ in range(3)]  # three processes' worth of local state
+    admitted = [0, 0, 0]
+
+    def hammer(index: int) -> None:
+        for _ in range(3500):
+            admitted[index] += instances[index].check(identity, policy).allowed
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    total = sum(admitted)
+    assert total <= policy.capacity + math.floor(elapsed * policy.limit / policy.period)
+    # What may be held back: at most one lease per instance, given back on its next call.
+    assert total >= policy.capacity - 3 * 8
+    assert min(admitted) > 0
+
+
+@override_settings(SCALEOPS_THROTTLE_LEASE_MAX=16, SCALEOPS_THROTTLE_LEASE_SECONDS=30)
+def test_unused_leased_requests_go_back_to_the_bucket():
+    policy = Policy("refund", 100_000, 365 * 86400)
+    identity = f"lease-refund-{time.time_ns()}"
+    assert limiter.check(identity, policy).allowed
+    assert bucket_used(identity) == pytest.approx(17, abs=0.1)
+    with override_settings(SCALEOPS_THROTTLE_LEASE_MAX=0):
+        # A lease for another policy (a tier change) is not used: the call settles it first.
+        other = Policy("refund-2", 100_000, 365 * 86400)
+        assert limiter.check(identity, other).allowed
+    assert bucket_used(identity) == pytest.approx(2, abs=0.1)
+
+
+@override_settings(SCALEOPS_THROTTLE_LEASE_MAX=16, SCALEOPS_THROTTLE_LEASE_SECONDS=30)
+def test_revoking_drops_this_instances_leases():
+    policy = Policy("revoke", 100_000, 86400)
+    identity = f"lease-revoke-{time.time_ns()}"
+    assert limiter.check(identity, policy).allowed
+    limiter.mark_revoked(identity, revoked=True, ttl=60)
+    decision = limiter.check(identity, policy)
+    assert not decision.allowed and decision.revoked
+    limiter.mark_revoked(identity, revoked=False, ttl=60)
+
+
+@override_settings(SCALEOPS_THROTTLE_LEASE_MAX=-1, SCALEOPS_THROTTLE_LEASE_SECONDS=0)
+def test_checks_reject_bad_lease_settings():
+    from django_scaleops.ratelimit.checks import check_throttle_settings
+
+    messages = [(m.id, m.msg) for m in check_throttle_settings()]
+    assert ("scaleops.E206", "SCALEOPS_THROTTLE_LEASE_MAX must be >= 0, not -1.") in messages
+    assert ("scaleops.E206", "SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not 0.") in messages

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.urls import Resolver404, resolve
 from django.utils.module_loading import import_string
@@ -57,9 +58,30 @@ def _slot(text: str) -> str:
     return "p" + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:10]
 
 
+# Rules by (urlconf, path): resolving the path again costs more than the rest of a warm check.
+# Bounded (emptied when full, e.g. by a scan of random paths) and emptied on setting_changed,
+# which is how URLconfs and throttle settings change (override_settings).
+_rules_by_path: dict[tuple[Any, str], Rules] = {}
+RULES_CACHE_SIZE = 4096
+
+
+def forget_rules(**kwargs: Any) -> None:
+    _rules_by_path.clear()
+
+
 def view_rules(request: HttpRequest) -> Rules:
     """Exemptions and overrides for this path, from settings first, then the view's decorators."""
-    path = request.path_info
+    key = (getattr(request, "urlconf", None) or settings.ROOT_URLCONF, request.path_info)
+    rules = _rules_by_path.get(key)
+    if rules is None:
+        rules = _path_rules(*key)
+        if len(_rules_by_path) >= RULES_CACHE_SIZE:
+            _rules_by_path.clear()
+        _rules_by_path[key] = rules
+    return rules
+
+
+def _path_rules(urlconf: Any, path: str) -> Rules:
     for prefix in conf.SCALEOPS_THROTTLE_EXEMPT_PATHS:
         if path.startswith(prefix):
             return Rules(exempt=True)
@@ -67,7 +89,7 @@ def view_rules(request: HttpRequest) -> Rules:
         if path.startswith(prefix):
             return Rules(override=rate, override_slot=_slot(prefix), override_name=prefix)
     try:
-        match = resolve(path, getattr(request, "urlconf", None))
+        match = resolve(path, urlconf)
     except Resolver404:
         return Rules()
     view = match.func
@@ -101,17 +123,24 @@ def raw_key(request: HttpRequest) -> str | None:
     if func:
         getter: Callable[[HttpRequest], str | None] = import_string(func)
         return getter(request)
-    authorization = request.headers.get("Authorization")
+    # request.META rather than request.headers, which copies every header on first use.
+    authorization: str = request.META.get("HTTP_AUTHORIZATION", "")
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == conf.SCALEOPS_THROTTLE_AUTH_SCHEME.lower() and value.strip():
             return value.strip()
     header = conf.SCALEOPS_THROTTLE_KEY_HEADER
     if header:
-        value = request.headers.get(header, "").strip()
-        if value:
-            return value
+        presented: str = request.META.get(_meta_name(header), "")
+        if presented.strip():
+            return presented.strip()
     return None
+
+
+@lru_cache(maxsize=16)
+def _meta_name(header: str) -> str:
+    """``X-API-Key`` -> ``HTTP_X_API_KEY``, as Django names it in ``request.META``."""
+    return "HTTP_" + header.upper().replace("-", "_")
 
 
 def client_ip(request: HttpRequest) -> str:

@@ -114,13 +114,25 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
                     id="scaleops.E205",
                 )
             )
-    for name in ("SCALEOPS_THROTTLE_PROXY_COUNT", "SCALEOPS_THROTTLE_LOCAL_INSTANCES"):
+    minimums = {
+        "SCALEOPS_THROTTLE_PROXY_COUNT": 0,
+        "SCALEOPS_THROTTLE_LOCAL_INSTANCES": 1,
+        "SCALEOPS_THROTTLE_LEASE_MAX": 0,
+    }
+    for name, minimum in minimums.items():
         value = getattr(conf, name)
-        minimum = 0 if name.endswith("PROXY_COUNT") else 1
         if isinstance(value, int) and value < minimum:
             messages.append(
                 Error(f"{name} must be >= {minimum}, not {value!r}.", hint="Fix the value.", id="scaleops.E206")
             )
+    if conf.SCALEOPS_THROTTLE_LEASE_SECONDS <= 0:
+        messages.append(
+            Error(
+                f"SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not {conf.SCALEOPS_THROTTLE_LEASE_SECONDS!r}.",
+                hint="Use a short time such as 1.0, or set SCALEOPS_THROTTLE_LEASE_MAX = 0 to lease nothing.",
+                id="scaleops.E206",
+            )
+        )
     return messages
 
 

@@ -28,44 +28,62 @@ logger = logging.getLogger("django_scaleops.ratelimit")
 UNIT = 1_000_000  # a request, in the bucket's fixed-point unit
 
 # KEYS: bucket hash, usage hash, revocation marker (one hash tag: one Cluster slot).
-# ARGV: limit, period seconds, burst, cost (0 = look without consuming), record usage (0/1), usage TTL.
-# Returns {status, remaining, retry_after_us, reset_after_us}; status 1 allowed, 0 limited, -1 revoked.
+# ARGV: limit, period seconds, burst, cost (0 = look without consuming), record usage (0/1), usage TTL,
+#       lease (requests to take ahead for this process), refund (unused requests of its last lease),
+#       served (requests it admitted from that lease, counted in the usage now).
+# Returns {status, remaining, retry_after_us, reset_after_us, leased}; status 1 allowed, 0 limited,
+# -1 revoked. A lease is granted only whole and only if the bucket holds it after this request.
 LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 if redis.call('EXISTS', KEYS[3]) == 1 then
-  return {-1, 0, 0, 0}
+  return {-1, 0, 0, 0, 0}
 end
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[4]) * 1000000
 local capacity = (limit + tonumber(ARGV[3])) * 1000000
+local lease = tonumber(ARGV[7])
+local refund = tonumber(ARGV[8]) * 1000000
 local state = redis.call('HMGET', KEYS[1], 'u', 't')
 local used = tonumber(state[1]) or 0
 local last = tonumber(state[2]) or now
 if now > last then
   used = used - math.floor((now - last) * limit / period)
-  if used < 0 then used = 0 end
 end
+used = used - refund
+if used < 0 then used = 0 end
 local status = 1
 local retry = 0
+local leased = 0
 if cost > 0 then
   if used + cost <= capacity then
-    used = used + cost
-    redis.call('HSET', KEYS[1], 'u', string.format('%d', used), 't', string.format('%d', now))
-    redis.call('PEXPIRE', KEYS[1], math.ceil(used * period / limit / 1000) + 1000)
+    if lease > 0 and used + cost + lease * 1000000 <= capacity then
+      leased = lease
+    end
+    used = used + cost + leased * 1000000
   else
     status = 0
     retry = math.ceil((used + cost - capacity) * period / limit)
   end
   if ARGV[5] == '1' then
-    local field = string.format('%d', math.floor(now / 60000000)) .. (status == 1 and ':a' or ':l')
-    redis.call('HINCRBY', KEYS[2], field, 1)
+    local minute = string.format('%d', math.floor(now / 60000000))
+    local admitted = tonumber(ARGV[9]) + (status == 1 and 1 or 0)
+    if admitted > 0 then redis.call('HINCRBY', KEYS[2], minute .. ':a', admitted) end
+    if status == 0 then redis.call('HINCRBY', KEYS[2], minute .. ':l', 1) end
     redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
   end
 end
-return {status, math.floor((capacity - used) / 1000000), retry, math.ceil(used * period / limit)}
+if (cost > 0 and status == 1) or refund > 0 then
+  redis.call('HSET', KEYS[1], 'u', string.format('%d', used), 't', string.format('%d', now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(used * period / limit / 1000) + 1000)
+end
+return {status, math.floor((capacity - used) / 1000000), retry, math.ceil(used * period / limit), leased}
 """
+
+# A lease never holds more than this share of a bucket, so keys whose limit + burst is under
+# 1,000 are always checked request by request, and what leases hold back stays under 0.1%.
+LEASE_SHARE = 1000
 
 ALLOWED, LIMITED, REVOKED = 1, 0, -1
 
@@ -163,6 +181,80 @@ class LocalLimiter:
             self._buckets.clear()
 
 
+@dataclass
+class Lease:
+    """Requests this process took ahead from one bucket, admitted here without asking Redis."""
+
+    policy: Policy
+    left: int
+    served: int
+    expires: float  # time.monotonic()
+    remaining: int  # what the bucket had left when granted, the lease not included
+    reset_after: float
+    record_usage: bool
+
+
+class Leases:
+    """The live leases of this process, by (identity, slot).
+
+    A lease is taken from the shared bucket before anything is admitted from it, so leases never
+    admit more than the bucket holds. Its unused requests go back (and the requests it admitted
+    are counted in the usage) with the next Redis call for the same bucket.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], Lease] = {}
+        self._max_entries = max_entries
+
+    def take(self, identity: str, slot: str, policy: Policy, record_usage: bool) -> Decision | None:
+        """Admit one request from a live lease of the bucket, or None when there is none."""
+        with self._lock:
+            lease = self._held.get((identity, slot))
+            if (
+                lease is None
+                or lease.left <= 0
+                or lease.policy != policy
+                or lease.record_usage != record_usage
+                or time.monotonic() >= lease.expires
+            ):
+                return None
+            lease.left -= 1
+            lease.served += 1
+            remaining = lease.remaining + lease.left
+        return Decision(
+            allowed=True, policy=policy, remaining=remaining, retry_after=0.0, reset_after=lease.reset_after
+        )
+
+    def settle(self, identity: str, slot: str) -> tuple[int, int]:
+        """Remove the bucket's lease; returns (requests to give back, requests it admitted)."""
+        with self._lock:
+            lease = self._held.pop((identity, slot), None)
+        return (lease.left, lease.served) if lease is not None else (0, 0)
+
+    def hold(self, identity: str, slot: str, lease: Lease) -> None:
+        with self._lock:
+            earlier = self._held.get((identity, slot))
+            if earlier is not None and earlier.policy == lease.policy:
+                # Another thread's lease of the same bucket: keep its requests rather than lose them.
+                lease.left += earlier.left
+                lease.served += earlier.served
+            elif len(self._held) >= self._max_entries:
+                self._held.clear()  # what the dropped leases held drains from the buckets by itself
+            self._held[(identity, slot)] = lease
+
+    def forget(self, identity: str | None = None) -> None:
+        """Drop the leases of ``identity`` (revoked, reset), or all of them."""
+        with self._lock:
+            for key in [k for k in self._held if identity is None or k[0] == identity]:
+                del self._held[key]
+
+
+def lease_size(policy: Policy) -> int:
+    """Requests to take ahead for a bucket of ``policy``: none for limits under ``LEASE_SHARE``."""
+    return max(0, min(int(conf.SCALEOPS_THROTTLE_LEASE_MAX), policy.capacity // LEASE_SHARE))
+
+
 def bucket_key(identity: str, policy_slot: str = "tier") -> str:
     return f"{conf.SCALEOPS_THROTTLE_REDIS_PREFIX}:{{{identity}}}:b:{policy_slot}"
 
@@ -192,10 +284,19 @@ class Limiter:
     def __init__(self) -> None:
         self.breaker = CircuitBreaker()
         self.local = LocalLimiter()
+        self.leases = Leases()
         self._script: Script | None = None
+        self._client: Any = None
+
+    def forget_client(self, **kwargs: Any) -> None:
+        """``setting_changed`` receiver: CACHES or the throttle cache alias may have changed."""
+        self._client = None
 
     def _run(self, keys: list[str], args: list[int | str]) -> list[int]:
-        client = redis_connection()
+        # django-redis hands out the same client (and pool) every time; asking costs a few µs.
+        client = self._client
+        if client is None:
+            client = self._client = redis_connection()
         if self._script is None:
             self._script = client.register_script(LUA)
         # Script.__call__ sends EVALSHA and falls back to loading the script on NOSCRIPT.
@@ -211,9 +312,20 @@ class Limiter:
         cost: int = 1,
         record_usage: bool = False,
     ) -> Decision:
-        """Consume ``cost`` requests of ``identity``'s bucket (``cost=0`` only looks). Never raises."""
+        """Consume ``cost`` requests of ``identity``'s bucket (``cost=0`` only looks). Never raises.
+
+        For buckets of at least ``LEASE_SHARE`` requests, a check may take up to
+        ``SCALEOPS_THROTTLE_LEASE_MAX`` more ahead, which later checks here admit without Redis.
+        """
+        if cost == 1:
+            leased = self.leases.take(identity, slot, policy, record_usage)
+            if leased is not None:
+                stats.incr("allowed_from_lease")
+                return leased
         if self.breaker.is_open:
             return self._degraded(identity, policy, slot, cost, reason="circuit open")
+        refund, served = self.leases.settle(identity, slot) if cost > 0 else (0, 0)
+        ahead = lease_size(policy) if cost == 1 else 0
         keys = [bucket_key(identity, slot), usage_key(identity), revoked_key(identity)]
         args: list[int | str] = [
             policy.limit,
@@ -222,16 +334,23 @@ class Limiter:
             cost,
             "1" if record_usage else "0",
             int(conf.SCALEOPS_THROTTLE_USAGE_TTL),
+            ahead,
+            refund,
+            served if record_usage else 0,
         ]
         try:
-            status, remaining, retry_us, reset_us = self._run(keys, args)
+            status, remaining, retry_us, reset_us, granted = self._run(keys, args)
         except Exception as exc:  # any Redis failure degrades; the limiter never turns it into a 500
             self.breaker.trip()
             return self._degraded(identity, policy, slot, cost, reason=type(exc).__name__)
+        if granted > 0:
+            expires = time.monotonic() + float(conf.SCALEOPS_THROTTLE_LEASE_SECONDS)
+            lease = Lease(policy, int(granted), 0, expires, max(0, int(remaining)), reset_us / 1e6, record_usage)
+            self.leases.hold(identity, slot, lease)
         decision = Decision(
             allowed=status == ALLOWED,
             policy=policy,
-            remaining=max(0, int(remaining)),
+            remaining=max(0, int(remaining)) + int(granted),
             retry_after=retry_us / 1e6,
             reset_after=reset_us / 1e6,
             revoked=status == REVOKED,
@@ -264,6 +383,7 @@ class Limiter:
 
     def reset(self, identity: str) -> None:
         """Empty every bucket of ``identity`` (the admin's "reset bucket")."""
+        self.leases.forget(identity)
         client = redis_connection()
         pattern = bucket_key(identity, "*")
         keys = list(client.scan_iter(match=pattern, count=100))
@@ -271,7 +391,12 @@ class Limiter:
             client.delete(*keys)
 
     def mark_revoked(self, identity: str, *, revoked: bool, ttl: int) -> None:
-        """Set or clear the marker the script checks, so other instances refuse a revoked key at once."""
+        """Set or clear the marker the script checks, so other instances refuse a revoked key at once.
+
+        Other instances refuse it at their next Redis call for it: at once, or within
+        ``SCALEOPS_THROTTLE_LEASE_SECONDS`` for a key whose requests they have leased.
+        """
+        self.leases.forget(identity)
         client = redis_connection()
         if revoked:
             client.set(revoked_key(identity), "1", ex=ttl)

@@ -35,7 +35,14 @@ def tier_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def connect() -> None:
+    from django.core.signals import setting_changed
+
     from django_scaleops.models import ApiKey, Tier
+    from django_scaleops.ratelimit.callers import forget_rules
+    from django_scaleops.ratelimit.gcra import limiter
+
+    setting_changed.connect(forget_rules, dispatch_uid="scaleops_throttle_rules")
+    setting_changed.connect(limiter.forget_client, dispatch_uid="scaleops_throttle_client")
 
     post_save.connect(api_key_changed, sender=ApiKey, dispatch_uid="scaleops_apikey_saved")
     post_delete.connect(api_key_changed, sender=ApiKey, dispatch_uid="scaleops_apikey_deleted")

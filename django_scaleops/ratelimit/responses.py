@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -10,6 +11,7 @@ from django.http import HttpResponse
 
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit.gcra import Decision, retry_seconds
+from django_scaleops.ratelimit.policy import Policy
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -20,13 +22,18 @@ def sf_string(text: str) -> str:
     return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@functools.lru_cache(maxsize=256)
+def policy_header(policy: Policy) -> str:
+    return f"{sf_string(policy.name)};q={policy.limit};w={policy.period};burst={policy.burst}"
+
+
 def add_headers(response: HttpResponse, decision: Decision) -> None:
     policy = decision.policy
     if not policy.expose_headers:
         return
     name = sf_string(policy.name)
     reset = max(0, math.ceil(decision.reset_after))
-    response["RateLimit-Policy"] = f"{name};q={policy.limit};w={policy.period};burst={policy.burst}"
+    response["RateLimit-Policy"] = policy_header(policy)
     response["RateLimit"] = f"{name};r={decision.remaining};t={reset}"
     if conf.SCALEOPS_THROTTLE_GITHUB_HEADERS:
         # The bucket's capacity: Remaining counts the burst, so it must never exceed Limit.
