@@ -3,15 +3,18 @@
 1. Per log record: our ``JsonFormatter`` (schema, request ID, two-layer masking) vs
    python-json-logger's plain ``JsonFormatter``, on a mix of realistic records (µs/record).
 2. Per request: the example API with the correlation middleware, JSON request logging, and both
-   Sentry and Datadog at the production rate (10%) vs bare Django (no middleware, no APM). The SDKs
-   send to a local sink that answers 200, so nothing leaves the machine. Figure: p50 latency of a
-   round of in-process WSGI requests (through Sentry's WSGI wrapper and ddtrace's Django patch).
+   Sentry and Datadog at the production rate (10%) vs bare Django (no middleware, no APM), and vs
+   the same two SDKs set up by hand (``sentry_sdk.init(traces_sample_rate=0.1)`` and
+   ``ddtrace.patch(...)`` with a 10% sampling rule, default options). The SDKs send to a local sink
+   that answers 200 (and ``/info`` as a Datadog agent 7 does), so nothing leaves the machine.
+   Figure: p50 latency of a round of in-process WSGI requests.
 
 Run with ``make bench`` (or ``python benchmarks/bench_logging.py`` with the services' env set).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -30,6 +33,7 @@ from benchmarks.harness import Worker, compare
 RECORDS_PER_ROUND = 20_000
 REQUESTS_PER_ROUND = 300
 WORKER_VAR = "SCALEOPS_BENCH_LOGGING_WORKER"
+HAND_SDKS_VAR = "SCALEOPS_BENCH_HAND_SDKS"
 
 
 def sample_records(count: int = 1024) -> list[logging.LogRecord]:
@@ -98,6 +102,16 @@ def bench_records() -> None:
     )
 
 
+# What a Datadog agent 7 answers on /info: the endpoints the tracer may use.
+AGENT_INFO = json.dumps(
+    {
+        "version": "7.60.0",
+        "endpoints": ["/v0.4/traces", "/v0.5/traces", "/v0.6/stats", "/v0.7/config", "/info"],
+        "client_drop_p0s": True,
+    }
+).encode()
+
+
 class Sink(BaseHTTPRequestHandler):
     """Accepts whatever Sentry and the Datadog tracer send."""
 
@@ -106,7 +120,7 @@ class Sink(BaseHTTPRequestHandler):
 
     def _ok(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-        body = b'{"rate_by_service":{}}'
+        body = AGENT_INFO if self.path.startswith("/info") else b'{"rate_by_service":{}}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -116,12 +130,27 @@ class Sink(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_GET = _ok
 
 
+def setup_sdks_by_hand() -> None:
+    """The peer: both SDKs as a user would set them up without us, at the same 10% rate.
+
+    Default options; the same Django, psycopg, Redis and HTTP integrations as ours.
+    """
+    import ddtrace
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=os.environ["SENTRY_DSN"], traces_sample_rate=0.1, environment="production")
+    ddtrace.patch(django=True, psycopg=True, redis=True, requests=True, httplib=True, urllib3=True)
+
+
 def run_worker() -> None:
     """One configuration of the example API; answers each count with the p50 latency in µs."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
     from io import BytesIO
 
     from django.core.wsgi import get_wsgi_application
+
+    if os.environ.get(HAND_SDKS_VAR):
+        setup_sdks_by_hand()
 
     # Log lines (written to stdout by the LOGGING helper) are formatted as usual but discarded;
     # stdout proper carries only the figures to the harness.
@@ -177,22 +206,33 @@ def bench_requests() -> None:
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     sink_url = f"http://127.0.0.1:{sink.server_port}"
     common = {WORKER_VAR: "1", "DJANGO_DEBUG": "0"}
+    vendors = {
+        "SENTRY_DSN": f"http://public@127.0.0.1:{sink.server_port}/1",
+        "DD_TRACE_AGENT_URL": sink_url,
+        "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+        "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+    }
     ours = Worker(
+        "bench_logging.py", {**common, **vendors, "EXAMPLE_SCALEOPS": "1", "SCALEOPS_APM_ENABLED": "sentry,datadog"}
+    )
+    # Our middleware and logging, but the SDKs set up by hand (the peer for the APM part).
+    by_hand = Worker(
         "bench_logging.py",
         {
             **common,
+            **vendors,
             "EXAMPLE_SCALEOPS": "1",
-            "SCALEOPS_APM_ENABLED": "sentry,datadog",
-            "SENTRY_DSN": f"http://public@127.0.0.1:{sink.server_port}/1",
-            "DD_TRACE_AGENT_URL": sink_url,
-            "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
-            "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+            HAND_SDKS_VAR: "1",
+            "DD_SERVICE": "example-chat",
+            "DD_ENV": "production",
+            "DD_TRACE_SAMPLING_RULES": '[{"sample_rate": 0.1}]',
         },
     )
     logging_only = Worker("bench_logging.py", {**common, "EXAMPLE_SCALEOPS": "1"})
     bare = Worker("bench_logging.py", {**common, "EXAMPLE_SCALEOPS": "0"})
+    workers = (ours, by_hand, logging_only, bare)
     try:
-        for worker in (ours, logging_only, bare):
+        for worker in workers:
             worker.round(100)  # warm-up: imports, connections, URL resolver, SDK threads
         compare(
             f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round)",
@@ -214,8 +254,29 @@ def bench_requests() -> None:
             ours_name="middleware + JSON log + Sentry + Datadog at 10%",
             peer_name="bare Django",
         )
+        compare(
+            f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round):"
+            " the SDKs through SCALEOPS_APM_* vs the same SDKs set up by hand (default options, 10%)",
+            lambda: ours.round(REQUESTS_PER_ROUND),
+            lambda: by_hand.round(REQUESTS_PER_ROUND),
+            rounds=7,
+            unit="µs p50",
+            higher_is_better=False,
+            ours_name="ours (shared sampling, masking)",
+            peer_name="sentry_sdk.init + ddtrace.patch",
+        )
+        compare(
+            f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round)",
+            lambda: by_hand.round(REQUESTS_PER_ROUND),
+            lambda: bare.round(REQUESTS_PER_ROUND),
+            rounds=7,
+            unit="µs p50",
+            higher_is_better=False,
+            ours_name="SDKs set up by hand at 10%",
+            peer_name="bare Django",
+        )
     finally:
-        for worker in (ours, logging_only, bare):
+        for worker in workers:
             worker.close()
         sink.shutdown()
 

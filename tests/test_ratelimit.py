@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -909,3 +910,28 @@ def test_checks_reject_bad_lease_settings():
     messages = [(m.id, m.msg) for m in check_throttle_settings()]
     assert ("scaleops.E206", "SCALEOPS_THROTTLE_LEASE_MAX must be >= 0, not -1.") in messages
     assert ("scaleops.E206", "SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not 0.") in messages
+
+
+@throttled
+@pytest.mark.django_db(transaction=True)
+def test_async_requests_of_a_large_tier_are_admitted_from_the_lease():
+    tier = Tier.objects.create(name="Large", requests_per_period=100_000, period_seconds=60)
+    _, secret = ApiKey.create_key(name="large", tier=tier)
+    assert Client().get("/exempt/", headers=auth(secret)).status_code == 200  # warm the key cache
+    before = evalsha_calls()
+
+    async def sequence() -> list[tuple[int, int]]:
+        client = AsyncClient()
+        answers = []
+        for _ in range(40):
+            response = await client.get("/async-ok/", headers=auth(secret))
+            answers.append((response.status_code, remaining(response)))
+        return answers
+
+    answers = async_to_sync(sequence)()
+    assert [status for status, _ in answers] == [200] * 40
+    # Leases of 32 (0.1% of 100,000 is 100, capped by SCALEOPS_THROTTLE_LEASE_MAX): two calls.
+    assert evalsha_calls() - before == 2 + 1  # + evalsha_calls' own warm-up
+    # Within one lease, what the caller may still send falls by one a request (no Redis in between).
+    left = [left for _, left in answers[:33]]
+    assert [a - b for a, b in itertools.pairwise(left)] == [1] * 32

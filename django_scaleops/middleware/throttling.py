@@ -67,8 +67,10 @@ class ApiKeyThrottleMiddleware(HybridMiddleware):
         except DatabaseError as exc:
             return self._lookup_failed(exc)
         plan = self._plan(request, api_key, rules, anonymous)
-        # redis-py here is synchronous (django-redis' pool); a worker thread keeps the loop free.
-        decision = await sync_to_async(self._check, thread_sensitive=False)(plan) if plan else None
+        decision = limiter.leased(plan.identity, plan.policy, plan.slot, plan.record_usage) if plan else None
+        if plan and decision is None:
+            # redis-py here is synchronous (django-redis' pool); a worker thread keeps the loop free.
+            decision = await sync_to_async(self._check, thread_sensitive=False)(plan)
         refused = refusal(decision) if decision else None
         if refused is not None:
             return refused

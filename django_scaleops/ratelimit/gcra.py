@@ -303,6 +303,13 @@ class Limiter:
         result: list[int] = self._script(keys=keys, args=args, client=client)
         return result
 
+    def leased(self, identity: str, policy: Policy, slot: str = "tier", record_usage: bool = False) -> Decision | None:
+        """Admit one request from this process's lease of the bucket, if it holds one (no I/O)."""
+        decision = self.leases.take(identity, slot, policy, record_usage)
+        if decision is not None:
+            stats.incr("allowed_from_lease")
+        return decision
+
     def check(
         self,
         identity: str,
@@ -318,9 +325,8 @@ class Limiter:
         ``SCALEOPS_THROTTLE_LEASE_MAX`` more ahead, which later checks here admit without Redis.
         """
         if cost == 1:
-            leased = self.leases.take(identity, slot, policy, record_usage)
+            leased = self.leased(identity, policy, slot, record_usage)
             if leased is not None:
-                stats.incr("allowed_from_lease")
                 return leased
         if self.breaker.is_open:
             return self._degraded(identity, policy, slot, cost, reason="circuit open")
