@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import statistics
@@ -179,6 +180,9 @@ def prebuilt_round(ours: bool) -> float:
 
     truncate()
     objs = list(instances(ROWS))
+    # The full collection that building set off belongs to the building: settle it before the
+    # clock starts (for both), or it lands inside whichever write comes first.
+    gc.collect()
     if ours:
         return timed(lambda: Item.objects.batch_create(objs), ROWS)
     return timed(lambda: Item.objects.bulk_create(objs, batch_size=1000), ROWS)

@@ -92,6 +92,20 @@ def test_create_instances_and_mappings_fill_defaults_and_auto_now():
     assert len(set(stamps)) == 1 and stamps[0] >= before  # one auto_now stamp per batch of mappings
 
 
+def test_mappings_are_read_by_key_whatever_their_order_or_keys():
+    rows = [
+        {"sku": "a", "name": "first", "quantity": 1},
+        {"quantity": 2, "sku": "b", "name": "second"},  # same keys, another order
+        {"name": "third", "sku": "c"},  # fewer keys: its own shape, quantity from the default
+        {"sku": "d"},  # a single key
+    ]
+    assert Item.objects.batch_create(rows).rows_done == 4
+    stored = {sku: (name, quantity) for sku, name, quantity in Item.objects.values_list("sku", "name", "quantity")}
+    assert stored == {"a": ("first", 1), "b": ("second", 2), "c": ("third", 0), "d": ("", 0)}
+    with pytest.raises(BulkOperationError, match="no concrete field 'colour'"):
+        Item.objects.batch_create([{"sku": "e", "name": "x"}, {"sku": "f", "colour": "red"}])
+
+
 def test_values_psycopg_rejects_are_prepared_by_django():
     naive = dt.datetime(2025, 3, 1, 12, 0)
     with pytest.warns(RuntimeWarning, match="naive datetime"):

@@ -190,9 +190,13 @@ class Inserter:
 
     def _mapping_shape(self, key: Any, row: Mapping[str, Any]) -> _Shape:
         given = [self._field(name) for name in row]
+        # By name, not by position: a row with the same keys in another order reads the same.
+        getter = itemgetter(*row)
+        single = len(given) == 1
 
         def values(row: Mapping[str, Any]) -> Sequence[Any]:
-            return tuple(row.values())
+            found = getter(row)
+            return (found,) if single else found
 
         return self._positional_shape(key, given, values, values)
 
@@ -246,6 +250,8 @@ class Inserter:
             return self._write_group(shape, rows)
         if shape.instances and self._same_instance_shape(rows, key):
             return self._write_group(shape, rows)
+        if key[0] == "map" and self._same_keys(rows):
+            return self._write_group(shape, rows)
         groups: dict[Any, list[Any]] = {}
         for row in rows:
             key, _ = self._shape_for(row)
@@ -254,6 +260,16 @@ class Inserter:
         for key, group in groups.items():
             total = total + self._write_group(self._shapes[key], group)
         return total
+
+    @staticmethod
+    def _same_keys(rows: list[Any]) -> bool:
+        """Whether every row is a mapping with the first row's keys (in any order).
+
+        One comparison of key sets per row instead of a shape key built and looked up per row.
+        """
+        first = rows[0].keys()
+        width = len(first)
+        return all(isinstance(row, Mapping) and len(row) == width and row.keys() == first for row in rows)
 
     def _same_instance_shape(self, rows: list[Any], key: Any) -> bool:
         """Whether every row is an instance of the first row's class with its shape ``key``.
