@@ -1,6 +1,7 @@
 """``ApiKeyThrottleMiddleware``: API-key authentication and tiered rate limiting, sync and async.
 
-A warm request costs one dictionary lookup for its key and one EVALSHA in Redis; no database query.
+A warm request costs one dictionary lookup for its key and one EVALSHA in Redis (none while this
+process holds a lease of the key's bucket); no database query.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""The limiter: one Lua script (GCRA as a leaky-bucket meter) per check, one EVALSHA per request.
+"""The limiter: one Lua script (GCRA as a leaky-bucket meter), at most one EVALSHA per request.
 
 The bucket stores how full it is (``u``, in millionths of a request) and when that was measured
 (``t``, microseconds of the Redis server clock). Storing the level rather than a theoretical
 arrival time means a key keeps its used quota when its tier changes: 10 requests on one tier are
 10 requests on the next. The bucket drains at ``limit / period`` and holds ``limit + burst``, so
 an idle key may send ``limit + burst`` back to back and any window of ``w`` seconds admits at
-most ``limit + burst + floor(w * limit / period)``.
+most ``limit + burst + floor(w * limit / period)``. Large buckets lend a process a few requests
+ahead (``Leases``), taken from the bucket first, so the bound holds for leased requests too.
 """
 
 from __future__ import annotations
