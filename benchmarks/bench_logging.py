@@ -14,6 +14,7 @@ Run with ``make bench`` (or ``python benchmarks/bench_logging.py`` with the serv
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -234,47 +235,24 @@ def bench_requests() -> None:
     try:
         for worker in workers:
             worker.round(100)  # warm-up: imports, connections, URL resolver, SDK threads
-        compare(
-            f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round)",
-            lambda: logging_only.round(REQUESTS_PER_ROUND),
-            lambda: bare.round(REQUESTS_PER_ROUND),
-            rounds=7,
-            unit="µs p50",
-            higher_is_better=False,
-            ours_name="middleware + JSON log, no APM",
-            peer_name="bare Django",
-        )
-        compare(
-            f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round)",
-            lambda: ours.round(REQUESTS_PER_ROUND),
-            lambda: bare.round(REQUESTS_PER_ROUND),
-            rounds=7,
-            unit="µs p50",
-            higher_is_better=False,
-            ours_name="middleware + JSON log + Sentry + Datadog at 10%",
-            peer_name="bare Django",
-        )
-        compare(
-            f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round):"
-            " the SDKs through SCALEOPS_APM_* vs the same SDKs set up by hand (default options, 10%)",
-            lambda: ours.round(REQUESTS_PER_ROUND),
-            lambda: by_hand.round(REQUESTS_PER_ROUND),
-            rounds=7,
-            unit="µs p50",
-            higher_is_better=False,
-            ours_name="ours (shared sampling, masking)",
-            peer_name="sentry_sdk.init + ddtrace.patch",
-        )
-        compare(
-            f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round)",
-            lambda: by_hand.round(REQUESTS_PER_ROUND),
-            lambda: bare.round(REQUESTS_PER_ROUND),
-            rounds=7,
-            unit="µs p50",
-            higher_is_better=False,
-            ours_name="SDKs set up by hand at 10%",
-            peer_name="bare Django",
-        )
+        title = f"Example API request, p50 latency ({REQUESTS_PER_ROUND} in-process WSGI requests a round)"
+        comparisons = [
+            ((logging_only, "middleware + JSON log, no APM"), (bare, "bare Django")),
+            ((ours, "middleware + JSON log + Sentry + Datadog at 10%"), (bare, "bare Django")),
+            ((ours, "ours: SDKs through SCALEOPS_APM_*"), (by_hand, "the same SDKs set up by hand, 10%")),
+            ((by_hand, "SDKs set up by hand at 10%"), (bare, "bare Django")),
+        ]
+        for (first, ours_name), (second, peer_name) in comparisons:
+            compare(
+                title,
+                functools.partial(first.round, REQUESTS_PER_ROUND),
+                functools.partial(second.round, REQUESTS_PER_ROUND),
+                rounds=7,
+                unit="µs p50",
+                higher_is_better=False,
+                ours_name=ours_name,
+                peer_name=peer_name,
+            )
     finally:
         for worker in workers:
             worker.close()

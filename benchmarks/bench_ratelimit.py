@@ -310,60 +310,33 @@ def main() -> None:
             f"\nThroughput through gunicorn (2 sync workers, {HTTP_CLIENTS} clients,"
             f" {HTTP_REQUESTS} requests a round, every request admitted)"
         )
-        compare(
-            "Plain Django view: with ApiKeyThrottleMiddleware vs without",
-            lambda: servers["ours"].requests_per_second(secret),
-            lambda: servers["bare"].requests_per_second(secret),
-            rounds=ROUNDS,
-            unit="req/s",
-            ours_name="with our limiter",
-            peer_name="no limiter",
-        )
-        compare(
-            "Plain Django view: with ApiKeyThrottleMiddleware, leases off (a Redis call every request) vs without",
-            lambda: servers["ours-noleases"].requests_per_second(secret),
-            lambda: servers["bare"].requests_per_second(secret),
-            rounds=ROUNDS,
-            unit="req/s",
-            ours_name="limiter, no leases",
-            peer_name="no limiter",
-        )
-        compare(
-            "Plain Django view: one Redis PING a request (the floor of any limiter asking every time) vs nothing",
-            lambda: servers["ping"].requests_per_second(secret),
-            lambda: servers["bare"].requests_per_second(secret),
-            rounds=ROUNDS,
-            unit="req/s",
-            ours_name="one PING a request",
-            peer_name="no limiter",
-        )
-        compare(
-            "Example API view (newest 50 messages, database reads): with ApiKeyThrottleMiddleware vs without",
-            lambda: servers["ours"].requests_per_second(secret, HTTP_REQUESTS // 3, api_url),
-            lambda: servers["bare"].requests_per_second(secret, HTTP_REQUESTS // 3, api_url),
-            rounds=ROUNDS,
-            unit="req/s",
-            ours_name="with our limiter",
-            peer_name="no limiter",
-        )
-        compare(
-            "Plain view: our limiter vs DRF's SimpleRateThrottle (each with its own framework's view)",
-            lambda: servers["ours"].requests_per_second(secret),
-            lambda: servers["drf"].requests_per_second(secret),
-            rounds=ROUNDS,
-            unit="req/s",
-            ours_name="ours (Django view)",
-            peer_name="DRF throttle (APIView)",
-        )
-        compare(
-            "DRF APIView: with SimpleRateThrottle vs without",
-            lambda: servers["drf"].requests_per_second(secret),
-            lambda: servers["drf-bare"].requests_per_second(secret),
-            rounds=ROUNDS,
-            unit="req/s",
-            ours_name="with DRF throttle",
-            peer_name="no throttle",
-        )
+        plain = ("/ping/", HTTP_REQUESTS)
+        api = (api_url, HTTP_REQUESTS // 3)
+        # title, (server, label) of ours, (server, label) of the peer, (URL, requests a round)
+        comparisons = [
+            ("Plain Django view: with ApiKeyThrottleMiddleware vs without",
+             ("ours", "with our limiter"), ("bare", "no limiter"), plain),
+            ("Plain Django view: with ApiKeyThrottleMiddleware, leases off (a Redis call every request) vs without",
+             ("ours-noleases", "limiter, no leases"), ("bare", "no limiter"), plain),
+            ("Plain Django view: one Redis PING a request (the floor of any limiter asking every time) vs nothing",
+             ("ping", "one PING a request"), ("bare", "no limiter"), plain),
+            ("Example API view (newest 50 messages, database reads): with ApiKeyThrottleMiddleware vs without",
+             ("ours", "with our limiter"), ("bare", "no limiter"), api),
+            ("Plain view: our limiter vs DRF's SimpleRateThrottle (each with its own framework's view)",
+             ("ours", "ours (Django view)"), ("drf", "DRF throttle (APIView)"), plain),
+            ("DRF APIView: with SimpleRateThrottle vs without",
+             ("drf", "with DRF throttle"), ("drf-bare", "no throttle"), plain),
+        ]  # fmt: skip
+        for title, (ours_mode, ours_name), (peer_mode, peer_name), (url, count) in comparisons:
+            compare(
+                title,
+                functools.partial(servers[ours_mode].requests_per_second, secret, count, url),
+                functools.partial(servers[peer_mode].requests_per_second, secret, count, url),
+                rounds=ROUNDS,
+                unit="req/s",
+                ours_name=ours_name,
+                peer_name=peer_name,
+            )
     finally:
         for server in servers.values():
             server.close()
