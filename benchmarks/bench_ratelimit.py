@@ -42,17 +42,11 @@ HTTP_CLIENTS = 4
 
 def setup_django() -> str:
     """Migrate, seed a small chat dataset once; returns the URL of a realistic API view."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
-    import django
-    from django.core.management import call_command
+    from benchmarks.bench_example_api import prepare
 
-    django.setup()
-    from example_project.chat.models import Conversation, Message
+    prepare()
+    from example_project.chat.models import Conversation
 
-    call_command("migrate", interactive=False, verbosity=0)
-    if Message.objects.count() < 5_000:
-        with open(os.devnull, "w") as quiet:
-            call_command("seed_demo_data", messages=5_000, conversations=20, stdout=quiet)
     conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first()
     return f"/api/conversations/{conversation}/messages/?limit=50"
 
