@@ -3,7 +3,8 @@
 1. Per log record: our ``JsonFormatter`` (schema, request ID, two-layer masking) vs
    python-json-logger's plain ``JsonFormatter``, on a mix of realistic records (µs/record).
 2. Per request: the example API with the correlation middleware, JSON request logging, and both
-   Sentry and Datadog at the production rate (10%) vs bare Django (no middleware, no APM), and vs
+   Sentry and Datadog at the production rate (10%) vs bare Django (no middleware, no APM); the same
+   with ``SCALEOPS_APM_REQUEST_TRACING = "vendor"`` (the SDKs' own Django integrations); and vs
    the same two SDKs set up by hand (``sentry_sdk.init(traces_sample_rate=0.1)`` and
    ``ddtrace.patch(...)`` with a 10% sampling rule, default options). The SDKs send to a local sink
    that answers 200 (and ``/info`` as a Datadog agent 7 does), so nothing leaves the machine.
@@ -216,6 +217,16 @@ def bench_requests() -> None:
     ours = Worker(
         "bench_logging.py", {**common, **vendors, "EXAMPLE_SCALEOPS": "1", "SCALEOPS_APM_ENABLED": "sentry,datadog"}
     )
+    vendor_tracing = Worker(
+        "bench_logging.py",
+        {
+            **common,
+            **vendors,
+            "EXAMPLE_SCALEOPS": "1",
+            "SCALEOPS_APM_ENABLED": "sentry,datadog",
+            "SCALEOPS_APM_REQUEST_TRACING": "vendor",
+        },
+    )
     # Our middleware and logging, but the SDKs set up by hand (the peer for the APM part).
     by_hand = Worker(
         "bench_logging.py",
@@ -231,7 +242,7 @@ def bench_requests() -> None:
     )
     logging_only = Worker("bench_logging.py", {**common, "EXAMPLE_SCALEOPS": "1"})
     bare = Worker("bench_logging.py", {**common, "EXAMPLE_SCALEOPS": "0"})
-    workers = (ours, by_hand, logging_only, bare)
+    workers = (ours, vendor_tracing, by_hand, logging_only, bare)
     try:
         for worker in workers:
             worker.round(100)  # warm-up: imports, connections, URL resolver, SDK threads
@@ -239,6 +250,7 @@ def bench_requests() -> None:
         comparisons = [
             ((logging_only, "middleware + JSON log, no APM"), (bare, "bare Django")),
             ((ours, "middleware + JSON log + Sentry + Datadog at 10%"), (bare, "bare Django")),
+            ((vendor_tracing, 'the same, REQUEST_TRACING="vendor"'), (bare, "bare Django")),
             ((ours, "ours: SDKs through SCALEOPS_APM_*"), (by_hand, "the same SDKs set up by hand, 10%")),
             ((by_hand, "SDKs set up by hand at 10%"), (bare, "bare Django")),
         ]

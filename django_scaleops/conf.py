@@ -126,8 +126,14 @@ class Settings:
     SCALEOPS_APM_EXCLUDE_PATHS: Setting[Sequence[str]] = Setting(
         ("/health", "/metrics"), (list, tuple), "Path prefixes never sampled by either vendor."
     )
+    SCALEOPS_APM_REQUEST_TRACING = Setting(
+        "sampled",
+        str,
+        '"sampled": only kept requests are instrumented, by us; "vendor": the vendors\' own Django and'
+        " psycopg integrations on every request.",
+    )
     SCALEOPS_APM_MIDDLEWARE_SPANS = Setting(
-        False, bool, "A span per middleware and signal (detailed, but costs each request)."
+        False, bool, 'A span per middleware and signal (detailed, but costs each request); "vendor" tracing only.'
     )
     SCALEOPS_APM_SEND_PII = Setting(False, bool, "Let the vendors collect user IPs, cookies and user data.")
 

@@ -122,6 +122,8 @@ SCALEOPS_APM_ENABLED = [vendor for vendor in os.environ.get("SCALEOPS_APM_ENABLE
 SCALEOPS_APM_SERVICE = "example-chat"
 SCALEOPS_APM_SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
 SCALEOPS_APM_DATADOG_AGENT_URL = os.environ.get("DD_TRACE_AGENT_URL", "")
+# "sampled" (default): only kept requests are instrumented; "vendor": the SDKs' Django integrations.
+SCALEOPS_APM_REQUEST_TRACING = os.environ.get("SCALEOPS_APM_REQUEST_TRACING", "sampled")
 
 # Rate limiting: tiers and keys live in the admin (/admin/); `manage.py create_api_key NAME --tier Free`.
 # Callers without a key are unlimited unless EXAMPLE_ANONYMOUS_TIER names a tier (e.g. "Free").

@@ -85,15 +85,22 @@ class SentryCollector:
         return [payload for item_type, payload in self.items if item_type == kind]
 
 
+@pytest.fixture(scope="module", params=["sampled", "vendor"])
+def tracing_mode(request: pytest.FixtureRequest) -> str:
+    """SCALEOPS_APM_REQUEST_TRACING: ours (only kept requests instrumented) or the vendors' integrations."""
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture(scope="module")
-def sentry_endpoint() -> Iterator[SentryCollector]:
+def sentry_endpoint(tracing_mode: str) -> Iterator[SentryCollector]:
     collector = SentryCollector()
     yield collector
     collector.server.shutdown()
 
 
 @pytest.fixture(scope="module")
-def test_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def test_agent(tracing_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("agent") / "agent.log").open("w")
     process = subprocess.Popen(
@@ -160,6 +167,7 @@ def root_of(trace: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def scenario(
+    tracing_mode: str,
     sentry_endpoint: SentryCollector,
     test_agent: str,
     django_db_setup: None,
@@ -179,8 +187,10 @@ def scenario(
                 "SCALEOPS_TEST_PING_URL": sentry_endpoint.url + "/ping",
                 "SCALEOPS_TEST_SECRETS": json.dumps(corpus),
                 "SCALEOPS_TEST_LOG_FILE": str(log_file),
+                "SCALEOPS_TEST_TRACING": tracing_mode,
             },
         )
+    report["mode"] = tracing_mode
     # Both SDKs send from background threads; wait until the traces have landed.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -250,6 +260,7 @@ def test_sentry_event_tagged_with_response_request_id(
         by_id.setdefault(error["tags"]["request_id"], []).append(error)
     assert len(by_id[header]) == 1
     assert by_id[header][0]["environment"] == "ci" and by_id[header][0]["release"] == "1.2.3"
+    assert by_id[header][0]["request"]["url"].endswith("/boom/") and by_id[header][0]["transaction"] == "/boom/"
     # Without an incoming ID, WSGI and ASGI alike: the event's ID is the one the response echoed.
     for key in ("boom_wsgi_generated", "boom_asgi_generated"):
         status, generated = scenario[key]
@@ -284,7 +295,13 @@ def test_health_never_sampled_and_kept_sets_identical(
 ) -> None:
     roots = django_roots(scenario)
     health_id = scenario["health"][0]
-    assert health_id in roots and roots[health_id][0]["metrics"]["_sampling_priority_v1"] <= 0
+    if scenario["mode"] == "vendor":
+        # ddtrace traces every request and marks the dropped ones.
+        assert health_id in roots and roots[health_id][0]["metrics"]["_sampling_priority_v1"] <= 0
+    else:
+        # Ours traces only the kept requests: a dropped one sends no root span at all.
+        assert health_id not in roots
+        assert set(roots) & set(scenario["sampled_sent"]) == set(scenario["sampled_expected"])
     transactions = {t.get("tags", {}).get("request_id") for t in sentry_endpoint.of_type("transaction")}
     assert health_id not in transactions
     sent = set(scenario["sampled_sent"])
@@ -297,11 +314,15 @@ def test_health_never_sampled_and_kept_sets_identical(
     assert 0.05 < len(expected) / len(sent) < 0.16
 
 
-def test_shared_decision_over_10000_simulated_requests(django_db_setup: None, django_db_blocker: Any) -> None:
+@pytest.mark.parametrize("mode", ["sampled", "vendor"])
+def test_shared_decision_over_10000_simulated_requests(
+    mode: str, django_db_setup: None, django_db_blocker: Any
+) -> None:
     with django_db_blocker.unblock():
         report = run_worker(
             "simulate",
             {
+                "SCALEOPS_TEST_TRACING": mode,
                 "SCALEOPS_TEST_VENDORS": "sentry,datadog",
                 "SCALEOPS_TEST_DSN": f"http://public@127.0.0.1:{free_port()}/1",
                 "SCALEOPS_TEST_AGENT_URL": f"http://127.0.0.1:{free_port()}",
@@ -342,5 +363,14 @@ def test_checks_are_bound_and_metrics_published() -> None:
 
     with override_settings(SCALEOPS_APM_SAMPLE_RATE=2.0), pytest.raises(SystemCheckError, match=r"scaleops\.E011"):
         call_command("check")
+    from django_scaleops.apm.checks import MIDDLEWARE_PATH, check_observability
+
+    enabled = {"SCALEOPS_APM_ENABLED": ["sentry"], "SCALEOPS_APM_SENTRY_DSN": "http://k@127.0.0.1:9/1"}
+    with override_settings(**enabled, MIDDLEWARE=["django.middleware.common.CommonMiddleware"]):
+        assert "scaleops.W013" in {message.id for message in check_observability()}
+    with override_settings(**enabled, MIDDLEWARE=[MIDDLEWARE_PATH]):
+        assert "scaleops.W013" not in {message.id for message in check_observability()}
+    with override_settings(**enabled, SCALEOPS_APM_REQUEST_TRACING="vendor", MIDDLEWARE=[]):
+        assert "scaleops.W013" not in {message.id for message in check_observability()}
     record_metric("tests.published", 5)
     assert metrics.collect()["apm"]["tests.published"]["last"] == 5

@@ -100,6 +100,7 @@ def configure() -> None:
         SCALEOPS_APM_SERVICE="scaleops-tests",
         SCALEOPS_APM_ENV="ci",
         SCALEOPS_APM_VERSION="1.2.3",
+        SCALEOPS_APM_REQUEST_TRACING=os.environ.get("SCALEOPS_TEST_TRACING", "sampled"),
         LOGGING={
             "version": 1,
             "disable_existing_loggers": False,
@@ -219,29 +220,53 @@ def scenario() -> dict[str, Any]:
 
 
 def simulate() -> dict[str, Any]:
-    """The shared decision over N simulated production requests, as each vendor's hook sees it."""
+    """The shared decision over N simulated production requests, as each vendor sees it."""
     import uuid
 
+    from django.test import RequestFactory
+
+    from django_scaleops.apm import state
+
+    count = int(os.environ.get("SCALEOPS_TEST_SIMULATED", "10000"))
+    kept: dict[str, list[str]] = {"sentry": [], "datadog": []}
+    health_kept = 0
+    factory = RequestFactory()
+    decide = simulated_by_us if state.request_tracing else simulated_by_vendors
+    for _ in range(count):
+        request_id = str(uuid.uuid4())
+        sentry, datadog = decide(factory.get("/api/messages/", HTTP_X_REQUEST_ID=request_id), request_id)
+        for vendor, keep in (("sentry", sentry), ("datadog", datadog)):
+            if keep:
+                kept[vendor].append(request_id)
+        health_kept += any(decide(factory.get("/health/", HTTP_X_REQUEST_ID=request_id), request_id))
+    return {"count": count, **kept, "health_kept": health_kept}
+
+
+def simulated_by_us(request: HttpRequest, request_id: str) -> tuple[bool, bool]:
+    """Whether our request tracing opened a sampled Sentry transaction and a kept Datadog root span."""
+    from django_scaleops.apm.tracing import RequestTrace
+
+    with RequestTrace(request, request_id) as trace:
+        transaction, span = trace.sentry_transaction, trace.dd_span
+        sentry = transaction is not None and transaction.sampled is True
+        datadog = span is not None and (span.context.sampling_priority or 0) > 0
+        trace.response = HttpResponse("ok")
+    return sentry, datadog
+
+
+def simulated_by_vendors(request: HttpRequest, request_id: str) -> tuple[bool, bool]:
+    """The same through Sentry's sampler hook and the tags set on ddtrace's root span."""
     from ddtrace.trace import tracer
 
     from django_scaleops.apm.request import annotate_request
     from django_scaleops.apm.setup import sentry_traces_sampler
 
-    count = int(os.environ.get("SCALEOPS_TEST_SIMULATED", "10000"))
-    sentry_kept, datadog_kept, health_kept = [], [], 0
-    for _ in range(count):
-        request_id = str(uuid.uuid4())
-        environ = {"HTTP_X_REQUEST_ID": request_id, "PATH_INFO": "/api/messages/"}
-        if sentry_traces_sampler({"wsgi_environ": environ}) == 1.0:
-            sentry_kept.append(request_id)
-        span = tracer.start_span("django.request", activate=True)
-        annotate_request(request_id, "/api/messages/")
-        if (span.context.sampling_priority or 0) > 0:
-            datadog_kept.append(request_id)
-        span.finish()
-        health = {"HTTP_X_REQUEST_ID": request_id, "PATH_INFO": "/health/"}
-        health_kept += sentry_traces_sampler({"wsgi_environ": health}) == 1.0
-    return {"count": count, "sentry": sentry_kept, "datadog": datadog_kept, "health_kept": health_kept}
+    sentry = sentry_traces_sampler({"wsgi_environ": dict(request.META)}) == 1.0
+    span = tracer.start_span("django.request", activate=True)
+    annotate_request(request_id, request.path)
+    datadog = (span.context.sampling_priority or 0) > 0
+    span.finish()
+    return sentry, datadog
 
 
 def main() -> None:

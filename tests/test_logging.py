@@ -128,6 +128,7 @@ def test_checks_flag_bad_observability_settings() -> None:
         SCALEOPS_LOG_REQUEST_LEVEL="LOUD",
         SCALEOPS_LOG_MASK_EXTRA_PATTERNS=["(unclosed"],
         SCALEOPS_LOG_REQUEST_ID_HEADERS=["X Bad Header"],
+        SCALEOPS_APM_REQUEST_TRACING="everything",
         MIDDLEWARE=[
             "django.middleware.common.CommonMiddleware",
             "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
@@ -141,11 +142,16 @@ def test_checks_flag_bad_observability_settings() -> None:
         "scaleops.E012",
         "scaleops.E013",
         "scaleops.E014",
+        "scaleops.E015",
         "scaleops.W011",
         "scaleops.W012",
     ]
     assert all(isinstance(m, (Error, Warning)) and m.hint for m in messages)
-    with override_settings(SCALEOPS_APM_ENABLED=["sentry"], SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1"):
+    with override_settings(
+        SCALEOPS_APM_ENABLED=["sentry"],
+        SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1",
+        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware"],
+    ):
         assert check_observability() == []
 
 
@@ -192,6 +198,7 @@ SCRIPT = textwrap.dedent(
         SCALEOPS_APM_ENABLED=["sentry", "datadog"],
         SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1",
         SCALEOPS_APM_DATADOG_AGENT_URL="http://127.0.0.1:9",
+        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware", *settings.MIDDLEWARE],
     ):
         started = setup_apm()
         warnings = sorted(m.id for m in check_observability())

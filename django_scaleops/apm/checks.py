@@ -13,6 +13,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django_scaleops.conf import conf
 
 MIDDLEWARE_PATH = "django_scaleops.middleware.correlation.CorrelationIdMiddleware"
+TRACING_MODES = ("sampled", "vendor")
 SDK_MODULES = {"sentry": ("sentry_sdk", "sentry"), "datadog": ("ddtrace", "datadog")}
 
 
@@ -81,7 +82,25 @@ def check_observability(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                     id="scaleops.E014",
                 )
             )
+    tracing = conf.SCALEOPS_APM_REQUEST_TRACING
+    if tracing not in TRACING_MODES:
+        messages.append(
+            Error(
+                f"SCALEOPS_APM_REQUEST_TRACING must be one of {', '.join(map(repr, TRACING_MODES))}, not {tracing!r}.",
+                hint='"sampled" (default): we trace the kept requests only; "vendor": the SDKs\' Django integrations.',
+                id="scaleops.E015",
+            )
+        )
     middleware = list(getattr(settings, "MIDDLEWARE", []))
+    if conf.SCALEOPS_APM_ENABLED and tracing == "sampled" and MIDDLEWARE_PATH not in middleware:
+        messages.append(
+            Warning(
+                "APM is enabled but CorrelationIdMiddleware is not in MIDDLEWARE: no request is traced,"
+                " and request errors do not reach Sentry.",
+                hint=f"Add {MIDDLEWARE_PATH!r} at the top of MIDDLEWARE.",
+                id="scaleops.W013",
+            )
+        )
     if MIDDLEWARE_PATH in middleware and middleware.index(MIDDLEWARE_PATH) != 0:
         messages.append(
             Warning(

@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
-from django_scaleops.apm import state
+from django_scaleops.apm import state, tracing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,7 +46,8 @@ class Span:
         self._stack: ExitStack | None = None
 
     def __enter__(self) -> Span:
-        if not (state.sentry_active or state.datadog_active):
+        if not (state.sentry_active or state.datadog_active) or tracing.in_dropped_request():
+            # Nothing of a dropped request is sent: skip building spans for it.
             return self
         from django_scaleops.logging.masking import get_masker
 

@@ -33,6 +33,11 @@ def environment() -> str:
     return conf.SCALEOPS_APM_ENV or ("development" if settings.DEBUG else "production")
 
 
+def vendor_tracing() -> bool:
+    """Whether the vendors' own Django (and psycopg) integrations trace requests, instead of ours."""
+    return conf.SCALEOPS_APM_REQUEST_TRACING == "vendor"
+
+
 def setup_apm() -> list[str]:
     """Start each enabled vendor whose SDK is installed. Returns the vendors started."""
     started = []
@@ -41,6 +46,11 @@ def setup_apm() -> list[str]:
         started.append("sentry")
     if "datadog" in enabled and not state.datadog_active and _setup_datadog():
         started.append("datadog")
+    if started and not vendor_tracing() and not state.request_tracing:
+        from django_scaleops.apm.tracing import setup_request_tracing
+
+        setup_request_tracing()
+        state.request_tracing = True
     return started
 
 
@@ -95,18 +105,19 @@ def _setup_sentry() -> bool:
     except ImportError:
         logger.warning("Sentry is enabled but sentry-sdk is not installed: pip install 'django-scaleops[sentry]'.")
         return False
+    integrations: list[Any] = [RedisIntegration(), LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)]
+    vendor = vendor_tracing()
+    if vendor:
+        spans = conf.SCALEOPS_APM_MIDDLEWARE_SPANS
+        integrations.append(DjangoIntegration(middleware_spans=spans, signals_spans=spans))
     sentry_sdk.init(
         dsn=conf.SCALEOPS_APM_SENTRY_DSN,
         environment=environment(),
         release=conf.SCALEOPS_APM_VERSION or None,
         server_name=service_name(),
-        integrations=[
-            DjangoIntegration(
-                middleware_spans=conf.SCALEOPS_APM_MIDDLEWARE_SPANS, signals_spans=conf.SCALEOPS_APM_MIDDLEWARE_SPANS
-            ),
-            RedisIntegration(),
-            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
-        ],
+        integrations=integrations,
+        # Otherwise our middleware traces the kept requests and reports errors (apm/tracing.py).
+        disabled_integrations=[] if vendor else [DjangoIntegration],
         traces_sampler=sentry_traces_sampler,
         before_send=sentry_before_send,
         before_send_transaction=sentry_before_send,
@@ -161,7 +172,10 @@ def _setup_datadog() -> bool:
         return False
     from ddtrace import config as dd_config
 
-    ddtrace.patch(django=True, psycopg=True, redis=True, requests=True, httplib=True, urllib3=True)
+    # With our request tracing, Django and psycopg are left unpatched: the middleware makes the
+    # root span and SQL spans for kept requests only (apm/tracing.py).
+    vendor = vendor_tracing()
+    ddtrace.patch(django=vendor, psycopg=vendor, redis=True, requests=True, httplib=True, urllib3=True)
     # No PII unless asked: user names off; query strings kept for debugging but masked below.
     dd_config.django["include_user_name"] = conf.SCALEOPS_APM_SEND_PII
     dd_config.django["trace_query_string"] = True

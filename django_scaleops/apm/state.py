@@ -4,6 +4,8 @@ from __future__ import annotations
 
 sentry_active = False
 datadog_active = False
+# Our own request tracing (SCALEOPS_APM_REQUEST_TRACING = "sampled") runs for at least one vendor.
+request_tracing = False
 
 
 def any_active() -> bool:

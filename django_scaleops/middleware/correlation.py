@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.http import HttpRequest
@@ -18,6 +19,7 @@ from django_scaleops.context import api_key_prefix_var, request_id_var
 from django_scaleops.middleware.base import HybridMiddleware
 
 request_logger = logging.getLogger("django_scaleops.request")
+_NO_TRACE: AbstractContextManager[Any] = nullcontext()
 
 
 def request_id_for(request: HttpRequest) -> str:
@@ -64,8 +66,11 @@ class CorrelationIdMiddleware(HybridMiddleware):
         key_token = api_key_prefix_var.set(None)
         started = time.perf_counter()
         try:
-            response: HttpResponseBase = self.get_response(request)
-            return self._finish(request, response, request_id, started)
+            with self._tracing(request, request_id) as trace:
+                response: HttpResponseBase = self.get_response(request)
+                if trace is not None:
+                    trace.response = response
+                return self._finish(request, response, request_id, started)
         finally:
             api_key_prefix_var.reset(key_token)
             request_id_var.reset(token)
@@ -76,9 +81,12 @@ class CorrelationIdMiddleware(HybridMiddleware):
         key_token = api_key_prefix_var.set(None)
         started = time.perf_counter()
         try:
-            get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-            response = await get_response(request)
-            return self._finish(request, response, request_id, started)
+            with self._tracing(request, request_id) as trace:
+                get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+                response = await get_response(request)
+                if trace is not None:
+                    trace.response = response
+                return self._finish(request, response, request_id, started)
         finally:
             api_key_prefix_var.reset(key_token)
             request_id_var.reset(token)
@@ -86,11 +94,21 @@ class CorrelationIdMiddleware(HybridMiddleware):
     def _start(self, request: HttpRequest) -> str:
         request_id = request_id_for(request)
         request.request_id = request_id  # type: ignore[attr-defined]
-        if state.sentry_active or state.datadog_active:
+        if (state.sentry_active or state.datadog_active) and not state.request_tracing:
+            # The vendors' own Django integrations trace the request; we only tag and decide.
             from django_scaleops.apm.request import annotate_request
 
             annotate_request(request_id, request.path)
         return request_id
+
+    @staticmethod
+    def _tracing(request: HttpRequest, request_id: str) -> AbstractContextManager[Any]:
+        """The request's APM tracing (``RequestTrace``) when ours runs, else a no-op."""
+        if not state.request_tracing:
+            return _NO_TRACE
+        from django_scaleops.apm.tracing import RequestTrace
+
+        return RequestTrace(request, request_id)
 
     def _finish(
         self, request: HttpRequest, response: HttpResponseBase, request_id: str, started: float
