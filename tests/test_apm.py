@@ -235,6 +235,14 @@ def test_datadog_request_trace_has_sql_redis_http_children(scenario: dict[str, A
     assert any(span.get("meta", {}).get("env") == "ci" for span in trace if span is not root)
 
 
+def test_incoming_datadog_trace_is_continued(scenario: dict[str, Any]) -> None:
+    request_id, status, header = scenario["continued"]
+    assert (status, header) == (200, request_id)
+    spans = [span for trace in scenario["traces"] for span in trace if span["name"] == "django.request"]
+    root = next(span for span in spans if span.get("meta", {}).get("request_id") == request_id)
+    assert (root["trace_id"], root["parent_id"]) == (7172, 8283)
+
+
 def test_log_lines_carry_datadog_ids(scenario: dict[str, Any]) -> None:
     request_id = scenario["traced"][0]
     _root, trace = django_roots(scenario)[request_id]

@@ -133,12 +133,13 @@ def serve() -> tuple[str, Any]:
     return f"http://127.0.0.1:{server.server_port}", server
 
 
-def get(base: str, route: str, request_id: str | None) -> tuple[int, str]:
+def get(base: str, route: str, request_id: str | None, headers: dict[str, str] | None = None) -> tuple[int, str]:
     """A GET over a bare socket: an instrumented client would make each request a child trace."""
     import socket
 
     host, port = base.removeprefix("http://").split(":")
     id_header = f"X-Request-ID: {request_id}\r\n" if request_id else ""
+    id_header += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(f"GET {route} HTTP/1.0\r\nHost: {host}\r\n{id_header}\r\n".encode())
         data = b""
@@ -211,6 +212,9 @@ def scenario() -> dict[str, Any]:
     report["boom_asgi_generated"] = asgi_get("/boom/")
     report["secrets"] = (kept[2], *get(base, "/secrets/", kept[2]))
     report["health"] = (kept[3], *get(base, "/health/", kept[3]))
+    # A caller's Datadog trace is continued (the keep decision stays ours).
+    upstream = {"x-datadog-trace-id": "7172", "x-datadog-parent-id": "8283", "x-datadog-sampling-priority": "1"}
+    report["continued"] = (kept[4], *get(base, "/plain/", kept[4], upstream))
     sampled = [f"samp-{i}" for i in range(int(os.environ.get("SCALEOPS_TEST_SAMPLED", "300")))]
     report["sampled_sent"] = [get(base, "/plain/", request_id)[1] for request_id in sampled]
     report["sampled_expected"] = [r for r in sampled if sampling.keep(r, 0.1)]
