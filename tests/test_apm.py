@@ -253,6 +253,13 @@ def test_log_lines_carry_datadog_ids(scenario: dict[str, Any]) -> None:
     # ddtrace logs 128-bit trace IDs as 32 hex digits; the agent keeps the low 64 bits.
     assert int(line["dd.trace_id"], 16) & (2**64 - 1) in trace_ids
     assert int(line["dd.span_id"]) in span_ids
+    # The request lines of kept requests carry Datadog IDs; with our tracing, dropped ones carry none.
+    request_lines = {r["request_id"]: r for r in scenario["log_lines"] if r["logger"] == "django_scaleops.request"}
+    kept = set(scenario["sampled_expected"])
+    dropped = set(scenario["sampled_sent"]) - kept
+    assert kept and dropped and all("dd.trace_id" in request_lines[rid] for rid in kept)
+    if scenario["mode"] == "sampled":
+        assert not any("dd.trace_id" in request_lines[rid] for rid in dropped)
     logged = "\n".join(json.dumps(r) for r in scenario["log_lines"])
     assert not any(core in logged for secret in scenario["secret_values"] for core in secret_core(secret))
 

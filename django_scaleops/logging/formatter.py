@@ -8,6 +8,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter as BaseJsonFormatter
 
 from django_scaleops.apm import state
+from django_scaleops.apm.tracing import in_dropped_request
 from django_scaleops.context import request_id_var
 from django_scaleops.logging.masking import Masker, get_masker
 
@@ -20,7 +21,8 @@ TRUSTED_FIELDS = frozenset(
 
 def datadog_log_ids() -> dict[str, str]:
     """``dd.trace_id``/``dd.span_id`` of the active span when our Datadog setup runs, else ``{}``."""
-    if not state.datadog_active:
+    if not state.datadog_active or in_dropped_request():
+        # A dropped request's trace never reaches Datadog: no IDs that lead nowhere.
         return {}
     from ddtrace.trace import tracer
 
