@@ -235,6 +235,16 @@ def test_datadog_request_trace_has_sql_redis_http_children(scenario: dict[str, A
     assert any(span.get("meta", {}).get("env") == "ci" for span in trace if span is not root)
 
 
+def test_asgi_request_traced_in_both_vendors(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:
+    request_id, status, header = scenario["traced_asgi"]
+    assert (status, header) == (200, request_id)
+    root, trace = django_roots(scenario)[request_id]
+    assert root["metrics"]["_sampling_priority_v1"] > 0
+    assert {"sql", "redis", "http"} <= {span.get("type") for span in trace if span is not root}
+    transactions = [t for t in sentry_endpoint.of_type("transaction") if t["tags"].get("request_id") == request_id]
+    assert len(transactions) == 1 and any(s["op"] == "db" for s in transactions[0]["spans"])
+
+
 def test_incoming_datadog_trace_is_continued(scenario: dict[str, Any]) -> None:
     request_id, status, header = scenario["continued"]
     assert (status, header) == (200, request_id)

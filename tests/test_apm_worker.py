@@ -150,8 +150,8 @@ def get(base: str, route: str, request_id: str | None, headers: dict[str, str] |
     return int(head[0].split()[1]), headers.get("X-Request-ID", "")
 
 
-def asgi_get(route: str) -> tuple[int, str]:
-    """A GET through Django's ASGI handler (as patched by both SDKs), with no request ID header."""
+def asgi_get(route: str, request_id: str | None = None) -> tuple[int, str]:
+    """A GET through Django's ASGI handler (as patched by both SDKs), with or without a request ID."""
     import asyncio
 
     from asgiref.testing import ApplicationCommunicator
@@ -168,7 +168,7 @@ def asgi_get(route: str) -> tuple[int, str]:
             "raw_path": route.encode(),
             "query_string": b"",
             "root_path": "",
-            "headers": [(b"host", b"127.0.0.1")],
+            "headers": [(b"host", b"127.0.0.1"), *([(b"x-request-id", request_id.encode())] if request_id else [])],
             "client": ("127.0.0.1", 40000),
             "server": ("127.0.0.1", 80),
         }
@@ -210,6 +210,7 @@ def scenario() -> dict[str, Any]:
     # No header: the ID is chosen by Sentry's sampler (before Django) and reused by the middleware.
     report["boom_wsgi_generated"] = get(base, "/boom/", None)
     report["boom_asgi_generated"] = asgi_get("/boom/")
+    report["traced_asgi"] = (kept[5], *asgi_get("/traced/", kept[5]))
     report["secrets"] = (kept[2], *get(base, "/secrets/", kept[2]))
     report["health"] = (kept[3], *get(base, "/health/", kept[3]))
     # A caller's Datadog trace is continued (the keep decision stays ours).
