@@ -253,6 +253,13 @@ def test_incoming_datadog_trace_is_continued(scenario: dict[str, Any]) -> None:
     assert (root["trace_id"], root["parent_id"]) == (7172, 8283)
 
 
+def test_incoming_sentry_trace_is_continued(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:
+    request_id = scenario["continued"][0]
+    (transaction,) = [t for t in sentry_endpoint.of_type("transaction") if t["tags"].get("request_id") == request_id]
+    trace = transaction["contexts"]["trace"]
+    assert (trace["trace_id"], trace["parent_span_id"]) == ("771a43a4192642f0b136d5159a501700", "a1b2c3d4e5f60718")
+
+
 def test_log_lines_carry_datadog_ids(scenario: dict[str, Any]) -> None:
     request_id = scenario["traced"][0]
     _root, trace = django_roots(scenario)[request_id]

@@ -215,6 +215,7 @@ def scenario() -> dict[str, Any]:
     report["health"] = (kept[3], *get(base, "/health/", kept[3]))
     # A caller's Datadog trace is continued (the keep decision stays ours).
     upstream = {"x-datadog-trace-id": "7172", "x-datadog-parent-id": "8283", "x-datadog-sampling-priority": "1"}
+    upstream["sentry-trace"] = "771a43a4192642f0b136d5159a501700-a1b2c3d4e5f60718-1"
     report["continued"] = (kept[4], *get(base, "/plain/", kept[4], upstream))
     sampled = [f"samp-{i}" for i in range(int(os.environ.get("SCALEOPS_TEST_SAMPLED", "300")))]
     report["sampled_sent"] = [get(base, "/plain/", request_id)[1] for request_id in sampled]
