@@ -22,6 +22,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from django_scaleops.apm import sampling, state
+from django_scaleops.conf import conf
 
 # The request being traced in this context, or None (no request, or a dropped one).
 _current: ContextVar[RequestTrace | None] = ContextVar("scaleops_request_trace", default=None)
@@ -183,8 +184,6 @@ def _sentry_request_processor(trace: RequestTrace) -> Any:
         info.setdefault("method", request.method)
         info.setdefault("url", f"{request.scheme}://{meta.get('HTTP_HOST', '')}{request.path}")
         info.setdefault("query_string", meta.get("QUERY_STRING", ""))
-        from django_scaleops.conf import conf
-
         headers = {key[5:].replace("_", "-").title(): value for key, value in meta.items() if key.startswith("HTTP_")}
         if not conf.SCALEOPS_APM_SEND_PII:
             headers = {k: v for k, v in headers.items() if k not in ("Cookie", "Authorization", "X-Forwarded-For")}
