@@ -80,6 +80,10 @@ class RequestTrace:
         if state.sentry_active:
             self._exit_sentry(exc_type, exc, tb)
 
+    def url(self) -> str:
+        """Scheme, host and path: no query string (its secrets stay out of span tags)."""
+        return f"{self.request.scheme}://{self.request.META.get('HTTP_HOST', '')}{self.request.path}"
+
     def route(self) -> str:
         """The URL pattern that served the request (``api/conversations/<int:pk>/``), else its path."""
         match = getattr(self.request, "resolver_match", None)
@@ -147,8 +151,7 @@ class RequestTrace:
         span.set_tag("span.kind", "server")
         span.set_tag("request_id", self.request_id)
         span.set_tag("http.method", self.request.method or "")
-        # Path only: query strings and their secrets stay out (the trace filter masks the rest).
-        span.set_tag("http.url", f"{self.request.scheme}://{self.request.META.get('HTTP_HOST', '')}{self.request.path}")
+        span.set_tag("http.url", self.url())  # the trace filter masks what the path may carry
         self.dd_span = span
 
     def _exit_datadog(
@@ -182,7 +185,7 @@ def _sentry_request_processor(trace: RequestTrace) -> Any:
         meta = request.META
         info = event.setdefault("request", {})
         info.setdefault("method", request.method)
-        info.setdefault("url", f"{request.scheme}://{meta.get('HTTP_HOST', '')}{request.path}")
+        info.setdefault("url", trace.url())
         info.setdefault("query_string", meta.get("QUERY_STRING", ""))
         headers = {key[5:].replace("_", "-").title(): value for key, value in meta.items() if key.startswith("HTTP_")}
         if not conf.SCALEOPS_APM_SEND_PII:
@@ -215,8 +218,7 @@ class _sql_spans:
         self.spans: list[Any] = []
 
     def __enter__(self) -> None:
-        vendor = self.connection.vendor
-        db_system = "postgresql" if vendor == "postgresql" else vendor
+        db_system = self.connection.vendor
         if state.datadog_active:
             from ddtrace.trace import tracer
 
