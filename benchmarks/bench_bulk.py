@@ -39,9 +39,12 @@ UPDATE_ROWS = int(os.environ.get("BENCH_BULK_UPDATE_ROWS", "5000"))
 DELETE_ROWS = int(os.environ.get("BENCH_BULK_DELETE_ROWS", "50000"))
 PROBE_ROWS = int(os.environ.get("BENCH_BULK_PROBE_ROWS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_BULK_ROUNDS", "3"))
-# BENCH_BULK_ONLY=create runs only the three create comparisons (no update, delete or memory probes).
+# BENCH_BULK_ONLY=create runs only the create comparisons (no update, delete or memory probes);
+# BENCH_BULK_ONLY=workers only the two with workers.
 ONLY = os.environ.get("BENCH_BULK_ONLY", "")
 CREATE_BATCH = 5000  # ours, for the generator and tuple rounds; the pre-built round uses the default 1,000
+# batch_create(workers=WORKERS): batches COPY'd on worker connections while this thread reads the next.
+WORKERS = int(os.environ.get("BENCH_BULK_WORKERS", "2"))
 FIELDS = ["sku", "name", "quantity", "price", "tags", "created_at"]
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 MIB = 1024 * 1024
@@ -120,19 +123,21 @@ def ours_create_instances() -> float:
     return timed(lambda: Item.objects.batch_create(instances(ROWS), batch_size=CREATE_BATCH), ROWS)
 
 
-def ours_create_tuples() -> float:
+def ours_create_tuples(workers: int = 1) -> float:
     from tests.bulkapp.models import Item
 
     truncate()
-    return timed(lambda: Item.objects.batch_create(tuples(ROWS), fields=FIELDS, batch_size=CREATE_BATCH), ROWS)
+    return timed(
+        lambda: Item.objects.batch_create(tuples(ROWS), fields=FIELDS, batch_size=CREATE_BATCH, workers=workers), ROWS
+    )
 
 
-def ours_create_dicts() -> float:
+def ours_create_dicts(workers: int = 1) -> float:
     from tests.bulkapp.models import Item
 
     truncate()
     rows = (dict(zip(FIELDS, row, strict=True)) for row in tuples(ROWS))
-    return timed(lambda: Item.objects.batch_create(rows, batch_size=CREATE_BATCH), ROWS)
+    return timed(lambda: Item.objects.batch_create(rows, batch_size=CREATE_BATCH, workers=workers), ROWS)
 
 
 def peer_create() -> float:
@@ -257,7 +262,11 @@ def probe(name: str) -> dict[str, float]:
     from tests.bulkapp.models import Item
 
     # A million instances take a minute to construct here; the generator claim is shown on tuples.
-    rows = {"ours_create_tuples": PROBE_ROWS, "ours_create_instances": min(PROBE_ROWS, 100_000)}.get(name, ROWS)
+    rows = {
+        "ours_create_tuples": PROBE_ROWS,
+        "ours_create_tuples_workers": PROBE_ROWS,
+        "ours_create_instances": min(PROBE_ROWS, 100_000),
+    }.get(name, ROWS)
     if "delete" in name:
         rows = DELETE_ROWS
         fill(rows)
@@ -267,6 +276,9 @@ def probe(name: str) -> dict[str, float]:
         post_delete.connect(on_delete, sender=Item)
     operations = {
         "ours_create_tuples": lambda: Item.objects.batch_create(tuples(rows), fields=FIELDS, batch_size=5000),
+        "ours_create_tuples_workers": lambda: Item.objects.batch_create(
+            tuples(rows), fields=FIELDS, batch_size=5000, workers=WORKERS
+        ),
         "ours_create_instances": lambda: Item.objects.batch_create(instances(rows), batch_size=5000),
         "peer_create": lambda: Item.objects.bulk_create(list(instances(rows)), batch_size=1000),
         "ours_delete": lambda: Item.objects.all().batch_delete(batch_size=5000),
@@ -294,12 +306,37 @@ def main() -> None:
         comparisons()
 
 
+def worker_comparisons() -> None:
+    compare(
+        f"batch_create(batch_size={CREATE_BATCH}, workers={WORKERS}) vs bulk_create(batch_size=1000), {ROWS:,} tuples",
+        lambda: ours_create_tuples(WORKERS),
+        peer_create,
+        rounds=ROUNDS,
+        unit="rows/s",
+        ours_name=f"batch_create(tuples, workers={WORKERS})",
+        peer_name="bulk_create",
+    )
+    compare(
+        f"batch_create(batch_size={CREATE_BATCH}, workers={WORKERS}) vs bulk_create(batch_size=1000), {ROWS:,} dicts",
+        lambda: ours_create_dicts(WORKERS),
+        peer_create,
+        rounds=ROUNDS,
+        unit="rows/s",
+        ours_name=f"batch_create(dicts, workers={WORKERS})",
+        peer_name="bulk_create",
+    )
+
+
 def comparisons() -> None:
     print(
         f"bulk benchmark: create {ROWS:,} rows, update {UPDATE_ROWS:,} rows x 3 fields, delete {DELETE_ROWS:,} rows,"
         f" {ROUNDS} alternating rounds; memory probes: ours create {PROBE_ROWS:,} generated tuples"
         f" and {min(PROBE_ROWS, 100_000):,} generated instances, peer create {ROWS:,} instances in a list"
     )
+    if ONLY == "workers":
+        worker_comparisons()
+        truncate()
+        return
     compare(
         f"batch_create(batch_size={CREATE_BATCH}) vs bulk_create(batch_size=1000), {ROWS:,} model instances"
         " built in the round (a generator for ours, a list for the peer)",
@@ -340,6 +377,7 @@ def comparisons() -> None:
         ours_name="batch_create(dicts)",
         peer_name="bulk_create",
     )
+    worker_comparisons()
     # Ceilings on this machine, against the same peer: building the instances alone, and a raw
     # psycopg COPY of the same tuples (what any COPY writer pays the server and the dumpers).
     compare(
@@ -399,6 +437,7 @@ def comparisons() -> None:
     print("\nPeak memory, one fresh process per operation (growth of peak RSS over RSS just before it)")
     for name in [
         "ours_create_tuples",
+        "ours_create_tuples_workers",
         "ours_create_instances",
         "peer_create",
         "ours_delete",
@@ -408,7 +447,7 @@ def comparisons() -> None:
     ]:
         figures = run_probe(name)
         print(
-            f"  {name:<24} {figures['rows']:>10,.0f} rows  {figures['rows_per_s']:>10,.0f} rows/s"
+            f"  {name:<28} {figures['rows']:>10,.0f} rows  {figures['rows_per_s']:>10,.0f} rows/s"
             f"  peak +{figures['peak_mib']:.1f} MiB"
         )
     truncate()

@@ -280,6 +280,86 @@ def test_stop_on_first_failure_keeps_earlier_batches():
     assert Item.objects.count() == 1000
 
 
+def test_workers_report_the_same_exact_failures_and_insert_the_rest():
+    bad = frozenset({17, 50_123, 99_998})
+    used: set[int] = set()
+
+    def progress(result: BatchResult) -> None:
+        used.add(threading.get_ident())
+
+    result = Item.objects.batch_create(
+        item_rows(100_000, bad=bad),
+        fields=ITEM_FIELDS,
+        batch_size=5000,
+        continue_on_error=True,
+        workers=2,
+        progress=progress,
+    )
+    assert [(f.start, f.stop) for f in result.failures] == [(17, 18), (50_123, 50_124), (99_998, 99_999)]
+    assert [f.batch_index for f in result.failures] == [0, 10, 19]
+    assert (result.rows_done, result.rows_seen, result.batches_committed) == (99_997, 100_000, 20)
+    assert Item.objects.count() == 99_997
+    assert not Item.objects.filter(sku__in=[f"sku-{n}" for n in bad]).exists()
+    assert used and threading.get_ident() not in used  # the batches ran on worker threads
+
+
+def test_workers_stop_on_first_failure_and_say_what_was_committed():
+    with pytest.raises(BulkOperationError) as info:
+        Item.objects.batch_create(
+            item_rows(20_000, bad=frozenset({1500})), fields=ITEM_FIELDS, batch_size=1000, workers=2
+        )
+    result = info.value.result
+    assert [(f.batch_index, f.start, f.stop) for f in result.failures] == [(1, 1000, 2000)]
+    assert result.rows_done == result.batches_committed * 1000 == Item.objects.count()
+    assert not Item.objects.filter(sku="sku-1500").exists()
+
+
+def test_workers_return_keys_in_input_order_and_close_their_connections(monkeypatch):
+    objs = [Item(sku=f"w{n}", name="w") for n in range(2000)]
+    seen: list[Any] = []
+    original = columns.copy_rows
+
+    def spy(conn: Any, *args: Any, **kwargs: Any) -> int:
+        seen.append(conn)
+        return original(conn, *args, **kwargs)
+
+    result = Item.objects.batch_create(objs, returning=True, batch_size=150, workers=3)
+    assert result.pks == [obj.pk for obj in objs] and len(set(result.pks)) == 2000
+    assert list(Item.objects.order_by("pk").values_list("pk", flat=True)) == sorted(result.pks)
+    # COPY (no returning) on the workers' connections, each closed when its worker ends.
+    monkeypatch.setattr(columns, "copy_rows", spy)
+    done = Item.objects.batch_create(item_rows(3000), fields=ITEM_FIELDS, batch_size=500, workers=2)
+    assert done.rows_done == 3000 and done.batches_committed == 6
+    assert seen and all(conn is not connections["default"] for conn in seen)  # not this thread's
+    assert all(conn.connection is None for conn in seen)  # closed
+
+
+def test_workers_read_the_iterable_on_the_callers_connection():
+    # The source queries the database while the workers COPY: on the caller's connection, which
+    # is never in COPY, so it does not collide with them.
+    Owner.objects.batch_create(((f"o{n}", True) for n in range(3000)), fields=["name", "active"])
+
+    def source():
+        for owner in Owner.objects.order_by("pk").iterator(chunk_size=200):
+            yield (f"sku-{owner.name}", owner.name, 1, Decimal("2.00"), [], dt.datetime(2025, 1, 1, tzinfo=UTC))
+
+    result = Item.objects.batch_create(source(), fields=ITEM_FIELDS, batch_size=250, workers=2)
+    assert result.ok and result.rows_done == 3000
+    assert set(Item.objects.values_list("name", flat=True)) == {f"o{n}" for n in range(3000)}
+
+
+def test_workers_refuse_one_transaction():
+    with pytest.raises(ValueError, match="cannot run on workers"):
+        Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS, workers=2, atomic=True)
+    with transaction.atomic(), pytest.raises(TransactionManagementError, match="outside your transaction"):
+        Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS, workers=2)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS, workers=0)
+    with pytest.raises(ValueError, match="isolation_level must be one of"):
+        Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS, workers=2, isolation_level="chaos")
+    assert Item.objects.count() == 0
+
+
 def test_returning_sets_primary_keys_on_instances_small_and_large_batches():
     small = [Item(sku=f"r{n}", name="r") for n in range(5)]
     result = Item.objects.batch_create(small, returning=True)

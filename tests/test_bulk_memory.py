@@ -25,7 +25,8 @@ def events():
         cursor.execute("TRUNCATE bulkapp_event")
 
 
-def test_a_million_rows_from_a_generator_with_flat_memory(events):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_million_rows_from_a_generator_with_flat_memory(events, workers):
     base = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     step = dt.timedelta(seconds=30)
 
@@ -35,12 +36,15 @@ def test_a_million_rows_from_a_generator_with_flat_memory(events):
 
     tracemalloc.start()
     try:
-        result = Event.objects.batch_create(rows(), fields=["created_at", "kind", "amount"], batch_size=5000)
+        result = Event.objects.batch_create(
+            rows(), fields=["created_at", "kind", "amount"], batch_size=5000, workers=workers
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert result.ok and result.rows_done == ROWS and result.batches_committed == ROWS // 5000
-    # A million tuples held at once would take well over 100 MiB; one batch of 5,000 a few MiB.
+    # A million tuples held at once would take well over 100 MiB; a batch of 5,000 a few MiB (with
+    # workers: one batch being written and one waiting per worker, one being read).
     assert peak < 20 * MIB, f"peak traced memory {peak / MIB:.1f} MiB"
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), min(amount), max(amount) FROM bulkapp_event")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from django.conf import settings
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
+from django.db.transaction import TransactionManagementError
 
 from django_scaleops.bulk.columns import (
     Converter,
@@ -26,20 +26,14 @@ from django_scaleops.bulk.columns import (
     table_columns,
     temp_table_name,
 )
+from django_scaleops.bulk.process import run_on_workers
 from django_scaleops.bulk.result import BatchResult
-from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
+from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, chunked, positive_int, write_alias
 from django_scaleops.conf import conf
 
 if TYPE_CHECKING:
     Field = models.Field[Any, Any]
 CONFLICT_ACTIONS = (None, "ignore", "update")
-
-
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Lists of up to ``size`` items, reading the iterable lazily (a generator is never materialised)."""
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 Read = Callable[[Any], Sequence[Any]]
@@ -268,6 +262,9 @@ class Inserter:
         One comparison of key sets per row instead of a shape key built and looked up per row.
         """
         first = rows[0].keys()
+        # Plain dicts first: an exact type test costs half of isinstance() against the Mapping ABC.
+        if all(type(row) is dict and row.keys() == first for row in rows):
+            return True
         width = len(first)
         return all(isinstance(row, Mapping) and len(row) == width and row.keys() == first for row in rows)
 
@@ -419,6 +416,7 @@ def batch_create(
     bisect: bool = True,
     max_retries: int | None = None,
     progress: ProgressCallback | None = None,
+    workers: int = 1,
 ) -> BatchResult:
     """Insert rows in batches; see ``BulkQuerySet.batch_create``."""
     if on_conflict not in CONFLICT_ACTIONS:
@@ -426,25 +424,52 @@ def batch_create(
     model = queryset.model
     using = write_alias(queryset)
     size = positive_int("batch_size", conf.SCALEOPS_BULK_CREATE_BATCH_SIZE if batch_size is None else batch_size)
-    inserter = Inserter(
-        model,
-        connections[using],
-        fields=fields,
-        returning=returning,
-        on_conflict=on_conflict,
-        conflict_fields=conflict_fields,
-        update_fields=update_fields,
-    )
-    runner: BatchRunner[Any] = BatchRunner(
-        model=model,
-        using=using,
+    workers = positive_int("workers", workers)
+
+    def make_inserter() -> Inserter:
+        return Inserter(
+            model,
+            connections[using],  # the calling thread's connection: a worker builds its own
+            fields=fields,
+            returning=returning,
+            on_conflict=on_conflict,
+            conflict_fields=conflict_fields,
+            update_fields=update_fields,
+        )
+
+    def make_runner() -> BatchRunner[Any]:
+        return BatchRunner(
+            model=model,
+            using=using,
+            operation="create",
+            atomic=atomic,
+            isolation_level=isolation_level,
+            continue_on_error=continue_on_error,
+            bisect=bisect,
+            max_retries=max_retries,
+            progress=progress,
+            collect_pks=returning,
+        )
+
+    inserter = make_inserter()  # validates the arguments before any row is read
+    if workers == 1:
+        return make_runner().run(chunked(rows, size), inserter.write)
+    if atomic:
+        raise ValueError("atomic=True needs one transaction, so one connection: it cannot run on workers.")
+    if connections[using].in_atomic_block:
+        raise TransactionManagementError(
+            "batch_create(workers=...) commits on the workers' own connections, outside your transaction:"
+            " call it outside atomic(), or use workers=1."
+        )
+    # One batch waiting per worker: each worker COPYs while the calling thread reads the next batch
+    # from the iterable (on its own connection, never in COPY), and memory holds about
+    # 2 * workers batches.
+    return run_on_workers(
+        chunked(rows, size),
+        lambda: make_inserter().write,
+        make_runner,
         operation="create",
-        atomic=atomic,
-        isolation_level=isolation_level,
-        continue_on_error=continue_on_error,
-        bisect=bisect,
-        max_retries=max_retries,
+        workers=workers,
+        queue_depth=workers,
         progress=progress,
-        collect_pks=returning,
     )
-    return runner.run(chunked(rows, size), inserter.write)

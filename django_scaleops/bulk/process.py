@@ -11,10 +11,11 @@ from django.db import connections, models
 from django.db.models.query import FlatValuesListIterable, ModelIterable
 
 from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
-from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
+from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, chunked, positive_int, write_alias
 from django_scaleops.conf import conf
 
 BatchFn = Callable[[list[Any]], object]
+Work = Callable[[list[Any]], Outcome]
 
 
 def _check_streamable(queryset: models.QuerySet[Any], what: str) -> None:
@@ -106,7 +107,6 @@ def parallel_batch_process(
     """
     workers = positive_int("workers", workers)
     size = positive_int("batch_size", conf.SCALEOPS_BULK_BATCH_SIZE if batch_size is None else batch_size)
-    from django_scaleops.bulk.create import chunked
 
     model: type[models.Model] | None
     if isinstance(items_or_queryset, models.QuerySet):
@@ -119,14 +119,54 @@ def parallel_batch_process(
         alias = using or "default"
         batches = chunked(items_or_queryset, size)
 
+    def work(rows: list[Any]) -> Outcome:
+        fn(rows)
+        return Outcome(len(rows))
+
+    def runner() -> BatchRunner[Any]:
+        return BatchRunner(
+            model=model,
+            using=alias,
+            operation="process",
+            continue_on_error=continue_on_error,
+            bisect=bisect,
+            isolation_level=isolation_level,
+            max_retries=max_retries,
+        )
+
+    return run_on_workers(
+        batches, lambda: work, runner, operation="process", workers=workers, queue_depth=2 * workers, progress=progress
+    )
+
+
+def run_on_workers(
+    batches: Iterable[list[Any]],
+    make_work: Callable[[], Work],
+    make_runner: Callable[[], BatchRunner[Any]],
+    *,
+    operation: str,
+    workers: int,
+    queue_depth: int,
+    progress: ProgressCallback | None = None,
+) -> BatchResult:
+    """Run ``work(rows)`` for each batch on ``workers`` threads, each with its own connection.
+
+    The calling thread reads ``batches`` into a queue of at most ``queue_depth`` batches (so an
+    iterable that queries the database uses the caller's connection, never a worker's). Each
+    worker builds its ``work`` in its own thread (it may hold the thread's connection), runs every
+    batch it takes in its runner's per-batch transaction, and closes its connections when done.
+    The merged ``BatchResult`` keeps returned keys in input order.
+    """
     lock = threading.Lock()
     stop = threading.Event()
-    pending: queue.Queue[tuple[int, int, list[Any]] | None] = queue.Queue(maxsize=2 * workers)
+    pending: queue.Queue[tuple[int, int, list[Any]] | None] = queue.Queue(maxsize=queue_depth)
     runners: list[BatchRunner[Any]] = []
+    pks_by_batch: dict[int, list[Any]] = {}
     errors: list[BaseException] = []
 
-    def merged() -> BatchResult:
-        total = BatchResult(operation="process")
+    def merged(*, with_pks: bool) -> BatchResult:
+        collect = any(runner.result.pks is not None for runner in runners)
+        total = BatchResult(operation=operation, pks=[] if collect and with_pks else None)
         for runner in runners:
             part = runner.result
             total.rows_done += part.rows_done
@@ -135,20 +175,21 @@ def parallel_batch_process(
             total.retries += part.retries
             total.failures.extend(part.failures)
         total.failures.sort(key=lambda failure: failure.start)
+        if total.pks is not None:
+            for index in sorted(pks_by_batch):
+                total.pks.extend(pks_by_batch[index])
         return total
 
     def report(_: BatchResult) -> None:
         if progress is not None:
+            # One call at a time, each with a newer snapshot (a progress bar only moves forward);
+            # without keys: copying them all after every batch would be quadratic.
             with lock:
-                snapshot = merged()
-            progress(snapshot)
-
-    def work(rows: list[Any]) -> Outcome:
-        fn(rows)
-        return Outcome(len(rows))
+                progress(merged(with_pks=False))
 
     def worker(runner: BatchRunner[Any]) -> None:
         try:
+            work = make_work()
             while not stop.is_set():
                 try:
                     item = pending.get(timeout=0.1)
@@ -157,7 +198,15 @@ def parallel_batch_process(
                 if item is None:
                     return
                 index, start, rows = item
-                runner.run_one(index, start, rows, work)
+                keys = runner.result.pks
+                before = len(keys) if keys is not None else 0
+                try:
+                    runner.run_one(index, start, rows, work)
+                finally:
+                    if keys is not None and len(keys) > before:
+                        with lock:  # moved, not copied: the merged result orders them by batch
+                            pks_by_batch[index] = keys[before:]
+                            del keys[before:]
         except BaseException as exc:
             with lock:
                 errors.append(exc)
@@ -165,19 +214,10 @@ def parallel_batch_process(
         finally:
             connections.close_all()  # this thread's connections only
 
+    runners.extend(make_runner() for _ in range(workers))  # a bad option raises here, before any thread
     threads = []
-    for number in range(workers):
-        runner: BatchRunner[Any] = BatchRunner(
-            model=model,
-            using=alias,
-            operation="process",
-            continue_on_error=continue_on_error,
-            bisect=bisect,
-            isolation_level=isolation_level,
-            max_retries=max_retries,
-            progress=report,
-        )
-        runners.append(runner)
+    for number, runner in enumerate(runners):
+        runner.progress = report
         thread = threading.Thread(target=worker, args=(runner,), name=f"scaleops-bulk-{number}", daemon=True)
         threads.append(thread)
         thread.start()
@@ -206,7 +246,7 @@ def parallel_batch_process(
             put(None)
         for thread in threads:
             thread.join()
-    result = merged()
+    result = merged(with_pks=True)
     if errors:
         first = errors[0]
         if isinstance(first, BulkOperationError):

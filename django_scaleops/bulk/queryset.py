@@ -52,6 +52,10 @@ class BulkQuerySet(models.QuerySet[_M]):
                 ``update_fields``, by default every inserted column but the keys). Large batches go
                 through a COPY'd temporary table and one ``INSERT ... SELECT ... ON CONFLICT``.
             conflict_fields: the unique fields that identify a row (required for ``"update"``).
+            workers: with more than 1, batches are written on that many threads, each with its own
+                connection (closed at the end), while the calling thread reads the next batches
+                from ``rows``. Each batch still commits on its own; order between workers is not
+                defined; not with ``atomic=True`` or inside ``atomic()``.
 
         Returns:
             A ``BatchResult``.

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from django.db import connections, models, router, transaction
@@ -81,6 +82,13 @@ def write_alias(queryset: models.QuerySet[Any]) -> str:
     """The queryset's ``.using()`` alias, else the router's write alias for its model."""
     alias: str | None = getattr(queryset, "_db", None)
     return alias or router.db_for_write(queryset.model)
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of up to ``size`` items, reading the iterable lazily (a generator is never materialised)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def positive_int(name: str, value: object) -> int:

@@ -19,9 +19,8 @@ from django_scaleops.bulk.columns import (
     table_columns,
     temp_table_name,
 )
-from django_scaleops.bulk.create import chunked
 from django_scaleops.bulk.result import BatchResult
-from django_scaleops.bulk.runner import BatchRunner, Outcome, positive_int, write_alias
+from django_scaleops.bulk.runner import BatchRunner, Outcome, chunked, positive_int, write_alias
 from django_scaleops.conf import conf
 
 if TYPE_CHECKING:
