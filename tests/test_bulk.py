@@ -19,6 +19,8 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_scaleops import metrics
 from django_scaleops.bulk import BatchResult, BulkOperationError, columns, keyset_batches, progress_bar_callback
+from django_scaleops.bulk.create import Inserter
+from django_scaleops.bulk.reading import EncodedBatch
 from django_scaleops.progress import ProgressBar
 from django_scaleops.signals import bulk_write_committed
 from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Dog, Event, IsolationProbe, Item, Mood, Owner, Pet
@@ -174,22 +176,69 @@ def test_compact_json_writes_what_json_dumps_writes():
         columns.CompactJsonbDumper(list).dump({"when": dt.date(2025, 1, 1)})
 
 
-def test_json_values_stored_by_copy_as_save_stores_them():
+@pytest.mark.parametrize("workers", [1, 2])  # with workers, JSON values are encoded as they are read
+def test_json_values_stored_by_copy_as_save_stores_them(workers):
     rows = [(f"j{n}", value) for n, value in enumerate(JSON_VALUES)]
-    assert Item.objects.batch_create(rows, fields=["sku", "tags"]).rows_done == len(rows)
+    assert Item.objects.batch_create(rows, fields=["sku", "tags"], workers=workers).rows_done == len(rows)
+    dicts = [{"tags": value, "sku": f"d-{sku}"} for sku, value in rows]
+    assert Item.objects.batch_create(dicts, workers=workers).rows_done == len(dicts)
     for sku, value in rows:
+        assert Item.objects.get(sku=f"d-{sku}").tags == Item.objects.get(sku=sku).tags
         Item.objects.create(sku=f"saved-{sku}", tags=value)
     stored = dict(Item.objects.values_list("sku", "tags"))
-    assert len(stored) == 2 * len(rows)
+    assert len(stored) == 3 * len(rows)
     for sku, _ in rows:
         assert stored[sku] == stored[f"saved-{sku}"], sku
 
 
-def test_json_not_serializable_is_refused_clearly():
-    with pytest.raises(BulkOperationError) as caught:
-        Item.objects.batch_create([("d1", {"when": dt.date(2025, 1, 1)})], fields=["sku", "tags"])
-    assert "not JSON serializable" in str(caught.value.__cause__)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_json_not_serializable_is_refused_clearly(workers):
+    good = [("ok-0", ["a"]), ("ok-1", {"b": 1})]
+    for bad in [{"when": dt.date(2025, 1, 1)}, b"[1]"]:
+        with pytest.raises(BulkOperationError) as caught:
+            Item.objects.batch_create([*good, ("d1", bad)], fields=["sku", "tags"], workers=workers)
+        assert "not JSON serializable" in str(caught.value.__cause__)
     assert not Item.objects.exists()
+
+
+def test_encoded_batches_keep_rows_and_errors_as_read():
+    # Reading for workers encodes JSON values; a batch with a row of another form, or a value
+    # json.dumps refuses, comes back as the caller's rows, in order, for the usual road.
+    inserter = Inserter(
+        Item,
+        connections["default"],
+        fields=["sku", "tags"],
+        returning=False,
+        on_conflict=None,
+        conflict_fields=None,
+        update_fields=None,
+    )
+    tuples = [(f"t{n}", {"n": n} if n % 3 else None) for n in range(600)]
+    batches = list(inserter.read_batches(iter(tuples), 500, encode=True))
+    assert [type(b) for b in batches] == [EncodedBatch, EncodedBatch] and [len(b) for b in batches] == [500, 100]
+    assert batches[0][:2] == [("t0", None), ("t1", b'{"n": 1}')]
+    assert type(batches[0][10:20]) is EncodedBatch  # bisection keeps the form
+    mixed = [*tuples[:300], ("x", {1, 2}), *tuples[300:]]  # a set: json.dumps refuses it
+    batches = list(inserter.read_batches(iter(mixed), 500, encode=True))
+    assert type(batches[0]) is list and batches[0] == mixed[:500]
+    assert type(batches[1]) is EncodedBatch and len(batches[1]) == 101
+    dicts = [{"sku": f"d{n}", "tags": [n]} for n in range(10)]
+    (batch,) = inserter.read_batches(iter(dicts), 100, encode=True)
+    assert type(batch) is EncodedBatch and batch.keys == ("sku", "tags") and batch[2] == ("d2", b"[2]")
+    other_keys = [*dicts, {"sku": "e", "tags": [1], "name": "n"}]
+    assert list(inserter.read_batches(iter(other_keys), 100, encode=True)) == [other_keys]
+    assert list(inserter.read_batches(iter(tuples), 500, encode=False)) == [tuples[:500], tuples[500:]]
+
+
+def test_encoded_batch_goes_down_the_prepared_road_when_a_value_needs_django():
+    rows = [
+        (f"p{n}", "p", "7" if n == 3 else n, Decimal("1.00"), {"n": [n]}, dt.datetime(2025, 1, 1, tzinfo=UTC))
+        for n in range(10)
+    ]
+    assert Item.objects.batch_create(rows, fields=ITEM_FIELDS, workers=2).rows_done == 10
+    item = Item.objects.get(sku="p3")
+    assert (item.quantity, item.tags) == (7, {"n": [3]})  # "7" prepared by Django, JSON text as encoded
+    assert Item.objects.get(sku="p4").tags == {"n": [4]}
 
 
 def test_json_dumps_set_on_the_connection_is_kept():

@@ -270,11 +270,56 @@ class CompactJsonbDumper(JsonbBinaryDumper):
         return b"\x01" + text.encode()
 
 
-def use_compact_json(cursor: psycopg.Cursor[Any]) -> None:
+class EncodedJsonbDumper(CompactJsonbDumper):
+    """``CompactJsonbDumper`` for a batch whose JSON values were encoded when it was read.
+
+    Only used for such a batch, where a ``bytes`` value of a jsonb column can only be that
+    encoding (``bytes`` is not JSON-serializable, so a batch holding one is never encoded).
+    """
+
+    def dump(self, obj: Any) -> Buffer | None:
+        if type(obj) is bytes:
+            return b"\x01" + obj
+        return super().dump(obj)
+
+
+def encode_json(value: Any) -> bytes:
+    """The UTF-8 text of ``json.dumps(value)``; raises for what json.dumps refuses and for bytes."""
+    if compact_json is None or isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"{type(value).__name__} is not encoded ahead")
+    return compact_json(value).encode()
+
+
+def decode_json(value: Any) -> Any:
+    """What ``encode_json`` encoded, as a value that json.dumps turns into the same text."""
+    return json.loads(value) if type(value) is bytes else value
+
+
+def _encoded_for_django(value: Any) -> Any:
+    # The prepared road hands values to psycopg itself: the text goes as it is, as jsonb.
+    return Jsonb(value.decode(), dumps=str) if type(value) is bytes else value
+
+
+def stock_json_dumper(connection: BaseDatabaseWrapper) -> bool:
+    """Whether jsonb goes through psycopg's own dumper on this connection (or, before it connects,
+    on new ones), so that ``CompactJsonbDumper`` and ``encode_json`` give what it would."""
+    if compact_json is None:
+        return False
+    adapters = connection.connection.adapters if connection.connection is not None else psycopg.adapters
+    return adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper
+
+
+def use_compact_json(cursor: psycopg.Cursor[Any], *, encoded: bool = False) -> None:
     """Dump jsonb columns of this cursor's COPY with ``CompactJsonbDumper``, unless the connection
-    dumps JSON its own way (``psycopg.types.json.set_json_dumps``)."""
+    dumps JSON its own way (``psycopg.types.json.set_json_dumps``).
+
+    ``encoded``: the batch's JSON values were encoded as ``json.dumps`` does (what Django's own
+    ``save()`` sends, whatever the connection's setting) and go as they are.
+    """
     adapters = cursor.adapters
-    if compact_json is not None and adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper:
+    if encoded:
+        adapters.register_dumper(None, EncodedJsonbDumper)
+    elif compact_json is not None and adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper:
         adapters.register_dumper(None, CompactJsonbDumper)
 
 
@@ -286,6 +331,7 @@ def copy_rows(
     rows: Iterable[Sequence[Any]],
     *,
     binary: bool = True,
+    encoded_json: bool = False,
 ) -> int:
     """COPY ``rows`` into ``table``; returns the number of rows PostgreSQL reports."""
     qn = connection.ops.quote_name
@@ -294,7 +340,7 @@ def copy_rows(
     with connection.cursor() as wrapper, connection.wrap_database_errors:
         cursor = wrapper.cursor
         if binary and JSONB_OID in oids:
-            use_compact_json(cursor)
+            use_compact_json(cursor, encoded=encoded_json)
         with cursor.copy(sql) as copy:
             if binary:
                 copy.set_types(list(oids))
@@ -356,10 +402,12 @@ def copy_prepared(
     read: Callable[[Any], Sequence[Any]],
     *,
     fast_read: Callable[[Any], Sequence[Any]] | None = None,
+    encoded_json: Sequence[int] = (),
 ) -> int:
     """COPY ``rows`` (each turned into values by ``read``), fast road first, Django-prepared if rejected.
 
     ``fast_read`` may replace ``read`` on the fast road when it can skip checks psycopg makes anyway.
+    ``encoded_json``: value positions of JSON fields holding ``encode_json`` bytes (or None).
     Must run inside a transaction: the fast attempt is wrapped in a savepoint.
     """
     columns = [column_of(f) for f in fields]
@@ -395,7 +443,7 @@ def copy_prepared(
                 values = checked_stream(rows, first, [(i, oids[i]) for i, _ in steps], len(fields))
             else:
                 values = map(fast, rows)
-            count = copy_rows(connection, table, columns, oids, values)
+            count = copy_rows(connection, table, columns, oids, values, encoded_json=bool(encoded_json))
         except Exception as exc:
             if sid is not None:  # None only outside a transaction, where there is nothing to undo
                 connection.savepoint_rollback(sid)
@@ -407,6 +455,8 @@ def copy_prepared(
                 connection.savepoint_commit(sid)
             return count
     slow = [slow_converter(f, connection) for f in fields]
+    for position in encoded_json:
+        slow[position] = _encoded_for_django
     if guards:
         slow = [c if g is None else _then(c, g) for c, g in zip(slow, guards, strict=True)]
     prepared = ([convert(v) for convert, v in zip(slow, read(row), strict=True)] for row in rows)

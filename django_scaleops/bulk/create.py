@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -21,14 +21,17 @@ from django_scaleops.bulk.columns import (
     create_temp_like,
     drop_temp,
     is_database_default,
+    is_fast,
     max_rows_per_statement,
     slow_converter,
+    stock_json_dumper,
     table_columns,
     temp_table_name,
 )
 from django_scaleops.bulk.process import run_on_workers
+from django_scaleops.bulk.reading import EncodedBatch, RowEncoder, read_batches
 from django_scaleops.bulk.result import BatchResult
-from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, chunked, positive_int, write_alias
+from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
 from django_scaleops.conf import conf
 
 if TYPE_CHECKING:
@@ -92,12 +95,41 @@ class Inserter:
             raise ValueError("on_conflict='update' needs conflict_fields: the unique columns that identify a row.")
         self._shapes: dict[Any, _Shape] = {}
         self._slow: dict[str, Converter] = {}
+        self._encoders: dict[Any, RowEncoder | None] = {}
 
     def _field(self, name: str) -> Field:
         try:
             return self.by_name[name]
         except KeyError:
             raise ValueError(f"{self.model.__name__} has no concrete field {name!r}.") from None
+
+    # -- reading
+
+    def read_batches(self, rows: Iterable[Any], size: int, *, encode: bool) -> Iterator[list[Any]]:
+        """Batches of up to ``size`` rows; with ``encode``, JSON values encoded as they are read."""
+        return read_batches(rows, size, self._encoder_for if encode else None)
+
+    def _encoder_for(self, row: Any) -> RowEncoder | None:
+        if self.returning or self.on_conflict or not stock_json_dumper(self.connection):
+            # INSERT statements take Django-prepared values, only COPY takes the encoded text; and
+            # JSON dumped the connection's own way (set_json_dumps) is dumped when written.
+            return None
+        if type(row) is tuple and self.fields_arg is not None:
+            key: Any = ("seq",)
+            if key not in self._encoders:
+                encoded = tuple(i for i, f in enumerate(self.fields_arg) if _fast_json(f))
+                width = len(self.fields_arg)
+                self._encoders[key] = RowEncoder(None, width, encoded) if encoded else None
+            return self._encoders[key]
+        if type(row) is dict and row:
+            key = tuple(row)
+            if key not in self._encoders:
+                fields = [self.by_name.get(name) for name in key]
+                encoded = tuple(i for i, f in enumerate(fields) if f is not None and _fast_json(f))
+                usable = encoded and None not in fields  # an unknown key is reported by the usual road
+                self._encoders[key] = RowEncoder(key, len(key), encoded) if usable else None
+            return self._encoders[key]
+        return None
 
     # -- shapes
 
@@ -194,6 +226,14 @@ class Inserter:
 
         return self._positional_shape(key, given, values, values)
 
+    def _values_shape(self, keys: tuple[str, ...]) -> _Shape:
+        """The shape of an ``EncodedBatch`` of dicts: their values, already in ``keys`` order."""
+        key = ("values", *keys)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._positional_shape(key, [self._field(name) for name in keys], _same, _same)
+        return shape
+
     def _sequence_shape(self, key: Any) -> _Shape:
         assert self.fields_arg is not None
         width = len(self.fields_arg)
@@ -239,6 +279,12 @@ class Inserter:
     # -- writing
 
     def write(self, rows: list[Any]) -> Outcome:
+        if type(rows) is EncodedBatch:
+            if rows.keys is not None:
+                shape = self._values_shape(rows.keys)
+            else:
+                shape = self._shapes.get(("seq",)) or self._sequence_shape(("seq",))
+            return Outcome(self._copy(self.table, shape, rows, encoded=rows.encoded))
         key, shape = self._shape_for(rows[0])
         if key == ("seq",):  # tuples all share one shape: no per-row grouping
             return self._write_group(shape, rows)
@@ -300,11 +346,13 @@ class Inserter:
             self._mark_saved(rows, outcome)
         return outcome
 
-    def _copy(self, table: str, shape: _Shape, rows: list[Any]) -> int:
+    def _copy(self, table: str, shape: _Shape, rows: list[Any], *, encoded: tuple[int, ...] = ()) -> int:
         catalog = table_columns(self.connection, self.table)
         oids = [catalog[c].oid for c in shape.columns]
         fast, checked = shape.readers()
-        return copy_prepared(self.connection, table, shape.fields, oids, rows, checked, fast_read=fast)
+        return copy_prepared(
+            self.connection, table, shape.fields, oids, rows, checked, fast_read=fast, encoded_json=encoded
+        )
 
     def _returning_sql(self) -> str:
         return f" RETURNING {self.qn(column_of(self.pk))}" if self.returning else ""
@@ -387,6 +435,11 @@ def _same(row: Any) -> Any:
     return row
 
 
+def _fast_json(field: Field) -> bool:
+    """A JSON field whose values go to psycopg as json.dumps encodes them (no custom encoder)."""
+    return isinstance(field, models.JSONField) and is_fast(field)
+
+
 def _stock_datetime_stamp(field: Field) -> bool:
     """An auto_now(_add) field whose pre_save is DateTimeField's own (it only stores timezone.now())."""
     return type(field).pre_save is models.DateTimeField.pre_save and bool(
@@ -453,7 +506,7 @@ def batch_create(
 
     inserter = make_inserter()  # validates the arguments before any row is read
     if workers == 1:
-        return make_runner().run(chunked(rows, size), inserter.write)
+        return make_runner().run(inserter.read_batches(rows, size, encode=False), inserter.write)
     if atomic:
         raise ValueError("atomic=True needs one transaction, so one connection: it cannot run on workers.")
     if connections[using].in_atomic_block:
@@ -465,7 +518,7 @@ def batch_create(
     # from the iterable (on its own connection, never in COPY), and memory holds about
     # 2 * workers batches.
     return run_on_workers(
-        chunked(rows, size),
+        inserter.read_batches(rows, size, encode=True),
         lambda: make_inserter().write,
         make_runner,
         operation="create",
