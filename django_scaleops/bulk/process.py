@@ -123,7 +123,7 @@ def parallel_batch_process(
         fn(rows)
         return Outcome(len(rows))
 
-    def runner() -> BatchRunner[Any]:
+    def make_runner() -> BatchRunner[Any]:
         return BatchRunner(
             model=model,
             using=alias,
@@ -135,7 +135,13 @@ def parallel_batch_process(
         )
 
     return run_on_workers(
-        batches, lambda: work, runner, operation="process", workers=workers, queue_depth=2 * workers, progress=progress
+        batches,
+        lambda: work,
+        make_runner,
+        operation="process",
+        workers=workers,
+        queue_depth=2 * workers,
+        progress=progress,
     )
 
 
