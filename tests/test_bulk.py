@@ -397,6 +397,18 @@ def test_workers_read_the_iterable_on_the_callers_connection():
     assert set(Item.objects.values_list("name", flat=True)) == {f"o{n}" for n in range(3000)}
 
 
+def test_workers_write_what_was_read_before_the_iterable_failed():
+    def failing():
+        yield from item_rows(2500)
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(BulkOperationError) as info:
+        Item.objects.batch_create(failing(), fields=ITEM_FIELDS, batch_size=500, workers=2)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    # Five batches were read before the failure, some still waiting in the queue: all are written.
+    assert info.value.result.rows_done == 2500 == Item.objects.count()
+
+
 def test_workers_refuse_one_transaction():
     with pytest.raises(ValueError, match="cannot run on workers"):
         Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS, workers=2, atomic=True)

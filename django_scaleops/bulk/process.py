@@ -244,7 +244,10 @@ def run_on_workers(
             if not put((index, start, rows)):
                 break
             start += len(rows)
-    except BaseException as exc:
+    except Exception as exc:
+        # The iterable failed: the batches already read are written before the error is raised.
+        errors.insert(0, exc)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop as soon as possible
         errors.insert(0, exc)
         stop.set()
     finally:
