@@ -29,7 +29,7 @@ from django_scaleops.bulk.columns import (
     temp_table_name,
 )
 from django_scaleops.bulk.process import run_on_workers
-from django_scaleops.bulk.reading import EncodedBatch, RowEncoder, read_batches
+from django_scaleops.bulk.reading import EncodedBatch, RowEncoder, read_batches, same_row
 from django_scaleops.bulk.result import BatchResult
 from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
 from django_scaleops.conf import conf
@@ -231,7 +231,7 @@ class Inserter:
         key = ("values", *keys)
         shape = self._shapes.get(key)
         if shape is None:
-            shape = self._positional_shape(key, [self._field(name) for name in keys], _same, _same)
+            shape = self._positional_shape(key, [self._field(name) for name in keys], same_row, same_row)
         return shape
 
     def _sequence_shape(self, key: Any) -> _Shape:
@@ -243,7 +243,7 @@ class Inserter:
                 raise ValueError(f"a row has {len(row)} values but fields= names {width}.")
             return row
 
-        return self._positional_shape(key, list(self.fields_arg), _same, checked)
+        return self._positional_shape(key, list(self.fields_arg), same_row, checked)
 
     def _positional_shape(self, key: Any, given: list[Field], values: Read, checked: Read) -> _Shape:
         fill = self._filled(given)
@@ -429,10 +429,6 @@ class Inserter:
             state = obj._state
             state.adding = False
             state.db = alias
-
-
-def _same(row: Any) -> Any:
-    return row
 
 
 def _fast_json(field: Field) -> bool:

@@ -45,7 +45,8 @@ class EncodedBatch(list[tuple[Any, ...]]):
         return EncodedBatch(found, self.keys, self.encoded) if isinstance(index, slice) else found
 
 
-def _same(row: Any) -> Any:
+def same_row(row: Any) -> Any:
+    """A row that already is its values."""
     return row
 
 
@@ -60,7 +61,7 @@ class RowEncoder:
         self.key_set = frozenset(keys or ())
         self.values: Callable[[Any], Sequence[Any]]
         if keys is None:
-            self.values = _same
+            self.values = same_row
         elif len(keys) == 1:  # itemgetter of one key gives the value, not a tuple
             only = keys[0]
             self.values = lambda row: (row[only],)
