@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import json
 import os
@@ -307,24 +308,17 @@ def main() -> None:
 
 
 def worker_comparisons() -> None:
-    compare(
-        f"batch_create(batch_size={CREATE_BATCH}, workers={WORKERS}) vs bulk_create(batch_size=1000), {ROWS:,} tuples",
-        lambda: ours_create_tuples(WORKERS),
-        peer_create,
-        rounds=ROUNDS,
-        unit="rows/s",
-        ours_name=f"batch_create(tuples, workers={WORKERS})",
-        peer_name="bulk_create",
-    )
-    compare(
-        f"batch_create(batch_size={CREATE_BATCH}, workers={WORKERS}) vs bulk_create(batch_size=1000), {ROWS:,} dicts",
-        lambda: ours_create_dicts(WORKERS),
-        peer_create,
-        rounds=ROUNDS,
-        unit="rows/s",
-        ours_name=f"batch_create(dicts, workers={WORKERS})",
-        peer_name="bulk_create",
-    )
+    for form, ours in (("tuples", ours_create_tuples), ("dicts", ours_create_dicts)):
+        compare(
+            f"batch_create(batch_size={CREATE_BATCH}, workers={WORKERS}) vs bulk_create(batch_size=1000),"
+            f" {ROWS:,} {form}",
+            functools.partial(ours, WORKERS),
+            peer_create,
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name=f"batch_create({form}, workers={WORKERS})",
+            peer_name="bulk_create",
+        )
 
 
 def comparisons() -> None:
