@@ -170,7 +170,10 @@ def test_lag_needs_both_time_and_bytes_and_readmission_needs_good_checks():
         assert pool is not None
         committed_note()
         time.sleep(1.1)
-        # Idle primary: the last replayed commit is old, but nothing is waiting to be replayed.
+        # Idle primary: the last replayed commit is old, but nothing is waiting to be replayed. The
+        # primary's own background records (a running-transactions snapshot every 15 s) may have
+        # been written during the sleep: wait until they are replayed too.
+        wait_for_replay()
         pool.check_all()
         health = pool.health["replica"]
         assert (health.state, health.lag_bytes, health.lag_seconds) == (HEALTHY, 0, 0.0)
