@@ -108,6 +108,24 @@ def test_mappings_are_read_by_key_whatever_their_order_or_keys():
         Item.objects.batch_create([{"sku": "e", "name": "x"}, {"sku": "f", "colour": "red"}])
 
 
+def test_a_batch_outside_a_transaction_is_committed_all_or_nothing_without_savepoints():
+    # Outside any transaction a batch of one form is one COPY, a transaction of its own: no
+    # SAVEPOINT (nor BEGIN and COMMIT) round trips around it.
+    with CaptureQueriesContext(connection) as queries:
+        assert Item.objects.batch_create(item_rows(300), fields=ITEM_FIELDS, batch_size=100).batches_committed == 3
+    assert Item.objects.count() == 300
+    assert not [query for query in queries if "SAVEPOINT" in query["sql"]]
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        Item.objects.batch_create(item_rows(100, start=300), fields=ITEM_FIELDS)
+    assert [query for query in queries if query["sql"].startswith("SAVEPOINT")]  # the fast road's, undone if refused
+    # Rows of several forms in one batch take a statement each, and still commit all or nothing.
+    rows = [{"sku": "m1"}, {"sku": "m2", "name": "two"}, {"sku": "m1", "name": "again"}]
+    with pytest.raises(BulkOperationError) as caught:
+        Item.objects.batch_create(rows)
+    assert caught.value.result.batches_committed == 0 and caught.value.result.failures[0].sqlstate == "23505"
+    assert not Item.objects.filter(sku__in=["m1", "m2"]).exists()
+
+
 def test_values_psycopg_rejects_are_prepared_by_django():
     naive = dt.datetime(2025, 3, 1, 12, 0)
     with pytest.warns(RuntimeWarning, match="naive datetime"):
@@ -165,7 +183,7 @@ JSON_VALUES = [
 
 
 def test_compact_json_writes_what_json_dumps_writes():
-    assert columns.compact_json is not None
+    assert columns.json_encoder_available
     for value in JSON_VALUES:
         assert columns.compact_json(value) == json.dumps(value)
     circular: list[Any] = []
@@ -230,12 +248,15 @@ def test_encoded_batches_keep_rows_and_errors_as_read():
     assert list(inserter.read_batches(iter(tuples), 500, encode=False)) == [tuples[:500], tuples[500:]]
 
 
-def test_encoded_batch_goes_down_the_prepared_road_when_a_value_needs_django():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_goes_down_the_prepared_road_when_a_value_needs_django(workers):
+    # Encoded JSON with workers; the refused COPY (a transaction of its own) leaves nothing behind.
     rows = [
         (f"p{n}", "p", "7" if n == 3 else n, Decimal("1.00"), {"n": [n]}, dt.datetime(2025, 1, 1, tzinfo=UTC))
         for n in range(10)
     ]
-    assert Item.objects.batch_create(rows, fields=ITEM_FIELDS, workers=2).rows_done == 10
+    assert Item.objects.batch_create(rows, fields=ITEM_FIELDS, workers=workers).rows_done == 10
+    assert Item.objects.count() == 10
     item = Item.objects.get(sku="p3")
     assert (item.quantity, item.tags) == (7, {"n": [3]})  # "7" prepared by Django, JSON text as encoded
     assert Item.objects.get(sku="p4").tags == {"n": [4]}

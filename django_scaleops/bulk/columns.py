@@ -14,8 +14,8 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
-from operator import itemgetter
+from itertools import islice, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 import psycopg
@@ -128,7 +128,9 @@ def column_ok(oid: int, values: list[Any]) -> bool:
     return True
 
 
-def checked_columns(rows: list[Sequence[Any]], checks: list[tuple[int, int]], width: int) -> list[Sequence[Any]]:
+def checked_columns(
+    rows: Sequence[Sequence[Any]], checks: list[tuple[int, int]], width: int
+) -> Sequence[Sequence[Any]]:
     """``rows`` once each checked column (position, type OID) passes ``column_ok``.
 
     Raises a dump error otherwise, so that the batch is sent again on the prepared road, which
@@ -142,13 +144,27 @@ def checked_columns(rows: list[Sequence[Any]], checks: list[tuple[int, int]], wi
     return rows
 
 
-def checked_stream(
-    rows: Iterable[Any], read: Callable[[Any], Sequence[Any]], checks: list[tuple[int, int]], width: int
-) -> Iterator[Sequence[Any]]:
-    """``checked_columns`` over ``rows`` read ``CHECK_CHUNK_ROWS`` at a time, lazily."""
+ReadChunk = Callable[[list[Any]], Sequence[Sequence[Any]]]
+
+
+def each(read: Callable[[Any], Sequence[Any]]) -> ReadChunk:
+    """A chunk reader that reads each row with ``read``."""
+    return lambda chunk: list(map(read, chunk))
+
+
+def chunks_of(rows: Iterable[Any]) -> Iterator[list[Any]]:
+    """``rows`` in lists of ``CHECK_CHUNK_ROWS``, read lazily."""
     iterator = iter(rows)
-    while values := list(map(read, islice(iterator, CHECK_CHUNK_ROWS))):
-        yield from checked_columns(values, checks, width)
+    while chunk := list(islice(iterator, CHECK_CHUNK_ROWS)):
+        yield chunk
+
+
+def checked_chunks(
+    rows: Iterable[Any], read_chunk: ReadChunk, checks: list[tuple[int, int]], width: int
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """``checked_columns`` over ``rows`` read ``CHECK_CHUNK_ROWS`` at a time, lazily."""
+    for chunk in chunks_of(rows):
+        yield checked_columns(read_chunk(chunk), checks, width)
 
 
 def _then(first: Converter, second: Converter) -> Converter:
@@ -232,36 +248,46 @@ def binary_ok(connection: BaseDatabaseWrapper, oids: Sequence[int]) -> bool:
     return True
 
 
-def _compact_json_encoder() -> Callable[[Any], str] | None:
-    """``json.dumps(obj)`` with its default options, minus the encoder it builds on every call.
+def _compact_json_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """The C encoder that ``json.dumps(obj)`` uses with its default options, built once instead of
+    on every call: ``"".join(encoder(obj, 0))`` is ``json.dumps(obj)``.
 
-    Built from the C encoder that ``json.dumps`` itself uses (``None`` where that is missing or
-    does not give ``json.dumps``'s text). Without a circular-reference check: the caller retries a
-    failing value with ``json.dumps``, which raises its own error.
+    ``None`` where that encoder is missing or does not give ``json.dumps``'s text. Without a
+    circular-reference check: the caller retries a failing value with ``json.dumps``, which raises
+    its own error.
     """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return None
     try:
-        encode = make(
+        encoder: Callable[[Any, int], Sequence[str]] = make(
             None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
         )
         probe = [1, -2.5, "é\n", {"k": None, "3": True, 4: [float("inf")]}, "x"]
-        if "".join(encode(probe, 0)) != json.dumps(probe):
+        if "".join(encoder(probe, 0)) != json.dumps(probe):
             return None
     except Exception:  # another Python's private encoder signature: keep json.dumps
         return None
-    return lambda obj: "".join(encode(obj, 0))
+    return encoder
 
 
-compact_json = _compact_json_encoder()
+_json_encoder = _compact_json_encoder()
+
+
+def compact_json(obj: Any) -> str:
+    """``json.dumps(obj)``, about 4x faster (raises what the C encoder raises)."""
+    assert _json_encoder is not None, "callers check json_encoder_available first"
+    return "".join(_json_encoder(obj, 0))
+
+
+json_encoder_available = _json_encoder is not None
 
 
 class CompactJsonbDumper(JsonbBinaryDumper):
     """psycopg's binary jsonb dumper, writing the text of ``json.dumps`` about 4x faster."""
 
     def dump(self, obj: Any) -> Buffer | None:
-        if compact_json is None or isinstance(obj, Json | Jsonb):  # a wrapper carries its own dumps
+        if not json_encoder_available or isinstance(obj, Json | Jsonb):  # a wrapper carries its own dumps
             return super().dump(obj)
         try:
             text = compact_json(obj)
@@ -284,10 +310,22 @@ class EncodedJsonbDumper(CompactJsonbDumper):
 
 
 def encode_json(value: Any) -> bytes:
-    """The UTF-8 text of ``json.dumps(value)``; raises for what json.dumps refuses and for bytes."""
-    if compact_json is None or isinstance(value, bytes | bytearray | memoryview):
+    """The UTF-8 text of ``json.dumps(value)``; raises for what json.dumps refuses (bytes too)."""
+    if not json_encoder_available:
         raise TypeError(f"{type(value).__name__} is not encoded ahead")
     return compact_json(value).encode()
+
+
+def encode_json_column(values: Sequence[Any]) -> list[bytes | None]:
+    """``encode_json`` of each value, None kept as None (SQL NULL, as Django stores it).
+
+    Loops in C (``map``), as this runs once per JSON value that ``batch_create`` reads.
+    """
+    if _json_encoder is None:
+        raise TypeError("JSON values are not encoded ahead without the C encoder")
+    if any(map(is_, values, repeat(None))):
+        return [None if value is None else encode_json(value) for value in values]
+    return list(map(str.encode, map("".join, map(_json_encoder, values, repeat(0)))))
 
 
 def decode_json(value: Any) -> Any:
@@ -303,7 +341,7 @@ def _encoded_for_django(value: Any) -> Any:
 def stock_json_dumper(connection: BaseDatabaseWrapper) -> bool:
     """Whether jsonb goes through psycopg's own dumper on this connection (or, before it connects,
     on new ones), so that ``CompactJsonbDumper`` and ``encode_json`` give what it would."""
-    if compact_json is None:
+    if not json_encoder_available:
         return False
     adapters = connection.connection.adapters if connection.connection is not None else psycopg.adapters
     return adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper
@@ -319,7 +357,7 @@ def use_compact_json(cursor: psycopg.Cursor[Any], *, encoded: bool = False) -> N
     adapters = cursor.adapters
     if encoded:
         adapters.register_dumper(None, EncodedJsonbDumper)
-    elif compact_json is not None and adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper:
+    elif json_encoder_available and adapters.get_dumper_by_oid(JSONB_OID, pq.Format.BINARY) is JsonbBinaryDumper:
         adapters.register_dumper(None, CompactJsonbDumper)
 
 
@@ -328,12 +366,12 @@ def copy_rows(
     table: str,
     columns: Sequence[str],
     oids: Sequence[int],
-    rows: Iterable[Sequence[Any]],
+    chunks: Iterable[Iterable[Sequence[Any]]],
     *,
     binary: bool = True,
     encoded_json: bool = False,
 ) -> int:
-    """COPY ``rows`` into ``table``; returns the number of rows PostgreSQL reports."""
+    """COPY the rows of ``chunks`` into ``table``; returns the number of rows PostgreSQL reports."""
     qn = connection.ops.quote_name
     fmt = "BINARY" if binary else "TEXT"
     sql = f"COPY {qn(table)} ({', '.join(qn(c) for c in columns)}) FROM STDIN (FORMAT {fmt})"
@@ -345,8 +383,9 @@ def copy_rows(
             if binary:
                 copy.set_types(list(oids))
             write = copy.write_row
-            for row in rows:
-                write(row)
+            for chunk in chunks:
+                for row in chunk:
+                    write(row)
         return int(cursor.rowcount)
 
 
@@ -401,16 +440,19 @@ def copy_prepared(
     rows: Sequence[Any],
     read: Callable[[Any], Sequence[Any]],
     *,
-    fast_read: Callable[[Any], Sequence[Any]] | None = None,
+    fast_read: ReadChunk | None = None,
     encoded_json: Sequence[int] = (),
 ) -> int:
     """COPY ``rows`` (each turned into values by ``read``), fast road first, Django-prepared if rejected.
 
-    ``fast_read`` may replace ``read`` on the fast road when it can skip checks psycopg makes anyway.
+    ``fast_read`` may replace ``read`` on the fast road, a chunk of rows at a time, when it can
+    skip checks psycopg makes anyway.
     ``encoded_json``: value positions of JSON fields holding ``encode_json`` bytes (or None).
-    Must run inside a transaction: the fast attempt is wrapped in a savepoint.
+    Inside a transaction the fast attempt is wrapped in a savepoint; outside one each COPY is a
+    transaction of its own, so a refused fast attempt leaves nothing behind either.
     """
     columns = [column_of(f) for f in fields]
+    connection.ensure_connection()  # outside a transaction nothing may have connected it yet
     binary = binary_ok(connection, oids)
     guards = [range_guard(oid, column) for oid, column in zip(oids, columns, strict=True)] if binary else []
     if binary:
@@ -423,27 +465,26 @@ def copy_prepared(
                 step = guard if step is None else _then(step, guard)
             if step is not None:
                 steps.append((i, step))
-        first = fast_read or read
-        fast = first
-        # Only checks, no conversion: check each column of the batch at once (cheaper than a
-        # call per value); a failing column sends the batch down the prepared road below.
-        by_column = bool(steps) and all(is_fast(fields[i]) for i, _ in steps)
-        if not by_column and steps:
+        read_chunk = fast_read or each(read)
 
-            def fast(row: Any) -> Sequence[Any]:
-                values = list(first(row))
-                for i, convert in steps:
-                    values[i] = convert(values[i])
-                return values
+        def converted(row: Any) -> Sequence[Any]:
+            values = list(row)
+            for i, convert in steps:
+                values[i] = convert(values[i])
+            return values
 
-        values: Iterable[Sequence[Any]]
+        chunks: Iterable[Sequence[Sequence[Any]]]
         sid = connection.savepoint()  # transaction.savepoint() is deprecated in Django 6.1
         try:
-            if by_column:
-                values = checked_stream(rows, first, [(i, oids[i]) for i, _ in steps], len(fields))
+            if not steps:
+                chunks = map(read_chunk, chunks_of(rows))
+            elif all(is_fast(fields[i]) for i, _ in steps):
+                # Only checks, no conversion: check each column of a chunk at once (cheaper than
+                # a call per value); a failing column sends the batch down the prepared road below.
+                chunks = checked_chunks(rows, read_chunk, [(i, oids[i]) for i, _ in steps], len(fields))
             else:
-                values = map(fast, rows)
-            count = copy_rows(connection, table, columns, oids, values, encoded_json=bool(encoded_json))
+                chunks = (list(map(converted, read_chunk(chunk))) for chunk in chunks_of(rows))
+            count = copy_rows(connection, table, columns, oids, chunks, encoded_json=bool(encoded_json))
         except Exception as exc:
             if sid is not None:  # None only outside a transaction, where there is nothing to undo
                 connection.savepoint_rollback(sid)
@@ -460,4 +501,4 @@ def copy_prepared(
     if guards:
         slow = [c if g is None else _then(c, g) for c, g in zip(slow, guards, strict=True)]
     prepared = ([convert(v) for convert, v in zip(slow, read(row), strict=True)] for row in rows)
-    return copy_rows(connection, table, columns, oids, prepared, binary=binary)
+    return copy_rows(connection, table, columns, oids, (prepared,), binary=binary)

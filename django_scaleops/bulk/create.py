@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from operator import attrgetter, itemgetter
+from itertools import repeat
+from operator import add, attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
 from django.db.transaction import TransactionManagementError
 
 from django_scaleops.bulk.columns import (
     Converter,
+    ReadChunk,
     column_of,
     copy_prepared,
     create_temp_like,
     drop_temp,
+    each,
     is_database_default,
     is_fast,
     max_rows_per_statement,
@@ -45,12 +48,12 @@ Read = Callable[[Any], Sequence[Any]]
 class _Shape:
     """How rows of one form (instance, mapping keys, tuple) become column values.
 
-    ``readers()`` is called once per batch and returns two functions from a row to its values:
-    the fast one for the binary COPY (psycopg checks the row length there) and a checked one with
-    clear errors for the Django-prepared road.
+    ``readers()`` is called once per batch and returns two readers: the fast one for the binary
+    COPY, from a chunk of rows to their values (psycopg checks the row length there), and a checked
+    one from a row to its values, with clear errors, for the Django-prepared road.
     """
 
-    def __init__(self, fields: list[Field], readers: Callable[[], tuple[Read, Read]], *, instances: bool) -> None:
+    def __init__(self, fields: list[Field], readers: Callable[[], tuple[ReadChunk, Read]], *, instances: bool) -> None:
         self.fields = fields
         self.columns = [column_of(f) for f in fields]
         self.readers = readers
@@ -190,11 +193,11 @@ class Inserter:
             return (values,) if single else values
 
         if not presave or not all(_stock_datetime_stamp(f) for f in presave):
-            shape = self._shapes[key] = _Shape(fields, lambda: (read, read), instances=True)
+            shape = self._shapes[key] = _Shape(fields, lambda: (each(read), read), instances=True)
             return shape
         stamped = [f.attname for f in presave]
 
-        def readers() -> tuple[Read, Read]:
+        def readers() -> tuple[ReadChunk, Read]:
             # What DateTimeField.pre_save does for auto_now(_add): each instance gets its own
             # timezone.now(); USE_TZ is read once per batch instead of once per row.
             tz = dt.UTC if settings.USE_TZ else None
@@ -209,7 +212,7 @@ class Inserter:
                     values = getter(obj)
                 return (values,) if single else values
 
-            return read_stamped, read_stamped
+            return each(read_stamped), read_stamped
 
         shape = self._shapes[key] = _Shape(fields, readers, instances=True)
         return shape
@@ -217,21 +220,20 @@ class Inserter:
     def _mapping_shape(self, key: Any, row: Mapping[str, Any]) -> _Shape:
         given = [self._field(name) for name in row]
         # By name, not by position: a row with the same keys in another order reads the same.
-        getter = itemgetter(*row)
-        single = len(given) == 1
+        if len(given) > 1:
+            return self._positional_shape(key, given, itemgetter(*row), gives_tuples=True)
+        only = next(iter(row))  # itemgetter of one key gives the value, not a tuple
+        return self._positional_shape(key, given, lambda row: (row[only],), gives_tuples=True)
 
-        def values(row: Mapping[str, Any]) -> Sequence[Any]:
-            found = getter(row)
-            return (found,) if single else found
-
-        return self._positional_shape(key, given, values, values)
-
-    def _values_shape(self, keys: tuple[str, ...]) -> _Shape:
-        """The shape of an ``EncodedBatch`` of dicts: their values, already in ``keys`` order."""
-        key = ("values", *keys)
+    def _values_shape(self, keys: tuple[str, ...] | None) -> _Shape:
+        """The shape of an ``EncodedBatch``: tuples of values, of ``fields=`` (``keys`` None) or
+        of the dicts' ``keys`` in that order."""
+        key = ("values", keys)
         shape = self._shapes.get(key)
         if shape is None:
-            shape = self._positional_shape(key, [self._field(name) for name in keys], same_row, same_row)
+            assert keys is not None or self.fields_arg is not None
+            given = [self._field(name) for name in keys] if keys is not None else list(self.fields_arg or ())
+            shape = self._positional_shape(key, given, same_row, gives_tuples=True)
         return shape
 
     def _sequence_shape(self, key: Any) -> _Shape:
@@ -243,9 +245,15 @@ class Inserter:
                 raise ValueError(f"a row has {len(row)} values but fields= names {width}.")
             return row
 
-        return self._positional_shape(key, list(self.fields_arg), same_row, checked)
+        # The caller's rows may be lists or other sequences: not read as tuples.
+        return self._positional_shape(key, list(self.fields_arg), same_row, checked=checked, gives_tuples=False)
 
-    def _positional_shape(self, key: Any, given: list[Field], values: Read, checked: Read) -> _Shape:
+    def _positional_shape(
+        self, key: Any, given: list[Field], values: Read, *, checked: Read | None = None, gives_tuples: bool
+    ) -> _Shape:
+        """Rows whose ``values(row)`` are the values of ``given`` (a tuple, when ``gives_tuples``),
+        followed by what fills the fields left out."""
+        checked = checked or values
         fill = self._filled(given)
         # Fields left out: constant defaults once, auto_now(_add) stamps once per batch (so a
         # batch shares one "now"), callable defaults (uuid4, timezone.now...) once per row.
@@ -255,17 +263,24 @@ class Inserter:
         constant_values = tuple(f.get_default() for f in constant)
         calls = [f.get_default for f in per_row]
         scratch = SimpleNamespace()  # pre_save stamps "now" on it, as save() does on the instance
+        # Rows that are their values need no reading: the chunk goes as it is.
+        read_values: ReadChunk = same_row if values is same_row else each(values)
 
-        def readers() -> tuple[Read, Read]:
+        def readers() -> tuple[ReadChunk, Read]:
             suffix = (*constant_values, *(f.pre_save(scratch, True) for f in stamped))  # type: ignore[arg-type]
             if not fill:
-                return values, checked
-            if not calls:
-                return (lambda row: (*values(row), *suffix)), (lambda row: (*checked(row), *suffix))
-            return (
-                lambda row: (*values(row), *suffix, *(call() for call in calls)),
-                lambda row: (*checked(row), *suffix, *(call() for call in calls)),
-            )
+                return read_values, checked
+            if calls:
+                return (
+                    each(lambda row: (*values(row), *suffix, *(call() for call in calls))),
+                    lambda row: (*checked(row), *suffix, *(call() for call in calls)),
+                )
+            if gives_tuples:  # tuple + suffix, looped in C: no Python call per row
+                return (
+                    lambda chunk: list(map(add, read_values(chunk), repeat(suffix))),
+                    lambda row: (*checked(row), *suffix),
+                )
+            return each(lambda row: (*values(row), *suffix)), lambda row: (*checked(row), *suffix)
 
         shape = self._shapes[key] = _Shape([*given, *constant, *stamped, *per_row], readers, instances=False)
         return shape
@@ -280,10 +295,7 @@ class Inserter:
 
     def write(self, rows: list[Any]) -> Outcome:
         if type(rows) is EncodedBatch:
-            if rows.keys is not None:
-                shape = self._values_shape(rows.keys)
-            else:
-                shape = self._shapes.get(("seq",)) or self._sequence_shape(("seq",))
+            shape = self._values_shape(rows.keys)
             return Outcome(self._copy(self.table, shape, rows, encoded=rows.encoded))
         key, shape = self._shape_for(rows[0])
         if key == ("seq",):  # tuples all share one shape: no per-row grouping
@@ -297,8 +309,10 @@ class Inserter:
             key, _ = self._shape_for(row)
             groups.setdefault(key, []).append(row)
         total = Outcome(pks=[] if self.returning else None)
-        for key, group in groups.items():
-            total = total + self._write_group(self._shapes[key], group)
+        # One statement per group: together all or nothing, also outside the runner's transaction.
+        with transaction.atomic(using=self.connection.alias, savepoint=False):
+            for key, group in groups.items():
+                total = total + self._write_group(self._shapes[key], group)
         return total
 
     @staticmethod
@@ -498,6 +512,8 @@ def batch_create(
             max_retries=max_retries,
             progress=progress,
             collect_pks=returning,
+            # A batch is one COPY; INSERT ... RETURNING and the conflict roads may take several statements.
+            atomic_work=not returning and not on_conflict,
         )
 
     inserter = make_inserter()  # validates the arguments before any row is read

@@ -17,7 +17,7 @@ from itertools import islice
 from operator import itemgetter
 from typing import Any
 
-from django_scaleops.bulk.columns import decode_json, encode_json
+from django_scaleops.bulk.columns import decode_json, encode_json_column
 from django_scaleops.bulk.runner import chunked
 
 # Rows are read this many at a time: a chunk of tuples or dicts is checked and its JSON values
@@ -51,14 +51,14 @@ def same_row(row: Any) -> Any:
 
 
 class RowEncoder:
-    """Checks a chunk of tuples of ``width`` (``keys`` None) or dicts with ``keys``, and encodes
-    the JSON values at positions ``encoded``."""
+    """Reads chunks of tuples of ``width`` (``keys`` None) or of dicts with ``keys`` into tuples of
+    values, with the JSON values at positions ``encoded`` encoded."""
 
     def __init__(self, keys: tuple[str, ...] | None, width: int, encoded: tuple[int, ...]) -> None:
         self.keys = keys
-        self.width = width
         self.encoded = encoded
-        self.key_set = frozenset(keys or ())
+        self.row_types = {tuple if keys is None else dict}
+        self.widths = {width}
         self.values: Callable[[Any], Sequence[Any]]
         if keys is None:
             self.values = same_row
@@ -68,19 +68,25 @@ class RowEncoder:
         else:
             self.values = itemgetter(*keys)
 
-    def accepts(self, chunk: list[Any]) -> bool:
-        if self.keys is None:
-            width = self.width
-            return all(type(row) is tuple and len(row) == width for row in chunk)
-        key_set = self.key_set
-        return all(type(row) is dict and row.keys() == key_set for row in chunk)
+    def encode_chunk(self, chunk: list[Any]) -> list[tuple[Any, ...]] | None:
+        """The chunk's rows as tuples with their JSON values encoded, or None if a row is of another
+        form. Raises what json.dumps raises for a value it refuses.
 
-    def encode(self, row: Any) -> tuple[Any, ...]:
-        values = list(self.values(row))
+        Column by column, with loops in C (``set``, ``map``, ``zip``): this runs over every row
+        that the workers write, on the thread that also runs the caller's generator.
+        """
+        if set(map(type, chunk)) != self.row_types or set(map(len, chunk)) != self.widths:
+            return None
+        rows: list[Any] = chunk
+        if self.keys is not None:
+            try:  # as many keys as ``keys``, and each of them: the same keys
+                rows = list(map(self.values, chunk))
+            except KeyError:
+                return None
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
         for position in self.encoded:
-            if values[position] is not None:
-                values[position] = encode_json(values[position])
-        return tuple(values)
+            columns[position] = encode_json_column(columns[position])
+        return list(zip(*columns, strict=True))
 
     def restore(self, encoded_row: tuple[Any, ...]) -> Any:
         """The row as given (JSON values decoded: equal, and json.dumps gives the same text)."""
@@ -120,14 +126,15 @@ def _read_encoded(chunk: list[Any], iterator: Iterator[Any], size: int, encoder:
     batch = EncodedBatch((), encoder.keys, encoder.encoded)
     while True:
         try:
-            if not encoder.accepts(chunk):
+            encoded = encoder.encode_chunk(chunk)
+            if encoded is None:
                 raise TypeError("a row of another form")
-            batch.extend([encoder.encode(row) for row in chunk])
         except Exception:
             rows: list[Any] = [encoder.restore(values) for values in batch]
             rows.extend(chunk)
             rows.extend(islice(iterator, size - len(rows)))
             return rows
+        batch.extend(encoded)
         if len(batch) >= size:
             return batch
         chunk = list(islice(iterator, min(size - len(batch), READ_CHUNK_ROWS)))

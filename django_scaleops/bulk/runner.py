@@ -122,6 +122,7 @@ class BatchRunner(Generic[T]):
         max_retries: int | None = None,
         progress: ProgressCallback | None = None,
         collect_pks: bool = False,
+        atomic_work: bool = False,
     ) -> None:
         self.model = model
         self.using = using
@@ -136,6 +137,10 @@ class BatchRunner(Generic[T]):
         self.max_retries = retries
         self.progress = progress
         self.result = BatchResult(operation=operation, pks=[] if collect_pks else None)
+        # work(rows) writes all or nothing by itself (one COPY): outside a transaction, a batch then
+        # needs no BEGIN, SAVEPOINT, RELEASE and COMMIT round trips. They cost most on workers,
+        # where each reply waits for the interpreter lock while the caller's thread reads rows.
+        self.atomic_work = atomic_work
 
     # -- public
 
@@ -178,10 +183,13 @@ class BatchRunner(Generic[T]):
         while True:
             failures: list[BatchFailure] = []
             try:
-                with transaction.atomic(using=self.using):
-                    self._set_isolation()
-                    outcome = self._attempt(index, start, rows, work, failures)
-                    self._on_commit(outcome)
+                if self.atomic_work and not self.isolation and not connections[self.using].in_atomic_block:
+                    outcome = self._attempt_alone(index, start, rows, work, failures)
+                else:
+                    with transaction.atomic(using=self.using):
+                        self._set_isolation()
+                        outcome = self._attempt(index, start, rows, work, failures)
+                        self._on_commit(outcome)
             except Exception as exc:
                 if can_retry and attempt < self.max_retries and is_retryable(exc):
                     attempt += 1
@@ -271,6 +279,23 @@ class BatchRunner(Generic[T]):
                 return left + self._attempt(index, start + middle, rows[middle:], work, failures)
             failures.append(BatchFailure(index, start, start + len(rows), _forget_traceback(exc), sqlstate(exc)))
             return Outcome()
+
+    def _attempt_alone(
+        self, index: int, start: int, rows: list[T], work: Callable[[list[T]], Outcome], failures: list[BatchFailure]
+    ) -> Outcome:
+        """``work(rows)`` outside a transaction: it commits all the rows or none of them."""
+        try:
+            outcome = work(rows)
+        except Exception as exc:
+            if not self.continue_on_error or is_retryable(exc):
+                raise
+            # Nothing was written: find the bad rows in a transaction, as any batch does.
+            with transaction.atomic(using=self.using):
+                outcome = self._attempt(index, start, rows, work, failures)
+                self._on_commit(outcome)
+            return outcome
+        self._on_commit(outcome)  # outside a transaction, Django runs it now: the rows are committed
+        return outcome
 
     def _set_isolation(self) -> None:
         if self.isolation:
