@@ -1,7 +1,8 @@
 """The transaction engine shared by every bulk operation.
 
-Per batch: one transaction (or, inside a caller's ``atomic()``, one savepoint), the isolation level
-set as its first statement, bounded retry on serialization failures and deadlocks, bisection of a
+Per batch: one transaction (or, inside a caller's ``atomic()``, one savepoint; or, for work that
+is one statement, in autocommit mode, that statement's own), the isolation level set as its first
+statement, bounded retry on serialization failures and deadlocks, bisection of a
 failing batch down to the bad rows, ``bulk_write_committed`` on commit, a progress callback and a
 log line. With ``atomic=True`` every batch runs in one transaction that commits all or nothing.
 """
@@ -183,7 +184,7 @@ class BatchRunner(Generic[T]):
         while True:
             failures: list[BatchFailure] = []
             try:
-                if self.atomic_work and not self.isolation and not connections[self.using].in_atomic_block:
+                if self._runs_alone():
                     outcome = self._attempt_alone(index, start, rows, work, failures)
                 else:
                     with transaction.atomic(using=self.using):
@@ -279,6 +280,13 @@ class BatchRunner(Generic[T]):
                 return left + self._attempt(index, start + middle, rows[middle:], work, failures)
             failures.append(BatchFailure(index, start, start + len(rows), _forget_traceback(exc), sqlstate(exc)))
             return Outcome()
+
+    def _runs_alone(self) -> bool:
+        """Whether a batch can run as its own statement: in autocommit mode, outside any transaction."""
+        if not self.atomic_work or self.isolation:
+            return False
+        connection = connections[self.using]
+        return not connection.in_atomic_block and connection.get_autocommit()
 
     def _attempt_alone(
         self, index: int, start: int, rows: list[T], work: Callable[[list[T]], Outcome], failures: list[BatchFailure]
