@@ -126,6 +126,16 @@ def test_a_batch_outside_a_transaction_is_committed_all_or_nothing_without_savep
     assert not Item.objects.filter(sku__in=["m1", "m2"]).exists()
 
 
+def test_manual_commit_mode_leaves_the_commit_to_the_caller():
+    transaction.set_autocommit(False)
+    try:
+        result = Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS)
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert result.rows_done == 10 and not Item.objects.exists()
+
+
 def test_values_psycopg_rejects_are_prepared_by_django():
     naive = dt.datetime(2025, 3, 1, 12, 0)
     with pytest.warns(RuntimeWarning, match="naive datetime"):
