@@ -255,6 +255,8 @@ def test_encoded_batches_keep_rows_and_errors_as_read():
     assert type(batch) is EncodedBatch and batch.keys == ("sku", "tags") and batch[2] == ("d2", b"[2]")
     other_keys = [*dicts, {"sku": "e", "tags": [1], "name": "n"}]
     assert list(inserter.read_batches(iter(other_keys), 100, encode=True)) == [other_keys]
+    same_count = [*dicts, {"sku": "e", "name": "n"}]  # as many keys, not the same ones
+    assert list(inserter.read_batches(iter(same_count), 100, encode=True)) == [same_count]
     assert list(inserter.read_batches(iter(tuples), 500, encode=False)) == [tuples[:500], tuples[500:]]
 
 
