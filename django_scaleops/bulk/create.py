@@ -518,7 +518,7 @@ def batch_create(
 
     inserter = make_inserter()  # validates the arguments before any row is read
     if workers == 1:
-        return make_runner().run(inserter.read_batches(rows, size, encode=False), inserter.write)
+        return make_runner().run(inserter.read_batches(rows, size, encode=True), inserter.write)
     if atomic:
         raise ValueError("atomic=True needs one transaction, so one connection: it cannot run on workers.")
     if connections[using].in_atomic_block:

@@ -6,8 +6,8 @@ batch set off full collections of the whole process (about 1 µs a row on the be
 Encoded as they are read, a batch's rows hold only strings, numbers and bytes, which the collector
 stops tracking, and the caller's lists and dicts die young.
 
-That pays when another thread writes while this one reads (``workers=``). With one connection the
-encoding would run while the server waits, instead of during the COPY, and costs more than it saves.
+Read a column at a time with loops in C, this costs less than the collections it saves, with one
+connection too (there it runs while the server waits): 300,000 dicts went 8.6% faster, tuples 5.8%.
 """
 
 from __future__ import annotations
