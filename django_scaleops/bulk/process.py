@@ -18,6 +18,16 @@ BatchFn = Callable[[list[Any]], object]
 Work = Callable[[list[Any]], Outcome]
 
 
+def _counted(fn: BatchFn) -> Work:
+    """``fn`` as batch work: it processes every row it is given."""
+
+    def work(rows: list[Any]) -> Outcome:
+        fn(rows)
+        return Outcome(len(rows))
+
+    return work
+
+
 def _check_streamable(queryset: models.QuerySet[Any], what: str) -> None:
     if queryset.query.is_sliced:
         raise TypeError(f"Cannot use 'limit' or 'offset' with {what}(): it pages by key itself.")
@@ -76,12 +86,8 @@ def stream_batch_process(
     model = queryset.model
     using = write_alias(queryset)
 
-    def work(rows: list[Any]) -> Outcome:
-        fn(rows)
-        return Outcome(len(rows))
-
     runner: BatchRunner[Any] = BatchRunner(model=model, using=using, operation="process", **options)
-    return runner.run(keyset_batches(queryset, size, key=key), work)
+    return runner.run(keyset_batches(queryset, size, key=key), _counted(fn))
 
 
 def parallel_batch_process(
@@ -119,10 +125,6 @@ def parallel_batch_process(
         alias = using or "default"
         batches = chunked(items_or_queryset, size)
 
-    def work(rows: list[Any]) -> Outcome:
-        fn(rows)
-        return Outcome(len(rows))
-
     def make_runner() -> BatchRunner[Any]:
         return BatchRunner(
             model=model,
@@ -136,7 +138,7 @@ def parallel_batch_process(
 
     return run_on_workers(
         batches,
-        lambda: work,
+        lambda: _counted(fn),
         make_runner,
         operation="process",
         workers=workers,
