@@ -242,22 +242,23 @@ def test_encoded_batches_keep_rows_and_errors_as_read():
         update_fields=None,
     )
     tuples = [(f"t{n}", {"n": n} if n % 3 else None) for n in range(600)]
-    batches = list(inserter.read_batches(iter(tuples), 500, encode=True))
+    batches = list(inserter.read_batches(iter(tuples), 500))
     assert [type(b) for b in batches] == [EncodedBatch, EncodedBatch] and [len(b) for b in batches] == [500, 100]
     assert batches[0][:2] == [("t0", None), ("t1", b'{"n": 1}')]
     assert type(batches[0][10:20]) is EncodedBatch  # bisection keeps the form
     mixed = [*tuples[:300], ("x", {1, 2}), *tuples[300:]]  # a set: json.dumps refuses it
-    batches = list(inserter.read_batches(iter(mixed), 500, encode=True))
+    batches = list(inserter.read_batches(iter(mixed), 500))
     assert type(batches[0]) is list and batches[0] == mixed[:500]
     assert type(batches[1]) is EncodedBatch and len(batches[1]) == 101
     dicts = [{"sku": f"d{n}", "tags": [n]} for n in range(10)]
-    (batch,) = inserter.read_batches(iter(dicts), 100, encode=True)
+    (batch,) = inserter.read_batches(iter(dicts), 100)
     assert type(batch) is EncodedBatch and batch.keys == ("sku", "tags") and batch[2] == ("d2", b"[2]")
     other_keys = [*dicts, {"sku": "e", "tags": [1], "name": "n"}]
-    assert list(inserter.read_batches(iter(other_keys), 100, encode=True)) == [other_keys]
+    assert list(inserter.read_batches(iter(other_keys), 100)) == [other_keys]
     same_count = [*dicts, {"sku": "e", "name": "n"}]  # as many keys, not the same ones
-    assert list(inserter.read_batches(iter(same_count), 100, encode=True)) == [same_count]
-    assert list(inserter.read_batches(iter(tuples), 500, encode=False)) == [tuples[:500], tuples[500:]]
+    assert list(inserter.read_batches(iter(same_count), 100)) == [same_count]
+    objs = [Item(sku=f"i{n}") for n in range(600)]  # instances are not encoded: batches as read
+    assert list(inserter.read_batches(iter(objs), 500)) == [objs[:500], objs[500:]]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

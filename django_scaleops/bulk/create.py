@@ -108,9 +108,9 @@ class Inserter:
 
     # -- reading
 
-    def read_batches(self, rows: Iterable[Any], size: int, *, encode: bool) -> Iterator[list[Any]]:
-        """Batches of up to ``size`` rows; with ``encode``, JSON values encoded as they are read."""
-        return read_batches(rows, size, self._encoder_for if encode else None)
+    def read_batches(self, rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+        """Batches of up to ``size`` rows, JSON values of tuples and dicts encoded as they are read."""
+        return read_batches(rows, size, self._encoder_for)
 
     def _encoder_for(self, row: Any) -> RowEncoder | None:
         if self.returning or self.on_conflict or not stock_json_dumper(self.connection):
@@ -518,7 +518,7 @@ def batch_create(
 
     inserter = make_inserter()  # validates the arguments before any row is read
     if workers == 1:
-        return make_runner().run(inserter.read_batches(rows, size, encode=True), inserter.write)
+        return make_runner().run(inserter.read_batches(rows, size), inserter.write)
     if atomic:
         raise ValueError("atomic=True needs one transaction, so one connection: it cannot run on workers.")
     if connections[using].in_atomic_block:
@@ -530,7 +530,7 @@ def batch_create(
     # from the iterable (on its own connection, never in COPY), and memory holds about
     # 2 * workers batches.
     return run_on_workers(
-        inserter.read_batches(rows, size, encode=True),
+        inserter.read_batches(rows, size),
         lambda: make_inserter().write,
         make_runner,
         operation="create",

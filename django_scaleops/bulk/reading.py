@@ -18,7 +18,6 @@ from operator import itemgetter
 from typing import Any
 
 from django_scaleops.bulk.columns import decode_json, encode_json_column
-from django_scaleops.bulk.runner import chunked
 
 # Rows are read this many at a time: a chunk of tuples or dicts is checked and its JSON values
 # encoded while the caller's row objects are still young. Fewer of them alive at a time means
@@ -99,16 +98,13 @@ class RowEncoder:
 
 
 def read_batches(
-    rows: Iterable[Any], size: int, encoder_for: Callable[[Any], RowEncoder | None] | None = None
+    rows: Iterable[Any], size: int, encoder_for: Callable[[Any], RowEncoder | None]
 ) -> Iterator[list[Any]]:
     """Lists of up to ``size`` rows, read lazily (a generator is never materialised).
 
-    With ``encoder_for``: a batch whose first row it gives an encoder for comes as an
-    ``EncodedBatch`` when every row of the batch is of that form; any other batch as read.
+    A batch whose first row ``encoder_for`` gives an encoder for comes as an ``EncodedBatch`` when
+    every row of the batch is of that form; any other batch as read.
     """
-    if encoder_for is None:
-        yield from chunked(rows, size)
-        return
     iterator = iter(rows)
     while chunk := list(islice(iterator, min(size, READ_CHUNK_ROWS))):
         encoder = encoder_for(chunk[0])
