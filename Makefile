@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITH_SERVICES := $(PY) -m django_scaleops.testing.services run --
 
-.PHONY: install test demo bench lint format clean
+.PHONY: install test test-installed demo bench lint format clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# The suite on the checkout, then what users install: the wheel in a fresh virtualenv, its smoke subset
+# (tests marked "installed": stock project, example project, admin, every command) off the source tree.
 test: install
 	$(WITH_SERVICES) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-installed
+
+test-installed: install
+	$(WITH_SERVICES) $(PY) tests/run_installed.py
 
 demo: install
 	$(WITH_SERVICES) $(PY) -m example_project.demo

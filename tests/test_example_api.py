@@ -12,7 +12,7 @@ from django.test import Client
 
 from example_project.chat.models import Conversation, ConversationMessage, Message, MessageRecipient
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.installed]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from django_scaleops.logging import JsonFormatter
 from tests.test_monitoring import monitoring  # noqa: F401
 from tests.test_ratelimit import clean_state, make_key  # noqa: F401
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.installed]
 
 STACK = override_settings(
     MIDDLEWARE=[

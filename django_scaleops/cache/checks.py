@@ -6,34 +6,38 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
+from django_scaleops.checks import models_with_queryset, redis_cache_problem
 from django_scaleops.conf import conf
-
-REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
 
 
 def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     alias: object = conf.SCALEOPS_CACHE_ALIAS
-    backend = settings.CACHES.get(alias, {}).get("BACKEND") if isinstance(alias, str) else None
-    if backend is None:
-        messages.append(
-            Error(
-                f"SCALEOPS_CACHE_ALIAS names {alias!r}, which is not in CACHES.",
-                hint=f"Use one of {sorted(settings.CACHES)} or add a django-redis cache under that alias.",
-                id="scaleops.E301",
+    problem = redis_cache_problem(alias) if conf.SCALEOPS_CACHE_ENABLED else None
+    if problem is not None:
+        users = cache_users()
+        missing = isinstance(alias, str) and alias not in settings.CACHES
+        if users:
+            messages.append(
+                Error(
+                    f"Cached querysets need a django-redis cache (they run Lua), but {problem}; "
+                    f"used by {', '.join(users[:5])}{', ...' if len(users) > 5 else ''}.",
+                    hint=_cache_hint(alias),
+                    id="scaleops.E301" if missing else "scaleops.E302",
+                )
             )
-        )
-    elif backend not in REDIS_BACKENDS:
-        messages.append(
-            Error(
-                f"The cache {alias!r} uses {backend!r}; cached querysets need django-redis (they run Lua).",
-                hint='Set its BACKEND to "django_redis.cache.RedisCache".',
-                id="scaleops.E302",
+        else:
+            messages.append(
+                Warning(
+                    f"Cached querysets and @cached_function need a django-redis cache, but {problem}. "
+                    "Nothing uses them yet; until then they would read the database every time.",
+                    hint=_cache_hint(alias) + " Or set SCALEOPS_CACHE_ENABLED = False if you do not use them.",
+                    id="scaleops.W301" if missing else "scaleops.W302",
+                )
             )
-        )
     for name in (
         "SCALEOPS_CACHE_DEFAULT_TIMEOUT",
         "SCALEOPS_CACHE_LEASE_TIMEOUT_MS",
@@ -96,6 +100,21 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def cache_users() -> list[str]:
+    """What switches the cache on: models with a cached manager, then decorated functions."""
+    from django_scaleops.cache.functions import declared_names
+    from django_scaleops.cache.querysets import CachedQuerySet
+
+    return [model._meta.label for model in models_with_queryset(CachedQuerySet)] + sorted(declared_names)
+
+
+def _cache_hint(alias: object) -> str:
+    return (
+        f'Set CACHES[{alias!r}]["BACKEND"] to "django_redis.cache.RedisCache" with a Redis 6.2+ LOCATION,'
+        " or point SCALEOPS_CACHE_ALIAS at such a cache."
+    )
 
 
 def _is_model_label(label: Any) -> bool:

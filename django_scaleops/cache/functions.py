@@ -67,6 +67,11 @@ def _delete(entry: Entry) -> None:
         gate.delete(entry.stamps, entry.base, channel, json.dumps({"key": entry.base}))
 
 
+# Names of the functions decorated so far: the system check reads it to tell whether the
+# project uses the cache (an unsuitable cache backend is then an error, not a warning).
+declared_names: set[str] = set()
+
+
 class CachedFunction(Generic[P, R]):
     """A function whose results are cached per arguments; see :func:`cached_function`."""
 
@@ -86,6 +91,7 @@ class CachedFunction(Generic[P, R]):
         self.name = prefix or f"{func.__module__}.{func.__qualname__}"
         self.version = version
         self.tables = frozenset(tables_of(depends_on))
+        declared_names.add(self.name)
 
     @property
     def function_stamp(self) -> str:

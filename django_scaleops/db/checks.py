@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
+from django_scaleops.checks import postgres_problem
 from django_scaleops.conf import conf
 
 ROUTER_PATH = "django_scaleops.routers.PrimaryReplicaRouter"
@@ -42,6 +43,16 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="scaleops.E101",
             )
         )
+    for alias in [primary, *replicas]:
+        problem = postgres_problem(alias) if alias in settings.DATABASES else None
+        if problem is not None:
+            messages.append(
+                Error(
+                    f"PrimaryReplicaRouter needs PostgreSQL 14+ (it reads WAL positions), but {problem}.",
+                    hint='Use "django.db.backends.postgresql" for the primary and every replica alias.',
+                    id="scaleops.E104",
+                )
+            )
     for alias in replicas:
         if alias not in settings.DATABASES or alias == primary:
             messages.append(

@@ -1,4 +1,4 @@
-"""System checks for partitioned models (IDs scaleops.E401-E404)."""
+"""System checks for partitioned models (IDs scaleops.E401-E405, W405)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
 from django.db import models
 
+from django_scaleops.checks import postgres_problem, write_alias
 from django_scaleops.conf import conf
 from django_scaleops.partitioning.config import PartitionedModel, config_for
 from django_scaleops.partitioning.errors import PartitioningError
@@ -30,6 +31,27 @@ def check_partitioned_models(app_configs: Any = None, **kwargs: Any) -> list[Che
             continue
         assert config is not None
         messages += _unique_without_key(model, config.key)
+        problem = postgres_problem(write_alias(model))
+        if problem is not None:
+            messages.append(
+                Error(
+                    f"{model._meta.label} is a PartitionedModel, which needs PostgreSQL 14+, but {problem}.",
+                    hint='Use "django.db.backends.postgresql" for that alias (table partitioning is PostgreSQL DDL).',
+                    obj=model,
+                    id="scaleops.E405",
+                )
+            )
+    if not labels:
+        problem = postgres_problem("default")
+        if problem is not None:
+            messages.append(
+                Warning(
+                    f"Table partitioning needs PostgreSQL 14+, but {problem}. No model is partitioned yet.",
+                    hint='Use "django.db.backends.postgresql" before subclassing PartitionedModel, or add '
+                    '"scaleops.W405" to SILENCED_SYSTEM_CHECKS if you will not partition tables.',
+                    id="scaleops.W405",
+                )
+            )
     overrides = conf.SCALEOPS_PARTITION_MODELS
     if isinstance(overrides, dict):
         for label in sorted(set(overrides) - labels):

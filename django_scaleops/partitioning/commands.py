@@ -9,6 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.utils.dateparse import parse_datetime
 
+from django_scaleops.checks import postgres_problem
 from django_scaleops.partitioning.config import PartitionConfig, get_config, partitioned_models
 from django_scaleops.partitioning.errors import PartitioningError
 
@@ -40,6 +41,12 @@ def resolve(options: dict[str, Any]) -> tuple[list[PartitionConfig], str, dateti
     using = options["database"]
     if using not in connections:
         raise CommandError(f"--database {using!r} is not in DATABASES ({', '.join(connections)})")
+    problem = postgres_problem(using)
+    if problem is not None:
+        raise CommandError(
+            f"Table partitioning needs PostgreSQL 14+, but {problem}. "
+            "Point that alias at PostgreSQL (django.db.backends.postgresql) to use the partition commands."
+        )
     try:
         configs = partitioned_models()
         if options["model"]:

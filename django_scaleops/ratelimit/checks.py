@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
+from django_scaleops.checks import redis_cache_problem
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit.policy import parse_rate
 
@@ -23,6 +24,7 @@ NOT_SHARED = {
     "django.core.cache.backends.memcached.PyLibMCCache": "cannot run the atomic script",
     "django.core.cache.backends.redis.RedisCache": "is Django's own Redis backend; the limiter uses django-redis",
 }
+DRF_THROTTLE_PATH = "django_scaleops.ratelimit.drf.ApiKeyTierThrottle"
 MAX_SOCKET_TIMEOUT = 1.0
 # Middleware whose work a refused request should not pay for.
 EXPENSIVE_BEFORE = (
@@ -34,9 +36,21 @@ EXPENSIVE_BEFORE = (
 def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     middleware = list(getattr(settings, "MIDDLEWARE", []))
-    installed = MIDDLEWARE_PATH in middleware
+    drf_throttle = DRF_THROTTLE_PATH in _drf_throttle_classes()
+    installed = MIDDLEWARE_PATH in middleware or drf_throttle
     alias = conf.SCALEOPS_THROTTLE_CACHE
     caches = getattr(settings, "CACHES", {})
+    problem = redis_cache_problem(alias)
+    if not installed and problem is not None:
+        messages.append(
+            Warning(
+                f"API-key rate limiting needs a django-redis cache, but {problem} (SCALEOPS_THROTTLE_CACHE). "
+                "Tiers and keys can be managed in the admin; nothing is limited until the cache is set.",
+                hint=f"Add a django_redis.cache.RedisCache as CACHES[{alias!r}] (or point SCALEOPS_THROTTLE_CACHE "
+                "at one) before adding ApiKeyThrottleMiddleware or ApiKeyTierThrottle.",
+                id="scaleops.W203",
+            )
+        )
     if installed and alias not in caches:
         messages.append(
             Error(
@@ -80,7 +94,7 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
                 id="scaleops.E203",
             )
         )
-    if installed:
+    if MIDDLEWARE_PATH in middleware:
         position = middleware.index(MIDDLEWARE_PATH)
         late = [name for name in EXPENSIVE_BEFORE if name in middleware[:position]]
         if late:
@@ -134,6 +148,12 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
             )
         )
     return messages
+
+
+def _drf_throttle_classes() -> list[str]:
+    framework = getattr(settings, "REST_FRAMEWORK", None)
+    classes = framework.get("DEFAULT_THROTTLE_CLASSES", ()) if isinstance(framework, dict) else ()
+    return [c if isinstance(c, str) else f"{c.__module__}.{c.__qualname__}" for c in classes]
 
 
 def check_tiers(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save
 
+from django_scaleops.checks import redis_cache_problem
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit.callers import tier_cache
 from django_scaleops.ratelimit.gcra import key_identity, limiter
@@ -22,6 +23,8 @@ def _marker_ttl() -> int:
 
 def api_key_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     key_cache.evict(instance.prefix)
+    if redis_cache_problem(conf.SCALEOPS_THROTTLE_CACHE) is not None:
+        return  # no Redis limiter configured (check scaleops.W203): no other instance to tell
     revoked = instance.revoked_at is not None or kwargs.get("signal") is post_delete
     try:
         limiter.mark_revoked(key_identity(instance.pk), revoked=revoked, ttl=_marker_ttl())

@@ -567,6 +567,17 @@ def ensure_services() -> dict[str, str]:
     return _started.env()
 
 
+def stop_started_services() -> None:
+    """Tear down the set ``ensure_services`` started in this process, if it started one."""
+    global _started
+    if _started is None:
+        return
+    for var in _started.env():
+        os.environ.pop(var, None)
+    _started.teardown()
+    _started = None
+
+
 @contextlib.contextmanager
 def running_services() -> Iterator[dict[str, str]]:
     """Context manager: the environment of a set that exists for the block (or the user's own)."""

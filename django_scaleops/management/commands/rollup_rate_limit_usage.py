@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_scaleops.checks import redis_cache_problem
+from django_scaleops.conf import conf
 from django_scaleops.ratelimit.analytics import rollup_usage
 
 
@@ -23,6 +25,11 @@ class Command(BaseCommand):
         every = options["every"]
         if every is not None and every < 1:
             raise CommandError("--every must be at least 1 second.")
+        problem = redis_cache_problem(conf.SCALEOPS_THROTTLE_CACHE)
+        if problem is not None:
+            raise CommandError(
+                f"The usage counters live in Redis, but {problem} (SCALEOPS_THROTTLE_CACHE): nothing to roll up."
+            )
         while True:
             result = rollup_usage(dry_run=options["dry_run"])
             verb = "Would roll up" if options["dry_run"] else "Rolled up"
