@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITH_SERVICES := $(PY) -m django_scaleops.testing.services run --
 
-.PHONY: install test test-installed demo bench lint format clean
+.PHONY: install test test-installed fuzz demo bench lint format clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: install
 
 test-installed: install
 	$(WITH_SERVICES) $(PY) tests/run_installed.py
+
+# The differential tests with many more generated examples than CI runs (tests/test_cache_differential.py).
+fuzz: install
+	SCALEOPS_FUZZ_EXAMPLES=$${SCALEOPS_FUZZ_EXAMPLES:-500} SCALEOPS_FUZZ_STEPS=$${SCALEOPS_FUZZ_STEPS:-50} \
+		$(WITH_SERVICES) $(PY) -m pytest tests/test_cache_differential.py $(PYTEST_ARGS)
 
 demo: install
 	$(WITH_SERVICES) $(PY) -m example_project.demo

@@ -387,6 +387,8 @@ def main() -> None:
     setup_django()
     conversation = prepare()
     bench_hits(conversation)
+    if os.environ.get("BENCH_CACHE_ONLY") == "hits":  # the hit path alone, for before/after figures
+        return
     bench_compression(conversation)
     bench_stampede(conversation)
     bench_invalidation()

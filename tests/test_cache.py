@@ -33,7 +33,7 @@ from django_scaleops.cache.checks import check_cache
 from django_scaleops.cache.invalidation import _declared, wrote_in_transaction
 from django_scaleops.cache.keys import written_tables
 from django_scaleops.cache.warmers import unregister_warmer
-from django_scaleops.signals import bulk_write_committed
+from django_scaleops.signals import bulk_rows_written
 from tests.cacheapp.helpers import clean_cache, install_probe, probe_calls, stamp  # noqa: F401
 from tests.cacheapp.models import Author, Book, Probe
 
@@ -159,10 +159,10 @@ def test_reads_inside_a_writing_transaction_bypass_the_cache(books, django_asser
     assert stats.snapshot()["totals"]["bypassed"] == 1
 
 
-def test_bulk_write_committed_signal_invalidates(books):
+def test_bulk_rows_written_signal_invalidates(books):
     Book.objects.cached_count(timeout=60)
     before = stamp("cacheapp_book")
-    bulk_write_committed.send(sender=Book, using="default", operation="update", pks=[books[0].pk])
+    bulk_rows_written.send(sender=Book, using="default", operation="update", pks=[books[0].pk])
     assert stamp("cacheapp_book") != before
 
 
@@ -488,7 +488,7 @@ def test_row_scoped_get_by_pk_is_invalidated_only_by_its_row(books, django_asser
     Book.objects.filter(title="B1").update(pages=32)  # rows unknown: every row entry goes
     with django_assert_num_queries(2):
         assert (pages(a1.pk), pages(b1.pk)) == (11, 32)
-    bulk_write_committed.send(sender=Book, using="default", operation="update", pks=[a1.pk])
+    bulk_rows_written.send(sender=Book, using="default", operation="update", pks=[a1.pk])
     with django_assert_num_queries(1):
         assert (pages(a1.pk), pages(b1.pk)) == (11, 32)
     a1.delete()

@@ -24,7 +24,7 @@ from django_scaleops.apm.helpers import custom_span
 from django_scaleops.bulk import stats
 from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
 from django_scaleops.conf import conf
-from django_scaleops.signals import bulk_write_committed
+from django_scaleops.signals import bulk_rows_written, bulk_write_committed
 
 logger = logging.getLogger("django_scaleops.bulk")
 
@@ -190,7 +190,7 @@ class BatchRunner(Generic[T]):
                     with transaction.atomic(using=self.using):
                         self._set_isolation()
                         outcome = self._attempt(index, start, rows, work, failures)
-                        self._on_commit(outcome)
+                        self._announce(outcome)
             except Exception as exc:
                 if can_retry and attempt < self.max_retries and is_retryable(exc):
                     attempt += 1
@@ -231,7 +231,7 @@ class BatchRunner(Generic[T]):
                     result.rows_seen += len(rows)
                     began = time.monotonic()
                     outcome = self._attempt(index, start, rows, work, result.failures)
-                    self._on_commit(outcome)
+                    self._announce(outcome)
                     result.rows_done += outcome.rows
                     result.batches_committed += 1
                     if result.pks is not None and outcome.pks:
@@ -300,9 +300,9 @@ class BatchRunner(Generic[T]):
             # Nothing was written: find the bad rows in a transaction, as any batch does.
             with transaction.atomic(using=self.using):
                 outcome = self._attempt(index, start, rows, work, failures)
-                self._on_commit(outcome)
+                self._announce(outcome)
             return outcome
-        self._on_commit(outcome)  # outside a transaction, Django runs it now: the rows are committed
+        self._announce(outcome)  # outside a transaction, Django runs it now: the rows are committed
         return outcome
 
     def _set_isolation(self) -> None:
@@ -310,10 +310,14 @@ class BatchRunner(Generic[T]):
             with connections[self.using].cursor() as cursor:
                 cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {self.isolation}")
 
-    def _on_commit(self, outcome: Outcome) -> None:
+    def _announce(self, outcome: Outcome) -> None:
+        """Tell listeners what the batch wrote: now (inside its transaction), and again on commit."""
         if not outcome.rows or self.operation not in WRITE_OPERATIONS or self.model is None:
             return
         model, using, operation, pks = self.model, self.using, self.operation, outcome.pks
+        # Sent now, as an ORM write is seen now: the cache queues its invalidation on this
+        # transaction (dropped on rollback) and reads in the transaction stop using the cache.
+        bulk_rows_written.send(sender=model, using=using, operation=operation, pks=pks)
 
         def send() -> None:
             bulk_write_committed.send(sender=model, using=using, operation=operation, pks=pks)

@@ -8,6 +8,7 @@ See docs/cache.md. The public API::
 from __future__ import annotations
 
 from django_scaleops.cache.core import refreshing, register_freshness_hook, unregister_freshness_hook
+from django_scaleops.cache.encoding import UnkeyableValue
 from django_scaleops.cache.functions import CachedFunction, cached_function, invalidate_key, with_cache
 from django_scaleops.cache.invalidation import (
     broadcast_invalidate,
@@ -24,6 +25,7 @@ __all__ = [
     "CachedFunction",
     "CachedManager",
     "CachedQuerySet",
+    "UnkeyableValue",
     "broadcast_invalidate",
     "cache_stats",
     "cached_function",
@@ -58,5 +60,5 @@ def connect() -> None:
     for connection in connections.all(initialized_only=True):  # opened before ready()
         invalidation.install_wrapper(None, connection)
     connection_created.connect(invalidation.install_wrapper, dispatch_uid="scaleops-cache-writes")
-    signals.bulk_write_committed.connect(invalidation.on_bulk_write_committed, dispatch_uid="scaleops-cache-bulk")
+    signals.bulk_rows_written.connect(invalidation.on_bulk_rows_written, dispatch_uid="scaleops-cache-bulk")
     metrics.register_source("cache", cluster.metrics_source)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -11,6 +13,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from django_scaleops.cache import l1
 from django_scaleops.cache.backend import RedisUnavailable, gate
 from django_scaleops.cache.core import Entry, fetch_through, timeout_or_default
+from django_scaleops.cache.encoding import UnkeyableValue, encode
 from django_scaleops.cache.invalidation import bump_stamps
 from django_scaleops.cache.keys import ALL_TABLES, Target, digest, entry_key, stamp_key, tables_of
 
@@ -91,7 +94,30 @@ class CachedFunction(Generic[P, R]):
         self.name = prefix or f"{func.__module__}.{func.__qualname__}"
         self.version = version
         self.tables = frozenset(tables_of(depends_on))
+        try:
+            parameters = list(inspect.signature(func).parameters.values())
+        except (TypeError, ValueError):  # builtins without a signature
+            parameters = []
+        self._parameters = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
         declared_names.add(self.name)
+
+    def _default_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """A hash of the call's arguments; an argument that cannot be keyed is named in the error."""
+        names = list(self._parameters[: len(args)])
+        names += [f"#{i + 1}" for i in range(len(names), len(args))]
+        hasher = hashlib.blake2b(digest_size=20)
+        hasher.update(encode((self.name, self.version, len(args))))
+        for name, value in [*zip(names, args, strict=True), *sorted(kwargs.items())]:
+            try:
+                hasher.update(encode(value))
+            except UnkeyableValue as exc:
+                raise UnkeyableValue(
+                    f"{self.name}: argument {name!r} cannot be keyed ({exc}). Pass plain values (str, numbers,"
+                    " dates, UUIDs, model instances, lists, dicts) or give @cached_function a key= function."
+                ) from None
+            if name in kwargs:
+                hasher.update(encode(name))
+        return hasher.hexdigest()
 
     @property
     def function_stamp(self) -> str:
@@ -100,10 +126,14 @@ class CachedFunction(Generic[P, R]):
     def entry(self, *args: P.args, **kwargs: P.kwargs) -> Entry:
         if self.key_builder is not None:
             part: Any = self.key_builder(*args, **kwargs)
+            try:
+                key = digest(self.name, self.version, part)
+            except UnkeyableValue as exc:
+                raise UnkeyableValue(f"{self.name}: the key= function returned a value that {exc}") from None
         else:
-            part = (args, sorted(kwargs.items()))
+            key = self._default_key(args, kwargs)
         return Entry(
-            base=entry_key("f", digest(self.name, self.version, part)),
+            base=entry_key("f", key),
             stamps=_stamps(self.tables, self.function_stamp),
             timeout=timeout_or_default(self.timeout),
             prefix=self.name,
@@ -136,7 +166,9 @@ def cached_function(
 
     Args:
         timeout: seconds a result stays fresh.
-        key: builds the key part from the call's arguments (default: their reprs, hashed).
+        key: builds the key part from the call's arguments (default: the arguments themselves,
+            encoded losslessly with their types; a value that cannot be keyed safely, such as an
+            arbitrary object, raises ``UnkeyableValue`` naming the argument).
         depends_on: models, labels or tables whose committed writes invalidate every result.
         prefix: the name in keys and statistics (default: module and qualified name).
         version: change it when the function's output format changes.

@@ -234,8 +234,8 @@ def install_wrapper(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any)
         connection.execute_wrappers.append(execute_wrapper)
 
 
-def on_bulk_write_committed(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
-    """The bulk operations' committed batch (COPY included, which no execute wrapper sees)."""
+def on_bulk_rows_written(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
+    """A bulk batch has written (COPY included, which no execute wrapper sees): queue it like an ORM write."""
     if isinstance(sender, type) and issubclass(sender, models.Model):
         table = sender._meta.db_table
         operation, pks = kwargs.get("operation"), kwargs.get("pks")

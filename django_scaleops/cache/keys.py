@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from django.apps import apps
-from django.db import models
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, models
 
 from django_scaleops.cache.backend import gate
+from django_scaleops.cache.encoding import encode, encode_sql_param
 
 ALL_TABLES = "*"  # the stamp every entry depends on: bumped by writes we cannot attribute to a table
 
@@ -19,24 +21,90 @@ Target = type[models.Model] | str
 
 
 def digest(*parts: Any) -> str:
-    """A stable hash of ``parts``; each value is tagged with its type so 1 and "1" differ."""
+    """A stable hash of ``parts``, encoded losslessly with their types (see ``encoding``).
+
+    Raises ``UnkeyableValue`` for a part that cannot be keyed safely.
+    """
     hasher = hashlib.blake2b(digest_size=20)
     for part in parts:
-        hasher.update(f"{_stable(part)!r}\x1f".encode())
+        hasher.update(encode(part))
     return hasher.hexdigest()
 
 
-def _stable(value: Any) -> Any:
-    # Model instances by label and primary key: their repr is their __str__, which may collide.
-    if isinstance(value, models.Model):
-        return ("model", value._meta.label_lower, _stable(value.pk))
-    if isinstance(value, list | tuple):
-        return (type(value).__qualname__, tuple(_stable(v) for v in value))
-    if isinstance(value, set | frozenset):  # iteration order varies between processes
-        return ("set", tuple(sorted(repr(_stable(v)) for v in value)))
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted((repr(k), _stable(v)) for k, v in value.items())))
-    return (type(value).__qualname__, value)
+def queryset_digest(kind: str, queryset: models.QuerySet[Any, Any], sql: str, params: Sequence[Any]) -> str:
+    """A hash of everything that decides a queryset's result (see docs/cache.md, "Keys")."""
+    hasher = hashlib.blake2b(digest_size=20)
+    hasher.update(encode(kind))
+    hasher.update(encode(database_identity(queryset.db)))
+    _update_with_queryset(hasher, queryset, sql, params)
+    return hasher.hexdigest()
+
+
+def _update_with_queryset(hasher: Any, queryset: models.QuerySet[Any, Any], sql: str, params: Sequence[Any]) -> None:
+    iterable = queryset._iterable_class
+    fields = getattr(queryset, "_fields", None) or ()
+    # The model (a proxy has the same SQL), the result shape (instances, values(), values_list
+    # flat / named / tuples) and select_related, which decides the instances built from a row.
+    hasher.update(
+        encode(
+            (
+                queryset.model._meta.label_lower,
+                f"{iterable.__module__}.{iterable.__qualname__}",
+                tuple(fields),
+                queryset.query.select_related,
+            )
+        )
+    )
+    hasher.update(encode(sql))
+    hasher.update(len(params).to_bytes(4, "big"))
+    for param in params:
+        hasher.update(encode_sql_param(param))
+    lookups = getattr(queryset, "_prefetch_related_lookups", ())
+    hasher.update(len(lookups).to_bytes(4, "big"))
+    for lookup in lookups:
+        if isinstance(lookup, str):
+            hasher.update(encode(("lookup", lookup)))
+            continue
+        hasher.update(encode(("prefetch", lookup.prefetch_through, lookup.prefetch_to, lookup.to_attr)))
+        inner = lookup.queryset
+        if inner is None:
+            hasher.update(encode(None))
+            continue
+        try:
+            inner_sql, inner_params = inner.query.get_compiler(using=inner.db).as_sql()
+        except EmptyResultSet:
+            hasher.update(encode("empty"))
+            continue
+        _update_with_queryset(hasher, inner, inner_sql, inner_params)
+
+
+def database_identity(using: str) -> tuple[Any, ...]:
+    """What tells databases apart: server, database, user and options, not the alias's NAME alone.
+
+    A replica of the router's primary has the primary's identity: they hold the same rows, so
+    they share entries.
+    """
+    from django_scaleops.db.pool import get_pool
+
+    pool = get_pool()
+    if pool is not None and using in pool.replicas:
+        using = pool.primary
+    connection = connections[using]
+    settings = connection.settings_dict
+    options = {k: v for k, v in (settings.get("OPTIONS") or {}).items() if k not in _SECRET_OPTIONS}
+    return (
+        connection.vendor,
+        settings.get("HOST") or "",
+        str(settings.get("PORT") or ""),
+        settings.get("NAME") or "",
+        settings.get("USER") or "",
+        tuple(sorted((str(k), str(v)) for k, v in options.items())),
+        # Schema-per-tenant apps (django-tenants) switch the search path on the connection.
+        str(getattr(connection, "schema_name", "")),
+    )
+
+
+_SECRET_OPTIONS = frozenset({"password", "passfile", "sslpassword"})
 
 
 def stamp_key(table: str) -> str:
@@ -96,6 +164,13 @@ def tables_of_queryset(queryset: models.QuerySet[Any], sql: str) -> set[str]:
     for lookup in getattr(queryset, "_prefetch_related_lookups", ()):
         path = lookup.prefetch_through if hasattr(lookup, "prefetch_through") else lookup
         tables |= _tables_along(queryset.model, str(path))
+        inner = getattr(lookup, "queryset", None)
+        if inner is not None:  # a Prefetch's own filters may join further tables
+            try:
+                inner_sql = inner.query.get_compiler(using=inner.db).as_sql()[0]
+            except EmptyResultSet:
+                inner_sql = ""
+            tables |= tables_of_queryset(inner, inner_sql)
     return tables
 
 

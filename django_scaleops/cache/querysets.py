@@ -7,14 +7,14 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import EmptyResultSet
-from django.db import connections, models
+from django.db import models
 
 from django_scaleops.cache.core import Entry, fetch_through, timeout_or_default
 from django_scaleops.cache.keys import (
     ALL_TABLES,
     Target,
-    digest,
     entry_key,
+    queryset_digest,
     row_stamp_key,
     rows_stamp_key,
     stamp_key,
@@ -134,10 +134,7 @@ class CachedQuerySet(models.QuerySet[M]):
         except EmptyResultSet:
             return evaluate(queryset)
         tables = tables_of_queryset(queryset, sql) | tables_of(depends_on)
-        # Vendor and database name are part of the key: a primary and its replicas (same name) share
-        # entries, while separate databases with the same tables do not.
-        connection = connections[using]
-        base = entry_key("q", digest(kind, connection.vendor, connection.settings_dict["NAME"], sql, tuple(params)))
+        base = entry_key("q", queryset_digest(kind, queryset, sql, params))
         table = queryset.model._meta.db_table
         if pk is not None and tables == {table}:
             # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.

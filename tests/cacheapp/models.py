@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
-from django_scaleops.cache import CachedManager
+from django_scaleops.bulk import BulkQuerySet
+from django_scaleops.cache import CachedManager, CachedQuerySet
 
 
 class Author(models.Model):
@@ -36,3 +37,30 @@ class Probe(models.Model):
 
     def __str__(self) -> str:
         return f"probe {self.value}"
+
+
+class DocQuerySet(BulkQuerySet["Doc"], CachedQuerySet["Doc"]):  # type: ignore[override]
+    """Bulk operations and cached reads on one model, as a user combines them."""
+
+
+class Doc(models.Model):
+    """Columns of every kind a cache key must tell apart: JSON, binary, text, numeric, datetime."""
+
+    title = models.CharField(max_length=200, default="")
+    meta = models.JSONField(default=dict)
+    blob = models.BinaryField(default=b"")
+    amount = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    at = models.DateTimeField(null=True)
+    author = models.ForeignKey(Author, null=True, on_delete=models.SET_NULL, related_name="docs")
+
+    objects = models.Manager.from_queryset(DocQuerySet)()
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class DocProxy(Doc):
+    """Same table, same SQL, another class: must not share entries with Doc."""
+
+    class Meta:
+        proxy = True

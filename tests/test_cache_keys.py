@@ -1,0 +1,301 @@
+"""Cache keys carry everything that decides a result, and every write path invalidates like an ORM write.
+
+Each test here was a wrong answer once: two tenants sharing an entry, shapes sharing an entry,
+rolled-back bulk rows served from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import decimal
+import enum
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.models import Prefetch
+
+from django_scaleops.cache import UnkeyableValue, cached_function
+from django_scaleops.cache.encoding import encode, encode_sql_param
+from tests.cacheapp.helpers import clean_cache  # noqa: F401
+from tests.cacheapp.models import Author, Book, Doc, DocProxy
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_cache")]
+
+# ~40 characters that differ only at the end: psycopg's reprs cut values short before that.
+TENANT_A = "tenant-0000000000000000000000000000000-a"
+TENANT_B = "tenant-0000000000000000000000000000000-b"
+
+
+class Rollback(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def rolled_back() -> Iterator[None]:
+    """A transaction (or savepoint) whose block runs and is then rolled back."""
+    with contextlib.suppress(Rollback), transaction.atomic():
+        yield
+        raise Rollback
+
+
+def row(doc: Doc) -> tuple[Any, ...]:
+    return (doc.pk, doc.title, doc.meta, bytes(doc.blob), doc.amount, doc.at)
+
+
+# ---- keys
+
+
+def test_two_tenants_with_json_parameters_that_differ_late_get_their_own_rows():
+    Doc.objects.create(title="a", meta={"tenant": TENANT_A})
+    Doc.objects.create(title="b", meta={"tenant": TENANT_B})
+    first = Doc.objects.filter(meta__contains={"tenant": TENANT_A}).cached(timeout=60)
+    second = Doc.objects.filter(meta__contains={"tenant": TENANT_B}).cached(timeout=60)
+    assert [d.title for d in first] == ["a"]
+    assert [d.title for d in second] == ["b"]
+
+
+def test_binary_parameters_sharing_their_first_bytes_get_their_own_rows():
+    prefix = bytes(range(200))
+    Doc.objects.create(title="one", blob=prefix + b"\x01")
+    Doc.objects.create(title="two", blob=prefix + b"\x02")
+    assert [d.title for d in Doc.objects.filter(blob=prefix + b"\x01").cached(timeout=60)] == ["one"]
+    assert [d.title for d in Doc.objects.filter(blob=prefix + b"\x02").cached(timeout=60)] == ["two"]
+
+
+def test_each_result_shape_has_its_own_entry():
+    docs = [Doc.objects.create(title=f"d{i}") for i in range(2)]
+    ids = [d.pk for d in docs]
+    queryset: Any = Doc.objects.order_by("pk")
+    flat = queryset.values_list("id", flat=True).cached(timeout=60)
+    tuples = queryset.values_list("id").cached(timeout=60)
+    named = queryset.values_list("id", named=True).cached(timeout=60)
+    dicts = queryset.values("id").cached(timeout=60)
+    instances = queryset.only("id").cached(timeout=60)
+    assert flat == ids
+    assert tuples == [(pk,) for pk in ids]
+    assert [tuple(r) for r in named] == [(pk,) for pk in ids] and named[0].id == ids[0]
+    assert dicts == [{"id": pk} for pk in ids]
+    assert [d.pk for d in instances] == ids and isinstance(instances[0], Doc)
+
+
+def test_a_proxy_model_does_not_share_the_concrete_models_entry():
+    Doc.objects.create(title="x")
+    concrete = Doc.objects.all().cached(timeout=60)
+    proxied = DocProxy.objects.all().cached(timeout=60)
+    assert type(concrete[0]) is Doc
+    assert type(proxied[0]) is DocProxy
+
+
+def test_prefetch_querysets_and_to_attr_are_part_of_the_key():
+    ada = Author.objects.create(name="Ada")
+    Book.objects.create(title="short", pages=10, author=ada)
+    Book.objects.create(title="long", pages=900, author=ada)
+    base = Author.objects.order_by("pk")
+    short = base.prefetch_related(Prefetch("books", Book.objects.filter(pages__lt=100), to_attr="picked")).cached(60)
+    long = base.prefetch_related(Prefetch("books", Book.objects.filter(pages__gt=100), to_attr="picked")).cached(60)
+    other = base.prefetch_related(Prefetch("books", Book.objects.filter(pages__lt=100), to_attr="other")).cached(60)
+    assert [b.title for b in short[0].picked] == ["short"]
+    assert [b.title for b in long[0].picked] == ["long"]
+    assert [b.title for b in other[0].other] == ["short"]
+
+
+def test_a_prefetch_filter_on_another_table_is_invalidated_by_that_table():
+    ada = Author.objects.create(name="Ada")
+    book = Book.objects.create(title="t", author=ada)
+    Doc.objects.create(title="x", author=ada)
+    queryset = Author.objects.prefetch_related(
+        Prefetch("books", Book.objects.filter(author__docs__title="x"), to_attr="with_x")
+    )
+    assert [b.pk for b in queryset.cached(60)[0].with_x] == [book.pk]
+    Doc.objects.update(title="y")  # the prefetch's join table only
+    assert queryset.cached(60)[0].with_x == []
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "pgbouncer"])
+def test_aliases_with_the_same_name_on_other_servers_do_not_share_entries(django_assert_num_queries):
+    Doc.objects.create(title="x")
+    direct, pooled = connections["default"].settings_dict, connections["pgbouncer"].settings_dict
+    assert direct["NAME"] == pooled["NAME"] and direct["PORT"] != pooled["PORT"]
+    Doc.objects.using("default").all().cached(60)
+    with django_assert_num_queries(1, connection=connections["pgbouncer"]):
+        Doc.objects.using("pgbouncer").all().cached(60)  # a miss: another server's entry
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica_mirror"])
+def test_a_search_path_in_options_is_another_database():
+    """Schema-per-tenant set-ups: same server, same NAME, another search_path."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA IF NOT EXISTS tenant_b")
+        cursor.execute("CREATE TABLE IF NOT EXISTS tenant_b.cacheapp_doc (LIKE public.cacheapp_doc INCLUDING ALL)")
+        cursor.execute("INSERT INTO tenant_b.cacheapp_doc (title, meta, blob, amount) VALUES ('b', '{}', '', 0)")
+    Doc.objects.create(title="a")
+    tenant = connections["replica_mirror"]  # the same server and database as "default"
+    saved = tenant.settings_dict
+    tenant.close()
+    tenant.settings_dict = copy.deepcopy(saved)
+    tenant.settings_dict["OPTIONS"] = {**saved.get("OPTIONS", {}), "options": "-c search_path=tenant_b"}
+    try:
+        assert [d.title for d in Doc.objects.using("default").all().cached(60)] == ["a"]
+        assert [d.title for d in Doc.objects.using("replica_mirror").all().cached(60)] == ["b"]
+    finally:
+        tenant.close()
+        tenant.settings_dict = saved
+        with connection.cursor() as cursor:
+            cursor.execute("DROP SCHEMA tenant_b CASCADE")
+
+
+class Colour(enum.Enum):
+    RED = 1
+    ONE = "1"
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (1, "1"),
+        (1, 1.0),
+        (True, 1),
+        (b"ab", "ab"),
+        ([1, 2], (1, 2)),
+        ({"a": 1}, {"a": "1"}),
+        (decimal.Decimal("1.0"), decimal.Decimal("1.00")),
+        (datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), datetime.datetime(2026, 1, 1)),
+        (uuid.UUID(int=1), str(uuid.UUID(int=1))),
+        (Colour.RED, 1),
+        (Colour.ONE, "1"),
+        (None, ""),
+        ("x" * 40 + "a", "x" * 40 + "b"),
+        (b"\x00" * 100 + b"\x01", b"\x00" * 100 + b"\x02"),
+        ({1, 2}, [1, 2]),
+    ],
+)
+def test_values_that_look_alike_encode_differently(left, right):
+    assert encode(left) != encode(right)
+    assert encode_sql_param(left) != encode_sql_param(right)
+
+
+def test_encoding_is_stable_across_set_and_dict_order():
+    assert encode({"b": 1, "a": 2}) == encode({"a": 2, "b": 1})
+    assert encode({3, 1, 2}) == encode({2, 3, 1})
+
+
+def test_psycopg_json_and_ranges_are_keyed_by_their_full_value():
+    from psycopg.types.json import Jsonb
+    from psycopg.types.range import Range
+
+    assert encode_sql_param(Jsonb({"t": TENANT_A})) != encode_sql_param(Jsonb({"t": TENANT_B}))
+    assert encode_sql_param(Range(1, 5)) != encode_sql_param(Range(1, 5, "[]"))
+
+
+def test_cached_function_refuses_an_argument_it_cannot_key_and_names_it():
+    class Opaque:
+        def __repr__(self) -> str:
+            return "same for every instance"
+
+    @cached_function(timeout=60)
+    def describe(tenant: str, thing: object) -> str:
+        return "never"
+
+    with pytest.raises(UnkeyableValue, match="argument 'thing'"):
+        describe("t", Opaque())
+    with pytest.raises(UnkeyableValue, match="argument 'thing'"):
+        describe("t", thing=Opaque())
+
+
+def test_cached_function_keys_late_differences_and_types():
+    calls: list[object] = []
+
+    @cached_function(timeout=60)
+    def echo(value: object) -> object:
+        calls.append(value)
+        return value
+
+    for value in (TENANT_A, TENANT_B, 1, "1", b"1", (1,), [1], decimal.Decimal("1")):
+        assert echo(value) == value
+    assert echo(TENANT_A) == TENANT_A
+    assert len(calls) == 8
+
+
+# ---- write paths
+
+
+def test_rolled_back_batch_create_rows_are_never_served(django_assert_num_queries):
+    assert Doc.objects.all().cached(60) == []
+    with rolled_back():
+        Doc.objects.batch_create({"title": f"phantom {i}"} for i in range(3))
+        inside = Doc.objects.all().cached(60)  # bypasses the cache: the transaction wrote
+        assert len(inside) == 3
+    assert Doc.objects.all().cached(60) == []
+
+
+def test_committed_batch_create_invalidates():
+    assert Doc.objects.all().cached(60) == []
+    Doc.objects.batch_create([{"title": "new"}])
+    assert [d.title for d in Doc.objects.all().cached(60)] == ["new"]
+    with transaction.atomic():
+        Doc.objects.batch_create([{"title": "newer"}])
+    assert sorted(d.title for d in Doc.objects.all().cached(60)) == ["new", "newer"]
+
+
+def write_paths() -> dict[str, Any]:
+    def batch_update() -> None:
+        docs = list(Doc.objects.all())
+        for doc in docs:
+            doc.title = "changed"
+        Doc.objects.batch_update(docs, ["title"])
+
+    def raw_sql() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE cacheapp_doc SET title = 'changed'")
+
+    def executemany() -> None:
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE cacheapp_doc SET title = %s WHERE id = %s", [("changed", d.pk) for d in Doc.objects.all()]
+            )
+
+    def data_modifying_cte() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "WITH changed AS (UPDATE cacheapp_doc SET title = 'changed' RETURNING id) SELECT count(*) FROM changed"
+            )
+
+    return {
+        "batch_update": batch_update,
+        "batch_delete": lambda: Doc.objects.all().batch_delete(),
+        "raw SQL": raw_sql,
+        "executemany": executemany,
+        "data-modifying CTE": data_modifying_cte,
+        "bulk_create": lambda: Doc.objects.bulk_create([Doc(title="changed")]),
+        "update()": lambda: Doc.objects.update(title="changed"),
+    }
+
+
+@pytest.mark.parametrize("path", list(write_paths()))
+def test_every_write_path_invalidates_on_commit_and_not_on_rollback(path):
+    write = write_paths()[path]
+    Doc.objects.create(title="before")
+    truth = [row(d) for d in Doc.objects.order_by("pk")]
+    assert [row(d) for d in Doc.objects.order_by("pk").cached(60)] == truth
+
+    with rolled_back():
+        write()
+        inside = [row(d) for d in Doc.objects.order_by("pk").cached(60)]
+        assert inside == [row(d) for d in Doc.objects.order_by("pk")] != truth
+    assert [row(d) for d in Doc.objects.order_by("pk").cached(60)] == truth
+
+    with transaction.atomic():
+        with rolled_back():  # a savepoint
+            write()
+        assert [row(d) for d in Doc.objects.order_by("pk").cached(60)] == truth
+
+    with transaction.atomic():
+        write()
+    after = [row(d) for d in Doc.objects.order_by("pk")]
+    assert after != truth
+    assert [row(d) for d in Doc.objects.order_by("pk").cached(60)] == after
