@@ -123,6 +123,12 @@ class Settings:
     SCALEOPS_APM_SAMPLE_RATE: Setting[float | None] = Setting(
         None, (float, int, type(None)), "Share of requests traced, 0 to 1 (None: 1.0 when DEBUG, else 0.1)."
     )
+    SCALEOPS_APM_SAMPLING_SECRET: Setting[str | None] = Setting(
+        None,
+        (str, type(None)),
+        "Key of the keep/drop hash, the same in every service that shares request IDs (None: derived from"
+        " SECRET_KEY).",
+    )
     SCALEOPS_APM_EXCLUDE_PATHS: Setting[Sequence[str]] = Setting(
         ("/health", "/metrics"), (list, tuple), "Path prefixes never sampled by either vendor."
     )
@@ -260,6 +266,11 @@ class Settings:
     )
     SCALEOPS_CACHE_ALIAS = Setting("default", str, "The CACHES alias (a django-redis backend) holding cached results.")
     SCALEOPS_CACHE_PREFIX = Setting("scaleops", str, "Namespace of every cache, stamp and lease key.")
+    SCALEOPS_CACHE_SIGNING_KEY: Setting[str | None] = Setting(
+        None,
+        (str, type(None)),
+        "Secret that signs cached values (HMAC-SHA256, checked before unpickling); None: values are unsigned.",
+    )
     SCALEOPS_CACHE_DEFAULT_TIMEOUT = Setting(300, int, "Seconds a cached result stays fresh when no timeout is given.")
     SCALEOPS_CACHE_STALE_GRACE = Setting(
         30, int, "Seconds past its timeout a result may still be served while one caller refreshes it."

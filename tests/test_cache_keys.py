@@ -299,3 +299,47 @@ def test_every_write_path_invalidates_on_commit_and_not_on_rollback(path):
     after = [row(d) for d in Doc.objects.order_by("pk")]
     assert after != truth
     assert [row(d) for d in Doc.objects.order_by("pk").cached(60)] == after
+
+
+# ---- the trust boundary: signed values
+
+
+SIGNED_SETTINGS = {"SCALEOPS_CACHE_SIGNING_KEY": "a-test-signing-key-0123456789abcdef"}
+
+
+def test_with_a_signing_key_a_value_written_without_it_is_never_unpickled(tmp_path):
+    import pickle
+
+    from django.test import override_settings
+    from django_redis import get_redis_connection
+
+    Doc.objects.create(title="real")
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (open, (str(marker), "w"))
+
+    with override_settings(**SIGNED_SETTINGS):
+        assert [d.title for d in Doc.objects.all().cached(60)] == ["real"]
+        client = get_redis_connection("default")
+        entries = [
+            k for k in client.keys("*") if client.type(k) == b"string" and client.get(k).startswith(b"scaleops-hmac1:")
+        ]
+        assert entries, "the value was not stored signed"
+        for key in entries:  # someone with write access to Redis replaces the value
+            client.set(key, pickle.dumps(Exploit()), keepttl=True)
+        assert [d.title for d in Doc.objects.all().cached(60)] == ["real"]
+    assert not marker.exists(), "an unsigned value was unpickled"
+
+
+def test_signed_values_round_trip_and_unsigned_ones_are_recomputed(django_assert_num_queries):
+    from django.test import override_settings
+
+    Doc.objects.create(title="x")
+    Doc.objects.all().cached(60)  # stored unsigned
+    with override_settings(**SIGNED_SETTINGS):
+        with django_assert_num_queries(1):
+            assert [d.title for d in Doc.objects.all().cached(60)] == ["x"]  # rejected, read again
+        with django_assert_num_queries(0):
+            assert [d.title for d in Doc.objects.all().cached(60)] == ["x"]  # now signed: a hit

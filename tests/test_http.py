@@ -251,6 +251,36 @@ def test_views_own_cache_control_is_kept_but_made_private_with_cookies(client):
     assert set(response["Cache-Control"].split(", ")) == {"max-age=5", "private"}
 
 
+CREDENTIALS = {
+    "Authorization": {"HTTP_AUTHORIZATION": "Bearer abc"},
+    "API key header": {"HTTP_X_API_KEY": "sops_abcdefghijkl_0123456789"},
+    "session": {"HTTP_COOKIE": "sessionid=abc123"},
+}
+
+
+@pytest.mark.parametrize("credential", list(CREDENTIALS))
+def test_a_response_to_credentials_is_never_public_by_path_alone(client, credential):
+    """The reproduction: an X-API-Key request under SCALEOPS_HTTP_CACHE_PATHS got a shared max-age."""
+    response = client.get("/cached/sized?size=100", **CREDENTIALS[credential])
+    assert set(response["Cache-Control"].split(", ")) == {"max-age=3600", "private"}
+    # The view's own max-age, on any path, is made private too.
+    response = client.get("/sized?size=100&cc=max-age=30", **CREDENTIALS[credential])
+    assert set(response["Cache-Control"].split(", ")) == {"max-age=30", "private"}
+
+
+@pytest.mark.parametrize(("credential", "vary"), [("Authorization", "Authorization"), ("API key header", "X-API-Key")])
+def test_explicit_public_caching_varies_on_the_credential(client, credential, vary):
+    for cc in ("public,%20max-age=5", "s-maxage=5"):
+        response = client.get(f"/cached/sized?size=100&cc={cc}", **CREDENTIALS[credential])
+        assert "private" not in response["Cache-Control"]
+        assert vary in [v.strip() for v in response["Vary"].split(",")]
+
+
+def test_without_credentials_the_path_policy_stays_public(client):
+    assert client.get("/cached/sized?size=100")["Cache-Control"] == "max-age=3600"
+    assert not client.get("/sized?size=100", HTTP_X_API_KEY="k").has_header("Cache-Control")
+
+
 # ---- system checks
 
 

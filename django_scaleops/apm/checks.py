@@ -109,4 +109,14 @@ def check_observability(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 id="scaleops.W012",
             )
         )
+    secret = conf.SCALEOPS_APM_SAMPLING_SECRET
+    if secret is not None and len(secret) < 32:
+        messages.append(
+            Warning(
+                "SCALEOPS_APM_SAMPLING_SECRET is shorter than 32 characters: clients could learn which request"
+                " IDs are traced.",
+                hint="Use secrets.token_urlsafe(32), read from the environment; None derives it from SECRET_KEY.",
+                id="scaleops.W014",
+            )
+        )
     return messages

@@ -1,7 +1,9 @@
 """One keep/drop decision per request, derived from its request ID, shared by Sentry and Datadog.
 
-The decision is a pure function of the request ID (and path), so both vendors, and every service
-that sees the same ``X-Request-ID``, keep the same requests.
+The decision is a keyed hash of the request ID (and the path): both vendors, and every service
+that sees the same ``X-Request-ID`` and shares the key, keep the same requests. The key is a
+server secret (``SCALEOPS_APM_SAMPLING_SECRET``, or one derived from ``SECRET_KEY``), so a client
+that picks its own request IDs cannot pick which requests are traced.
 """
 
 from __future__ import annotations
@@ -32,13 +34,28 @@ def is_excluded(path: str) -> bool:
     return path.startswith(tuple(conf.SCALEOPS_APM_EXCLUDE_PATHS))
 
 
-def keep(request_id: str, rate: float) -> bool:
-    """True for a stable ``rate`` share of request IDs (a 64-bit hash compared to the rate)."""
+def sampling_key() -> bytes:
+    """The hash key: from ``SCALEOPS_APM_SAMPLING_SECRET``, else derived from ``SECRET_KEY``."""
+    secret = conf.SCALEOPS_APM_SAMPLING_SECRET or str(getattr(settings, "SECRET_KEY", ""))
+    cached = _derived.get(secret)
+    if cached is None:
+        # A key of its own, so the decision reveals nothing about SECRET_KEY itself.
+        cached = hashlib.blake2b(secret.encode(), key=b"django-scaleops apm sampling", digest_size=32).digest()
+        _derived.clear()
+        _derived[secret] = cached
+    return cached
+
+
+_derived: dict[str, bytes] = {}
+
+
+def keep(request_id: str, rate: float, key: bytes | None = None) -> bool:
+    """True for a stable ``rate`` share of request IDs (a keyed 64-bit hash compared to the rate)."""
     if rate >= 1.0:
         return True
     if rate <= 0.0:
         return False
-    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8, key=sampling_key() if key is None else key).digest()
     return int.from_bytes(digest, "big") / _SCALE < rate
 
 

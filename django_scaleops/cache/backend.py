@@ -7,6 +7,8 @@ Invalidations that could not reach Redis are owed and paid before the cache is u
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -32,6 +34,28 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, ConnectionInterrupt
 
 class RedisUnavailable(Exception):
     """Redis failed or is in its retry pause; the caller reads the database instead."""
+
+
+class UnsignedValue(ValueError):
+    """With ``SCALEOPS_CACHE_SIGNING_KEY`` set, a stored value whose HMAC does not check out."""
+
+
+SIGNED = b"scaleops-hmac1:"
+MAC_BYTES = 32
+_signing_keys: dict[str, bytes] = {}
+
+
+def signing_key() -> bytes | None:
+    """The HMAC key of cached values, derived from ``SCALEOPS_CACHE_SIGNING_KEY`` (None: unsigned)."""
+    secret = conf.SCALEOPS_CACHE_SIGNING_KEY
+    if not secret:
+        return None
+    key = _signing_keys.get(secret)
+    if key is None:
+        key = hashlib.blake2b(secret.encode(), key=b"django-scaleops cache values", digest_size=32).digest()
+        _signing_keys.clear()
+        _signing_keys[secret] = key
+    return key
 
 
 def new_seed() -> str:
@@ -84,9 +108,21 @@ class Gate:
     def encode(self, value: Any) -> bytes:
         # The cache's own serializer and compressor (CACHES OPTIONS), so compression is configured there.
         encoded: bytes = self.cache.client.encode(value, allow_int=False)
-        return encoded
+        key = signing_key()
+        if key is None:
+            return encoded
+        return SIGNED + hmac.new(key, encoded, hashlib.sha256).digest() + encoded
 
     def decode(self, raw: bytes) -> Any:
+        key = signing_key()
+        if key is not None:
+            # Checked before anything is decompressed or unpickled: a value someone wrote into
+            # Redis without the key is never deserialised.
+            body = raw[len(SIGNED) + MAC_BYTES :]
+            mac = raw[len(SIGNED) : len(SIGNED) + MAC_BYTES]
+            if not raw.startswith(SIGNED) or not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+                raise UnsignedValue("a cached value without a valid signature was ignored")
+            raw = body
         return self.cache.client.decode(raw)
 
     def _run(self, client: Any, source: str, keys: list[str], args: list[Any]) -> Any:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from django.utils.module_loading import import_string
 
 from django_scaleops.cache import cluster, l1, stats
-from django_scaleops.cache.backend import RedisUnavailable, gate
+from django_scaleops.cache.backend import RedisUnavailable, UnsignedValue, gate
 from django_scaleops.cache.invalidation import wrote_in_transaction
 from django_scaleops.conf import conf
 
@@ -111,7 +111,7 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     except RedisUnavailable:
         stats.incr(entry.prefix, "bypassed")
         return fetch()
-    stored = _decode(raw) if raw is not None else None
+    stored = _decode(raw, entry.prefix) if raw is not None else None
     if stored is not None:
         return _from_stored(entry, full, stored, pttl, token, fetch, generation, use_l1)
     if raw is not None:  # undecodable (e.g. pickled by an older release): recompute it
@@ -123,9 +123,13 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     return _wait_for_holder(entry, token, fetch, generation)
 
 
-def _decode(raw: bytes) -> tuple[Any, float, int] | None:
+def _decode(raw: bytes, prefix: str) -> tuple[Any, float, int] | None:
     try:
         stored = gate.decode(raw)
+    except UnsignedValue:
+        stats.incr(prefix, "rejected")
+        logger.warning("a cached value of %s had no valid signature: ignored, reading the database", prefix)
+        return None
     except Exception as exc:
         logger.warning("undecodable cache entry (%s); reading the database", type(exc).__name__)
         return None
@@ -179,7 +183,7 @@ def _wait_for_holder(entry: Entry, token: str, fetch: Callable[[], T], generatio
             full, raw, _pttl, leased = gate.read(entry.stamps, entry.base, token)
         except RedisUnavailable:
             break
-        stored = _decode(raw) if raw is not None else None
+        stored = _decode(raw, entry.prefix) if raw is not None else None
         if stored is not None:
             stats.incr(entry.prefix, "stampedes_avoided")
             value: T = stored[0]

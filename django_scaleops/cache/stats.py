@@ -22,6 +22,7 @@ COUNTERS = (
     "voided_sets",
     "bypassed",
     "redis_errors",
+    "rejected",  # values without a valid signature (SCALEOPS_CACHE_SIGNING_KEY)
     "fetches",
 )
 

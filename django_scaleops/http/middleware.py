@@ -93,6 +93,20 @@ setting_changed.connect(_forget_policy, dispatch_uid="django_scaleops.http.polic
 _UNPLANNED = "unplanned"
 
 
+def credential_headers(request: HttpRequest) -> tuple[str, ...]:
+    """The headers by which this request identifies a caller: Authorization, the API key, the session."""
+    found: list[str] = []
+    meta = request.META
+    if meta.get("HTTP_AUTHORIZATION"):
+        found.append("Authorization")
+    key_header = conf.SCALEOPS_THROTTLE_KEY_HEADER
+    if key_header and meta.get("HTTP_" + key_header.upper().replace("-", "_")):
+        found.append(key_header)
+    if settings.SESSION_COOKIE_NAME in request.COOKIES:
+        found.append("Cookie")
+    return tuple(found)
+
+
 def _cache_control_directives(response: HttpResponseBase) -> set[str]:
     value = response.get("Cache-Control")
     if not value:
@@ -236,11 +250,15 @@ def _unweaken_if_ours(response: HttpResponseBase) -> None:
 
 
 class CacheControlMiddleware(HybridMiddleware):
-    """A default ``Cache-Control: max-age`` for successful GET/HEAD under ``SCALEOPS_HTTP_CACHE_PATHS``.
+    """A default ``Cache-Control: max-age`` for successful GET/HEAD under ``SCALEOPS_HTTP_CACHE_PATHS``,
+    and private responses to credentials on every path.
 
-    A view's own Cache-Control is kept. A response that sets cookies, or varies on Cookie or
-    Authorization, is made ``private`` so shared caches never keep one user's page for another.
-    ``Vary`` is merged, never replaced.
+    A view's own Cache-Control is kept. A response to a request that carries credentials
+    (``Authorization``, the API-key header, the session cookie), or that sets cookies or varies on
+    Cookie or Authorization, is made ``private`` so shared caches never keep one caller's response
+    for another. Only where the view asks for shared caching itself (``public`` or ``s-maxage``)
+    does it stay shared, with ``Vary`` on each credential the request carried. ``Vary`` is merged,
+    never replaced.
     """
 
     def __call__(self, request: HttpRequest) -> Any:
@@ -256,17 +274,26 @@ class CacheControlMiddleware(HybridMiddleware):
         return response
 
     def apply(self, request: HttpRequest, response: HttpResponseBase) -> None:
-        if request.method not in ("GET", "HEAD") or response.status_code not in (200, 203, 204, 304):
+        if request.method not in ("GET", "HEAD") or response.status_code not in (200, 203, 204, 206, 304):
             return
         current = policy()
-        if not current.cache_paths or not request.path.startswith(current.cache_paths):
+        on_cache_path = bool(current.cache_paths) and request.path.startswith(current.cache_paths)
+        credentials = credential_headers(request)
+        if not on_cache_path and not (credentials and response.has_header("Cache-Control")):
             return
-        if not response.has_header("Cache-Control"):
+        if on_cache_path and not response.has_header("Cache-Control"):
             patch_cache_control(response, max_age=current.max_age)
         vary = {value.strip().lower() for value in _COMMA.split(response.get("Vary", "")) if value}
-        if response.cookies or vary & {"cookie", "authorization", "*"}:
-            directives = _cache_control_directives(response)
-            if not directives & {"private", "no-store"}:
+        directives = _cache_control_directives(response)
+        if not directives & {"private", "no-store"}:
+            if response.cookies or vary & {"cookie", "authorization", "*"}:
+                patch_cache_control(response, private=True)  # Django drops a "public" it contradicts
+            elif credentials and directives & {"public", "s-maxage"}:
+                # The view asked for shared caching: a shared cache keeps one copy per credential.
+                patch_vary_headers(response, credentials)
+            elif credentials:
                 patch_cache_control(response, private=True)
+        if not on_cache_path:
+            return
         if current.compressible(response.get("Content-Type")):
             patch_vary_headers(response, ("Accept-Encoding",))
