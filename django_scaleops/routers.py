@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+from django_scaleops.db.failover import ReplicaStreamBroken
 from django_scaleops.db.pool import replica_status
 from django_scaleops.db.router import PrimaryReplicaRouter, capture_read_position
 from django_scaleops.db.state import reset_routing_state, restore_read_position, use_primary
 
 __all__ = [
     "PrimaryReplicaRouter",
+    "ReplicaStreamBroken",
     "capture_read_position",
     "replica_status",
     "reset_routing_state",

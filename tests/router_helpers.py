@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from django.db import connections
 from django.test import override_settings
 
@@ -81,3 +83,48 @@ def fresh_routing() -> Iterator[None]:
         yield
     finally:
         reset_routing_state()
+
+
+# In a query's select list: sleeps on the standby only, so a retry on the primary answers at once.
+SLEEP_ON_STANDBY = "CASE WHEN pg_is_in_recovery() THEN pg_sleep(2) END"
+
+
+@contextmanager
+def standby_cancels_conflicts(services: Any) -> Iterator[None]:
+    """Make the standby cancel a query that blocks replay at once (max_standby_streaming_delay 0)."""
+    services.replica.write_config({"max_standby_streaming_delay": "0"})
+    services.replica.reload()
+    try:
+        wait_until(lambda: raw_scalar("replica", "SHOW max_standby_streaming_delay") == "0", message="the reload")
+        yield
+    finally:
+        services.replica.write_config()
+        services.replica.reload()
+
+
+@contextmanager
+def primary_locks_soon(table: str, after: float = 0.4) -> Iterator[None]:
+    """In the background, after ``after`` s, take an ACCESS EXCLUSIVE lock on ``table`` on the primary.
+
+    Replaying that lock on the standby conflicts with any query there that reads ``table``.
+    """
+    params = dict(connections["default"].get_connection_params())
+
+    def lock() -> None:
+        time.sleep(after)
+        with psycopg.connect(**params) as conn, conn.transaction():
+            conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+    locker = threading.Thread(target=lock)
+    locker.start()
+    try:
+        yield
+    finally:
+        locker.join()
+
+
+def terminate_backend(alias: str, pid: int) -> None:
+    """End one server session the way an administrator would (SQLSTATE 57P01 for its client)."""
+    params = dict(connections[alias].get_connection_params())
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])

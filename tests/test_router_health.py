@@ -4,7 +4,6 @@ conflicts, lag classification, status command, metrics."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from io import StringIO
 from typing import Any
@@ -19,7 +18,16 @@ from django_scaleops.db.failover import is_retryable
 from django_scaleops.db.health import DOWN, HEALTHY, LAGGING, RECOVERING, CheckResult
 from django_scaleops.db.pool import get_pool
 from django_scaleops.routers import replica_status, reset_routing_state, use_primary
-from tests.router_helpers import fresh_routing, port_of, router_settings, wait_for_replay, wait_until
+from tests.router_helpers import (
+    SLEEP_ON_STANDBY,
+    fresh_routing,
+    port_of,
+    primary_locks_soon,
+    router_settings,
+    standby_cancels_conflicts,
+    wait_for_replay,
+    wait_until,
+)
 from tests.routerapp.models import Note
 from tests.routerapp.views import read_note
 
@@ -133,33 +141,19 @@ def test_read_failing_mid_statement_is_retried_and_refused_connection_skipped(se
             restart_replica(services)
 
 
-def test_hot_standby_conflict_is_retried_on_the_primary(services):
-    services.replica.write_config({"max_standby_streaming_delay": "0"})
-    services.replica.reload()
-    params = dict(connections["default"].get_connection_params())
-    try:
-        with router_settings(SCALEOPS_ROUTER_CHECK_INTERVAL=3600), fresh_routing():
-            committed_note()
-            time.sleep(0.5)  # the reload has been applied
-
-            def lock_on_primary() -> None:
-                time.sleep(0.4)
-                with psycopg.connect(**params) as conn, conn.transaction():
-                    conn.execute("LOCK TABLE routerapp_note IN ACCESS EXCLUSIVE MODE")
-
-            locker = threading.Thread(target=lock_on_primary)
-            locker.start()
+def test_hot_standby_conflict_is_retried_on_the_primary_and_the_replica_stays_in(services):
+    with standby_cancels_conflicts(services), router_settings(SCALEOPS_ROUTER_CHECK_INTERVAL=3600), fresh_routing():
+        note = committed_note()
+        with primary_locks_soon("routerapp_note"):
             rows = list(
-                Note.objects.raw("SELECT id, body, inet_server_port() AS port FROM routerapp_note, pg_sleep(2)")
+                Note.objects.raw(f"SELECT id, body, inet_server_port() AS port, {SLEEP_ON_STANDBY} FROM routerapp_note")
             )
-            locker.join()
-            assert [(row.body, vars(row)["port"]) for row in rows] == [("seen by all", port_of("default"))]
-            status = replica_status()["replicas"]["replica"]
-            assert status["failovers"] == 1
-            assert "40001" in status["last_error"]
-    finally:
-        services.replica.write_config()
-        services.replica.reload()
+        assert [(row.body, vars(row)["port"]) for row in rows] == [("seen by all", port_of("default"))]
+        status = replica_status()["replicas"]["replica"]
+        assert (status["state"], status["failovers"], status["conflicts"]) == (HEALTHY, 1, 1)
+        assert status["last_error"] == ""
+        wait_for_replay()
+        assert read_note(note.pk) == {"body": "seen by all", "port": port_of("replica")}
 
 
 def test_lag_needs_both_time_and_bytes_and_readmission_needs_good_checks():

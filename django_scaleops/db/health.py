@@ -2,6 +2,10 @@
 
 Checks use their own short-lived-timeout psycopg connections, not Django's, so a dead replica
 costs the monitor at most ``SCALEOPS_ROUTER_CHECK_TIMEOUT`` and never a request.
+
+Every connection, the monitor's and Django's, is matched to the server it reached
+(``ServerIdentity``): a replay position or health record learnt from one server is never applied
+to another that later answers on the same address (a re-cloned standby, a VIP in front of several).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from django_scaleops.db.lsn import parse_lsn
 
@@ -32,6 +37,51 @@ SELECT pg_is_in_recovery(),
        EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8
 """
 
+# Which server a connection reached. A standby re-cloned from the same primary keeps the system
+# identifier and timeline (pg_basebackup copies pg_control): only its start time differs.
+IDENTITY_SQL = (
+    "SELECT s.system_identifier, c.timeline_id, pg_postmaster_start_time()::text"
+    " FROM pg_control_system() s, pg_control_checkpoint() c"
+)
+PROBE_SQL = (
+    "SELECT pg_last_wal_replay_lsn()::text, s.system_identifier, c.timeline_id, pg_postmaster_start_time()::text"
+    " FROM pg_control_system() s, pg_control_checkpoint() c"
+)
+# Where pg_control_*() are not granted: start time alone still tells a restarted or other server.
+_IDENTITY_FALLBACK_SQL = "SELECT NULL::bigint, NULL::integer, pg_postmaster_start_time()::text"
+_PROBE_FALLBACK_SQL = (
+    "SELECT pg_last_wal_replay_lsn()::text, NULL::bigint, NULL::integer, pg_postmaster_start_time()::text"
+)
+_control_functions_granted = True
+
+
+class ServerIdentity(NamedTuple):
+    system_identifier: int | None
+    timeline: int | None
+    started: str
+
+    def describe(self) -> str:
+        return f"system {self.system_identifier}, timeline {self.timeline}, started {self.started}"
+
+
+def fetch_identified(conn: psycopg.Connection[Any], sql: str) -> tuple[tuple[Any, ...], ServerIdentity]:
+    """Run ``IDENTITY_SQL`` or ``PROBE_SQL`` on ``conn``: the leading columns and the server's identity."""
+    global _control_functions_granted
+    if not _control_functions_granted:
+        sql = _PROBE_FALLBACK_SQL if sql == PROBE_SQL else _IDENTITY_FALLBACK_SQL
+    try:
+        row = conn.execute(sql).fetchone()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction, psycopg.NotSupportedError):
+        # Only outside a transaction: a failed statement inside one would have aborted it.
+        if not _control_functions_granted or conn.info.transaction_status != TransactionStatus.IDLE:
+            raise
+        _control_functions_granted = False
+        logger.warning("pg_control_system()/pg_control_checkpoint() refused: replica servers told apart by start time")
+        return fetch_identified(conn, sql)
+    assert row is not None
+    values = tuple(row)
+    return values[:-3], ServerIdentity(*values[-3:])
+
 
 @dataclass
 class ReplicaHealth:
@@ -41,7 +91,11 @@ class ReplicaHealth:
     state: str = HEALTHY
     # Test-mirror mode: the alias points at the primary's own database (Django's TEST MIRROR).
     mirror: bool = False
-    replay_lsn: int = 0
+    # The newest known replay position and the server it was read from, replaced as one value so
+    # that no reader ever pairs one server's position with another server.
+    position: tuple[ServerIdentity | None, int] = (None, 0)
+    # The server the monitor's checks (good_checks, state, lag) describe.
+    checked: ServerIdentity | None = None
     lag_seconds: float | None = None
     lag_bytes: int | None = None
     good_checks: int = 0
@@ -49,8 +103,14 @@ class ReplicaHealth:
     last_error: str = ""
     reads: int = 0
     failovers: int = 0
+    # Reads cancelled by a recovery conflict and answered by the primary (the replica stays in).
+    conflicts: int = 0
     probed_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def replay_lsn(self) -> int:
+        return self.position[1]
 
 
 @dataclass
@@ -60,6 +120,7 @@ class CheckResult:
     lag_seconds: float = 0.0
     lag_bytes: int = 0
     error: str = ""
+    identity: ServerIdentity | None = None
 
 
 class CheckConnection:
@@ -68,6 +129,8 @@ class CheckConnection:
     def __init__(self, params: dict[str, Any], timeout: float) -> None:
         self.params = _with_timeouts(params, timeout)
         self.conn: psycopg.Connection[Any] | None = None
+        # The server this connection reached: read once per connection, which never changes server.
+        self.identity: ServerIdentity | None = None
 
     def fetchone(self, sql: str) -> tuple[Any, ...]:
         reused = self.conn is not None and not self.conn.closed
@@ -86,7 +149,9 @@ class CheckConnection:
 
     def _fetchone(self, sql: str) -> tuple[Any, ...]:
         if self.conn is None or self.conn.closed:
+            self.identity = None
             self.conn = psycopg.connect(**self.params, autocommit=True)
+            self.identity = fetch_identified(self.conn, IDENTITY_SQL)[1]
         row = self.conn.execute(sql).fetchone()
         assert row is not None
         return tuple(row)
@@ -96,6 +161,7 @@ class CheckConnection:
             with contextlib.suppress(psycopg.Error):
                 self.conn.close()
             self.conn = None
+            self.identity = None
 
 
 def _with_timeouts(params: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -107,16 +173,28 @@ def _with_timeouts(params: dict[str, Any], timeout: float) -> dict[str, Any]:
     return params
 
 
-def check_replica(conn: CheckConnection, primary_lsn: int | None, *, mirror: bool) -> CheckResult:
+def check_replica(
+    conn: CheckConnection, primary_lsn: int | None, *, mirror: bool, primary: ServerIdentity | None = None
+) -> CheckResult:
     """Measure one replica. Lag in bytes is against the primary's position when it is known."""
     try:
         in_recovery, replay, receive, replay_age = conn.fetchone(REPLICA_CHECK_SQL)
     except psycopg.Error as exc:
         return CheckResult(ok=False, error=_describe(exc))
+    identity = conn.identity
     if mirror:
-        return CheckResult(ok=True)
+        return CheckResult(ok=True, identity=identity)
     if not in_recovery or replay is None:
         return CheckResult(ok=False, error="not in recovery: this server is not a standby (promoted?)")
+    ours = primary.system_identifier if primary else None
+    theirs = identity.system_identifier if identity else None
+    if ours is not None and theirs is not None and ours != theirs:
+        # A standby of another cluster: its WAL positions mean nothing against our primary's.
+        return CheckResult(
+            ok=False,
+            error=f"not a standby of the primary: system identifier {theirs}, the primary's is {ours}",
+            identity=identity,
+        )
     replay_lsn = parse_lsn(replay)
     if primary_lsn is not None:
         lag_bytes = max(0, primary_lsn - replay_lsn)
@@ -125,7 +203,9 @@ def check_replica(conn: CheckConnection, primary_lsn: int | None, *, mirror: boo
     # An idle primary writes nothing, so "time since the last replayed commit" grows without any
     # lag: only count time while there is WAL left to replay.
     lag_seconds = float(replay_age or 0.0) if lag_bytes else 0.0
-    return CheckResult(ok=True, replay_lsn=replay_lsn, lag_seconds=max(0.0, lag_seconds), lag_bytes=lag_bytes)
+    return CheckResult(
+        ok=True, replay_lsn=replay_lsn, lag_seconds=max(0.0, lag_seconds), lag_bytes=lag_bytes, identity=identity
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,12 +24,15 @@ from django_scaleops.db.health import (
     DOWN,
     HEALTHY,
     LAGGING,
+    PROBE_SQL,
     RECOVERING,
     CheckConnection,
     CheckResult,
     HealthMonitor,
     ReplicaHealth,
+    ServerIdentity,
     check_replica,
+    fetch_identified,
 )
 from django_scaleops.db.lsn import format_lsn, parse_lsn
 from django_scaleops.db.state import RoutingState, current_state, primary_forced
@@ -39,6 +42,10 @@ logger = logging.getLogger("django_scaleops.router")
 # A replica found behind a client's write position is not asked again for this long: while it
 # catches up, reads go to the primary without a probe each.
 PROBE_INTERVAL = 0.01
+
+# Per Django connection: (the psycopg connection, the server it reached), once probed.
+_SERVER_ATTR = "_scaleops_server"
+_UNSEEN: tuple[None, None] = (None, None)
 
 
 class ReplicaPool:
@@ -86,7 +93,11 @@ class ReplicaPool:
         floor = state.min_lsn
         if sticky is not None:
             health = self.health[sticky]
-            if health.state == HEALTHY and self._ready(sticky) and self._caught_up(sticky, state.min_lsn):
+            if (
+                health.state == HEALTHY
+                and (connection := self._ready(sticky)) is not None
+                and self._caught_up(health, state.min_lsn, connection)
+            ):
                 health.reads += 1
                 return sticky
             # Moving on: the next replica must be as far as this one was, so reads never go back.
@@ -107,7 +118,8 @@ class ReplicaPool:
         start = next(self._round_robin) % len(usable)
         needed = max(state.min_lsn, floor)
         for alias in usable[start:] + usable[:start]:
-            if self._ready(alias) and self._caught_up(alias, needed):
+            connection = self._ready(alias)
+            if connection is not None and self._caught_up(self.health[alias], needed, connection):
                 state.replica = alias
                 self.health[alias].reads += 1
                 return alias
@@ -117,40 +129,97 @@ class ReplicaPool:
         self.primary_reads += 1
         return self.primary
 
-    def _ready(self, alias: str) -> bool:
+    def _ready(self, alias: str) -> BaseDatabaseWrapper | None:
+        """The alias's connection, opened if needed; None (and the replica marked down) if it cannot be."""
         connection = connections[alias]
         if connection.connection is None:
             try:
                 connection.ensure_connection()
             except DatabaseError as exc:
                 self.mark_down(alias, f"connect failed: {type(exc).__name__}")
-                return False
+                return None
         if failover.retry_elsewhere not in connection.execute_wrappers:
             connection.execute_wrappers.append(failover.retry_elsewhere)
         if self.health[alias].mirror:
             _make_read_only(connection)
-        return True
+        return connection
 
-    def _caught_up(self, alias: str, lsn: int) -> bool:
-        health = self.health[alias]
-        if not lsn or health.mirror or health.replay_lsn >= lsn:
+    def _caught_up(self, health: ReplicaHealth, lsn: int, connection: BaseDatabaseWrapper) -> bool:
+        if not lsn or health.mirror:
             return True
-        now = time.monotonic()
-        if now - health.probed_at < PROBE_INTERVAL:
-            return False
+        # The remembered position counts only on a connection known to reach the server it was
+        # read from: a connection to a re-cloned standby or another server behind the same
+        # address is probed instead.
+        server, replay = health.position
+        seen: tuple[Any, ServerIdentity | None] = getattr(connection, _SERVER_ATTR, _UNSEEN)
+        if replay >= lsn and seen[1] is server and seen[0] is connection.connection:
+            return True  # runs for most reads of a client that wrote: keep it to these lookups
+        return self._probe(health, lsn, connection, seen)
+
+    def _probe(
+        self, health: ReplicaHealth, lsn: int, connection: BaseDatabaseWrapper, seen: tuple[Any, ServerIdentity | None]
+    ) -> bool:
+        """Ask the replica how far it has replayed, unless it was found behind a moment ago."""
+        alias = health.alias
+        server, replay = health.position
+        raw = connection.connection
+        if seen[0] is raw:
+            if seen[1] == server and server is not None:
+                # The same server under another identity object (the monitor re-read it).
+                seen = (raw, server)
+                setattr(connection, _SERVER_ATTR, seen)
+                if replay >= lsn:
+                    return True
+            now = time.monotonic()
+            if seen[1] is server and now - health.probed_at < PROBE_INTERVAL:
+                return False
+        else:
+            # A new connection: probed once whatever the interval, to learn where it goes.
+            seen = _UNSEEN
+            now = time.monotonic()
         health.probed_at = now
-        connection = connections[alias]
+        identity: ServerIdentity | None
         try:
-            row = connection.connection.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()
+            if seen[1] is None and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                (text,), identity = fetch_identified(raw, PROBE_SQL)
+            else:
+                # Known server, or inside a transaction (the probe must not be able to fail there).
+                row = raw.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()
+                text, identity = (row[0] if row else None), seen[1]
         except psycopg.Error as exc:
-            self.mark_down(alias, f"probe failed: {type(exc).__name__}")
-            _close_quietly(connection)
+            if failover.failure_kind(exc) == failover.CONNECTION:
+                self.mark_down(alias, f"probe failed: {type(exc).__name__}")
+                _close_quietly(connection)
             return False
-        if row is None or row[0] is None:
+        if text is None:
             self.mark_down(alias, "not in recovery: this server is not a standby (promoted?)")
             return False
-        health.replay_lsn = max(health.replay_lsn, parse_lsn(row[0]))
-        return health.replay_lsn >= lsn
+        replayed = parse_lsn(text)
+        if identity is not None:
+            with health.lock:
+                kept = self._note_position(health, identity, replayed)
+            setattr(connection, _SERVER_ATTR, (raw, kept))
+        return replayed >= lsn
+
+    def _note_position(self, health: ReplicaHealth, identity: ServerIdentity, lsn: int) -> ServerIdentity:
+        """Remember that ``identity`` has replayed up to ``lsn`` (health.lock held).
+
+        Returns the identity object kept, so connections on that server compare by ``is``."""
+        server, replay = health.position
+        if identity == server and server is not None:
+            if lsn > replay:
+                health.position = (server, lsn)
+            return server
+        if server is not None:
+            # Positions are per server: another one's says nothing about this one.
+            logger.warning(
+                "replica %s: another server answers (%s; was %s): its replay position is read afresh",
+                health.alias,
+                identity.describe(),
+                server.describe(),
+            )
+        health.position = (identity, lsn)
+        return identity
 
     def resolve_write_position(self, state: RoutingState) -> None:
         """After a write, remember where the primary's WAL is: reads must see at least that."""
@@ -190,14 +259,15 @@ class ReplicaPool:
     def check_all(self) -> None:
         timeout = float(conf.SCALEOPS_ROUTER_CHECK_TIMEOUT)
         primary_lsn: int | None = None
+        primary_conn = self._check_conn(self.primary, self._primary_params, timeout)
         try:
-            primary_conn = self._check_conn(self.primary, self._primary_params, timeout)
             primary_lsn = parse_lsn(primary_conn.fetchone("SELECT pg_current_wal_insert_lsn()::text")[0])
         except psycopg.Error:
             logger.warning("health check could not read the primary's WAL position")
         for alias in self.replicas:
             conn = self._check_conn(alias, self._check_params[alias], timeout)
-            self.record_check(alias, check_replica(conn, primary_lsn, mirror=self.health[alias].mirror))
+            result = check_replica(conn, primary_lsn, mirror=self.health[alias].mirror, primary=primary_conn.identity)
+            self.record_check(alias, result)
         self._note_availability(any(h.state == HEALTHY for h in self.health.values()))
 
     def _check_conn(self, alias: str, params: dict[str, Any], timeout: float) -> CheckConnection:
@@ -210,12 +280,28 @@ class ReplicaPool:
         health = self.health[alias]
         with health.lock:
             health.last_check = time.time()
+            # The check reached another server than the one the previous checks measured: what
+            # they earned (good checks, healthy) was earned by that other server.
+            replaced = result.identity is not None and health.checked not in (None, result.identity)
+            if replaced:
+                assert result.identity is not None and health.checked is not None
+                health.good_checks = 0
+                health.last_error = f"another server answers: {result.identity.describe()}"
+                logger.warning(
+                    "replica %s: the health check reached another server (%s; was %s): re-admission starts over",
+                    alias,
+                    result.identity.describe(),
+                    health.checked.describe(),
+                )
+            if result.identity is not None:
+                health.checked = result.identity
             if not result.ok:
                 health.good_checks = 0
                 health.last_error = result.error
                 new_state = DOWN
             else:
-                health.replay_lsn = max(health.replay_lsn, result.replay_lsn)
+                if result.identity is not None:
+                    self._note_position(health, result.identity, result.replay_lsn)
                 health.lag_seconds, health.lag_bytes = result.lag_seconds, result.lag_bytes
                 lagging = result.lag_seconds > float(conf.SCALEOPS_ROUTER_MAX_LAG_SECONDS) and result.lag_bytes > int(
                     conf.SCALEOPS_ROUTER_MAX_LAG_BYTES
@@ -226,12 +312,43 @@ class ReplicaPool:
                 else:
                     health.good_checks += 1
                     readmitted = health.good_checks >= int(conf.SCALEOPS_ROUTER_READMIT_CHECKS)
-                    new_state = HEALTHY if health.state == HEALTHY or readmitted else RECOVERING
+                    stays = health.state == HEALTHY and not replaced
+                    new_state = HEALTHY if stays or readmitted else RECOVERING
                     if new_state == HEALTHY:
                         health.last_error = ""
             old_state, health.state = health.state, new_state
         if old_state != new_state:
             self._announce(alias, old_state, new_state, health.last_error)
+
+    def reroute_failed_read(self, connection: BaseDatabaseWrapper, exc: BaseException, kind: str) -> str:
+        """A read failed on a replica with ``kind`` (``failover.CONNECTION`` or ``CONFLICT``):
+        update the replica's health and return the alias to run it on instead.
+
+        The caller has closed its cursor. A recovery conflict cancelled one statement of a working
+        server: the replica stays in rotation and the primary, which has no replay to conflict
+        with, answers (another standby replaying the same WAL would likely cancel it too).
+        """
+        alias = connection.alias
+        health = self.health[alias]
+        health.failovers += 1
+        self.fallback_reads += 1
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+        if kind == failover.CONFLICT:
+            health.conflicts += 1
+            raw = connection.connection
+            if raw is None or raw.closed or raw.broken:
+                # A conflict while idle in a transaction ends the session: reopened on next use.
+                _close_quietly(connection)
+            logger.info(
+                "read on replica %s cancelled by recovery (SQLSTATE %s); retried on the primary", alias, sqlstate
+            )
+            return self.primary
+        self.mark_down(alias, f"read failed: {type(exc).__name__} (SQLSTATE {sqlstate})")
+        _close_quietly(connection)
+        # At least as far as this request may already have read there.
+        target = self.pick_replica(current_state(), exclude=alias, floor=health.replay_lsn) or self.primary
+        logger.warning("read on replica %s failed (%s); retried on %s", alias, type(exc).__name__, target)
+        return target
 
     def mark_down(self, alias: str, reason: str) -> None:
         """Take a replica out at once (a failed read), without waiting for the next check."""
@@ -268,6 +385,7 @@ class ReplicaPool:
                 "state": h.state,
                 "mirror": h.mirror,
                 "replay_lsn": format_lsn(h.replay_lsn) if h.replay_lsn else None,
+                "server": h.checked._asdict() if h.checked else None,
                 "lag_seconds": h.lag_seconds,
                 "lag_bytes": h.lag_bytes,
                 "good_checks": h.good_checks,
@@ -275,6 +393,7 @@ class ReplicaPool:
                 "last_error": h.last_error,
                 "reads": h.reads,
                 "failovers": h.failovers,
+                "conflicts": h.conflicts,
             }
             for alias, h in self.health.items()
         }

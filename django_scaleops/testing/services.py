@@ -456,6 +456,14 @@ class Services:
         self.primary.write_config()
         self.primary.start()
         self.primary.sql(f"CREATE DATABASE {DATABASE_NAME}", dbname="postgres")
+        self._basebackup(self.replica.datadir)
+        self.replica.write_config()
+        self.replica.start()
+        self.redis.start()
+        self.pgbouncer.start()
+
+    def _basebackup(self, datadir: Path) -> None:
+        """A streaming standby of the primary in ``datadir`` (``-R`` writes its primary_conninfo)."""
         basebackup = str(self.bindir / "pg_basebackup")
         self.run_as.run(
             [
@@ -467,7 +475,7 @@ class Services:
                 "-U",
                 SUPERUSER,
                 "-D",
-                str(self.replica.datadir),
+                str(datadir),
                 "-R",
                 "-X",
                 "stream",
@@ -476,10 +484,37 @@ class Services:
             ],
             cwd=self.root,
         )
-        self.replica.write_config()
+
+    # ---- replacing the standby (tests of a server replaced behind the same address)
+
+    def clone_primary(self, name: str = "replica-clone") -> PostgresServer:
+        """A new standby data directory ``name``, copied from the primary now, for the replica's port.
+
+        Not started: hand it to ``reclone_replica`` later, and the replica is replaced by a server
+        that has only what the primary had at this moment.
+        """
+        clone = PostgresServer(self, name, self.replica.port)
+        shutil.rmtree(clone.datadir, ignore_errors=True)
+        self._basebackup(clone.datadir)
+        clone.write_config()
+        return clone
+
+    def reclone_replica(self, clone: PostgresServer | None = None, *, config: Mapping[str, str] | None = None) -> None:
+        """Replace the standby by another server on the same port, as a re-cloned standby would be.
+
+        Stops it, deletes its data directory, puts ``clone`` (from ``clone_primary``) or a fresh
+        copy of the primary in its place and starts it. The new server has the primary's system
+        identifier and timeline, but is another server (another start time, its own replay
+        position). ``config`` adds settings to the new server's, as ``write_config`` does.
+        """
+        self.replica.stop("immediate")
+        shutil.rmtree(self.replica.datadir)
+        if clone is None:
+            self._basebackup(self.replica.datadir)
+        else:
+            clone.datadir.rename(self.replica.datadir)
+        self.replica.write_config(config)
         self.replica.start()
-        self.redis.start()
-        self.pgbouncer.start()
 
     @classmethod
     def attach(cls, root: str | os.PathLike[str]) -> Services:
