@@ -6,6 +6,7 @@ the ``dev`` extra) are missing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -70,19 +71,31 @@ def test_archive_to_s3_and_restore(bucket):
     january = list(Event.objects.filter(created_at__lt=datetime(2024, 2, 1, tzinfo=UTC)).order_by("id").values_list())
     call_command("archive_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z", stdout=out)
     assert not table_exists_named("partitionapp_event_p2024_01")
-    keys = sorted(o.key for o in bucket.objects.all())
     prefix = "scaleops-archive/default/partitionapp_event/"
-    assert keys == [
-        f"{prefix}partitionapp_event_p2024_01.csv.gz",
-        f"{prefix}partitionapp_event_p2024_01.manifest.json",
-        f"{prefix}partitionapp_event_p2024_02.csv.gz",
-        f"{prefix}partitionapp_event_p2024_02.manifest.json",
+    keys = sorted(o.key.removeprefix(prefix) for o in bucket.objects.all())
+    # One object per archive run, <partition>.<run id>.<sha256>.csv.gz, and a manifest generation.
+    assert [re.sub(r"\.\w+-\w+\.[0-9a-f]{64}\.", ".<run>.<sha>.", k) for k in keys] == [
+        "partitionapp_event_p2024_01.<run>.<sha>.csv.gz",
+        "partitionapp_event_p2024_01.manifest.000001.json",
+        "partitionapp_event_p2024_02.<run>.<sha>.csv.gz",
+        "partitionapp_event_p2024_02.manifest.000001.json",
     ]
     assert not Event.objects.filter(created_at__lt=datetime(2024, 2, 1, tzinfo=UTC)).exists()
     call_command("restore_partition", "partitionapp.Event", "partitionapp_event_p2024_01", stdout=out)
     assert "checksum verified" in out.getvalue()
     restored = Event.objects.filter(created_at__lt=datetime(2024, 2, 1, tzinfo=UTC)).order_by("id").values_list()
     assert list(restored) == january
+    # S3Storage overwrites by default (file_overwrite=True). A late row joins the restored January:
+    # archiving it again adds a second object (January's rows + the late one) and a manifest
+    # generation, replacing nothing; restore skips the rows present in both archives.
+    versions = {o.key: o.e_tag for o in bucket.objects.all()}
+    Event.objects.create(name="late", created_at=datetime(2024, 1, 31, tzinfo=UTC))
+    call_command("archive_partitions", model=["partitionapp.Event"], now="2024-06-15T00:00:00Z", stdout=out)
+    after = {o.key: o.e_tag for o in bucket.objects.all()}
+    assert {key: after.get(key) for key in versions} == versions
+    assert len(after) == len(versions) + 2  # the new object and the next manifest generation
+    call_command("restore_partition", "partitionapp.Event", "partitionapp_event_p2024_01", stdout=out)
+    assert Event.objects.filter(created_at__lt=datetime(2024, 2, 1, tzinfo=UTC)).count() == len(january) + 1
 
 
 def table_exists_named(name: str) -> bool:

@@ -10,7 +10,12 @@ from django.db.backends.utils import CursorWrapper
 from django_scaleops.partitioning.config import PartitionConfig
 from django_scaleops.partitioning.errors import PartitioningError
 from django_scaleops.partitioning.identifiers import qn, ts
-from django_scaleops.partitioning.introspection import fetch, referencing_constraints, table_exists
+from django_scaleops.partitioning.introspection import (
+    fetch,
+    referencing_constraints,
+    table_exists,
+    waiting_for_archive,
+)
 from django_scaleops.partitioning.locks import read_partitions, run_with_lock_timeout
 
 RANGE_CHECK = "scaleops_partition_range"
@@ -62,17 +67,29 @@ def create_standalone(
         )
 
 
-def move_rows_sql(source: str, target: str, cols: list[str], key: str, start: datetime, end: datetime) -> str:
+def move_rows_sql(
+    source: str, target: str, cols: list[str], key: str, start: datetime | None, end: datetime | None
+) -> str:
     listed = ", ".join(qn(c) for c in cols)
     return (
         f"WITH moved AS (DELETE FROM {qn(source)} WHERE ctid = ANY(ARRAY("
-        f"SELECT ctid FROM {qn(source)} WHERE {qn(key)} >= {ts(start)} AND {qn(key)} < {ts(end)} LIMIT %s"
+        f"SELECT ctid FROM {qn(source)} WHERE {range_condition(key, start, end)} LIMIT %s"
         f")) RETURNING {listed}) INSERT INTO {qn(target)} ({listed}) SELECT {listed} FROM moved"
     )
 
 
+def _day(value: datetime | None, open_end: str) -> str:
+    return f"{value:%Y-%m-%d}" if value else open_end
+
+
 def create_partition(
-    config: PartitionConfig, name: str, start: datetime, end: datetime, *, using: str, batch_size: int
+    config: PartitionConfig,
+    name: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    using: str,
+    batch_size: int,
 ) -> int:
     """Create partition ``name`` for [start, end) with light locks; returns rows moved from default.
 
@@ -83,6 +100,12 @@ def create_partition(
     transaction instead, because PostgreSQL checks those keys per partition.
     """
     parent, key = config.table, config.key_column
+    if any(w.name == name for w in waiting_for_archive(connections[using], parent)):
+        # CREATE TABLE IF NOT EXISTS would adopt it and put rows already in an archive back.
+        raise PartitioningError(
+            f"{config.label}: {name} is detached and waiting for archive_partitions; it is never re-attached."
+            " Run archive_partitions to finish its archive, then create the partition again"
+        )
     default = next((p.name for p in read_partitions(using, parent) if p.is_default), None)
     cols = columns(using, parent)
     run_with_lock_timeout(using, lambda c: create_standalone(c, parent, name, key, start, end), what=f"create {name}")
@@ -125,7 +148,7 @@ def create_partition(
             raise  # rows moved by earlier batches stay in the new table: a rerun finishes the attach
         drop_table_if_exists(using, name)  # still empty: referenced tables move in that one transaction
         raise PartitioningError(
-            f"{config.label}: rows of [{start:%Y-%m-%d}, {end:%Y-%m-%d}) in {default!r} are referenced by a"
+            f"{config.label}: rows of [{_day(start, '-inf')}, {_day(end, '+inf')}) in {default!r} are referenced by a"
             f" foreign key ({exc}); PostgreSQL cannot move referenced rows between partitions. Nothing was"
             " moved. Move or delete the referencing rows first, or keep the default partition empty by"
             " running ensure_partitions ahead of time."

@@ -11,6 +11,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 _BOUND = re.compile(r"FOR VALUES FROM \((?P<start>[^)]*)\) TO \((?P<end>[^)]*)\)")
 
+# The comment archive_partitions puts on a partition it detached, in the same transaction:
+# "scaleops:archiving <parent table> <start ISO or -> <end ISO or ->".
+ARCHIVE_MARK = "scaleops:archiving"
+
 
 @dataclass(frozen=True)
 class Partition:
@@ -88,3 +92,45 @@ def referencing_constraints(connection: BaseDatabaseWrapper, table: str) -> list
             [table],
         )
     ]
+
+
+@dataclass(frozen=True)
+class WaitingTable:
+    """A partition ``archive_partitions`` detached and has not dropped yet (its archive is unfinished)."""
+
+    name: str
+    start: datetime | None
+    end: datetime | None
+
+
+def archive_comment(table: str, start: datetime | None, end: datetime | None) -> str:
+    return f"{ARCHIVE_MARK} {table} {start.isoformat() if start else '-'} {end.isoformat() if end else '-'}"
+
+
+def waiting_for_archive(connection: BaseDatabaseWrapper, table: str) -> list[WaitingTable]:
+    """Detached partitions of ``table`` carrying the archive mark, by name.
+
+    Nothing may re-attach or reuse them: their rows belong to the archive being written.
+    """
+    rows = fetch(
+        connection,
+        "SELECT c.relname, d.description FROM pg_class c JOIN pg_description d"
+        " ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = 0"
+        " WHERE c.relkind = 'r' AND NOT c.relispartition AND starts_with(d.description, %s)"
+        " AND pg_table_is_visible(c.oid) ORDER BY c.relname",
+        [f"{ARCHIVE_MARK} {table} "],
+    )
+    found = []
+    for name, comment in rows:
+        fields = str(comment).split(" ")
+        if len(fields) < 4 or fields[1] != table:
+            continue
+        start, end = fields[2], fields[3]
+        found.append(
+            WaitingTable(
+                str(name),
+                None if start == "-" else datetime.fromisoformat(start),
+                None if end == "-" else datetime.fromisoformat(end),
+            )
+        )
+    return found

@@ -12,38 +12,51 @@ from django_scaleops.partitioning import intervals
 from django_scaleops.partitioning.config import PartitionConfig
 from django_scaleops.partitioning.errors import PartitioningError
 from django_scaleops.partitioning.identifiers import check_identifier, qn, ts
-from django_scaleops.partitioning.introspection import fetch, is_partitioned, partitions
+from django_scaleops.partitioning.introspection import fetch, is_partitioned, partitions, waiting_for_archive
 
 
 @dataclass(frozen=True)
 class PlannedPartition:
-    """One partition to create; ``rows_in_default`` rows will move into it from the default partition."""
+    """One partition to create; ``rows_in_default`` rows will move into it from the default partition.
+
+    ``held``: a detached table of that name is waiting for ``archive_partitions``, so the partition
+    is not created (that would re-attach the table and put archived rows back) until the archive
+    is finished.
+    """
 
     config: PartitionConfig
     name: str
     start: datetime
     end: datetime
     rows_in_default: int = 0
+    held: bool = False
 
     def describe(self) -> str:
+        span = f"[{self.start:%Y-%m-%d %H:%M}, {self.end:%Y-%m-%d %H:%M}) UTC"
+        if self.held:
+            return (
+                f"{self.config.label}: skip {self.name} {span}: a detached table of that name is waiting for"
+                " archive_partitions; run archive_partitions first, then ensure_partitions again"
+            )
         move = f", moving {self.rows_in_default} rows out of the default partition" if self.rows_in_default else ""
-        return (
-            f"{self.config.label}: create {self.name}"
-            f" [{self.start:%Y-%m-%d %H:%M}, {self.end:%Y-%m-%d %H:%M}) UTC{move}"
-        )
+        return f"{self.config.label}: create {self.name} {span}{move}"
 
 
 @dataclass
 class PartitionPlan:
-    """What ``ensure_partitions`` would do; empty when everything already exists."""
+    """What ``ensure_partitions`` would do; empty when everything already exists.
+
+    ``held`` lists the partitions it will not create yet (see :class:`PlannedPartition`).
+    """
 
     creations: list[PlannedPartition] = field(default_factory=list)
+    held: list[PlannedPartition] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.creations)
 
     def describe(self) -> list[str]:
-        return [c.describe() for c in self.creations]
+        return [c.describe() for c in [*self.creations, *self.held]]
 
 
 def partition_name(config: PartitionConfig, start: datetime) -> str:
@@ -75,6 +88,7 @@ def plan_model(
             " CreatePartitionedModel or convert it with ConvertToPartitioned (see docs/partitioning.md)"
         )
     existing = partitions(connection, config.table)
+    waiting = {w.name for w in waiting_for_archive(connection, config.table)}
     default = next((p.name for p in existing if p.is_default), None)
     current = intervals.floor(now, config.interval)
     first = intervals.floor(since, config.interval) if since else current
@@ -99,8 +113,9 @@ def plan_model(
         end = intervals.add(start, config.interval)
         if any(p.overlaps(start, end) for p in existing):
             continue
+        name = partition_name(config, start)
         moving = count_in_range(using, default, config.key_column, start, end) if default else 0
-        planned.append(PlannedPartition(config, partition_name(config, start), start, end, moving))
+        planned.append(PlannedPartition(config, name, start, end, moving, held=name in waiting))
     return planned
 
 
@@ -121,7 +136,8 @@ def build_plan(
             return plan_model(config, using=using, now=now, since=since, rescue=rescue)
 
         # Planning reads the default partition: under lock_timeout too, so it never queues behind DDL.
-        plan.creations += run_with_lock_timeout(using, work, what=f"plan {config.label}")
+        for item in run_with_lock_timeout(using, work, what=f"plan {config.label}"):
+            (plan.held if item.held else plan.creations).append(item)
     return plan
 
 
@@ -139,6 +155,9 @@ def apply_plan(
             existing = read_partitions(using, item.config.table)
             if any(p.overlaps(item.start, item.end) for p in existing):
                 report(f"{item.config.label}: {item.name} already exists, skipped")
+                continue
+            if any(w.name == item.name for w in waiting_for_archive(connections[using], item.config.table)):
+                report(f"{item.config.label}: {item.name} was detached for archiving meanwhile, skipped")
                 continue
             moved = create_partition(item.config, item.name, item.start, item.end, using=using, batch_size=batch_size)
             created += 1

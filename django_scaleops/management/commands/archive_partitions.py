@@ -14,8 +14,9 @@ from django_scaleops.progress import ProgressBar
 
 class Command(BaseCommand):
     help = (
-        "For partitions older than the retention: detach, COPY out compressed into the archive storage,"
-        " write a manifest, read back and verify, then drop. Resumable: rerun after any interruption."
+        "For partitions older than the retention: detach, COPY out compressed into a new object of the"
+        " archive storage (never replacing one), read it back, list it in the partition's manifest, verify"
+        " the table against it, then drop. Resumable: rerun after any interruption."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,7 +41,10 @@ class Command(BaseCommand):
                 try:
                     archive_partition(step, using=using, report=lambda line: self.stdout.write(f"  {line}"))
                 except PartitioningError as exc:
-                    raise CommandError(f"{exc} ({done} of {len(steps)} partitions done; rerun to resume)") from exc
+                    raise CommandError(
+                        f"{exc} ({done} of {len(steps)} partitions done; nothing is dropped before its archive is"
+                        " verified: rerun to resume)"
+                    ) from exc
                 done += 1
                 bar.advance()
         self.stdout.write(self.style.SUCCESS(f"Archived {done} partition(s)."))

@@ -40,11 +40,14 @@ class Command(BaseCommand):
         except PartitioningError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Partition plan for {len(configs)} model(s) on {using!r}, now = {now.isoformat()}:")
+        for item in plan.held:
+            self.stdout.write(self.style.WARNING(f"  {item.describe()}"))
         if not plan:
-            self.stdout.write("  nothing to do: every partition exists")
+            done = "the other partitions exist" if plan.held else "every partition exists"
+            self.stdout.write(f"  nothing to {'create' if plan.held else 'do'}: {done}")
             return
-        for line in plan.describe():
-            self.stdout.write(f"  {line}")
+        for item in plan.creations:
+            self.stdout.write(f"  {item.describe()}")
         if options["dry_run"]:
             self.stdout.write("Dry run: nothing was changed.")
             return
