@@ -291,3 +291,24 @@ def test_cached_reads_equal_the_database():
 @override_settings(SCALEOPS_CACHE_L1_TIMEOUT=30)
 def test_cached_reads_equal_the_database_with_the_in_process_tier():
     run_state_machine_as_test(CachedReads, settings=FUZZ)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "replica"])
+def test_cached_reads_equal_the_database_through_the_replica_router():
+    """With the router, the oracle reads wherever read-your-writes allows (the streaming standby
+    once it has replayed this thread's writes) and cache misses fill from the primary."""
+    from django_scaleops.testing.routing import record_reads
+    from tests.router_helpers import fresh_routing, router_settings
+
+    with router_settings(), fresh_routing(), record_reads() as log:
+        run_state_machine_as_test(CachedReadsThroughTheRouter, settings=FUZZ)
+    assert "replica" in log.aliases, "no read reached the standby: the router was not exercised"
+
+
+class CachedReadsThroughTheRouter(CachedReads):
+    @rule()
+    def let_the_standby_catch_up(self) -> None:
+        """Reads after this may go to the standby: it has replayed every write so far."""
+        from tests.router_helpers import wait_for_replay
+
+        wait_for_replay()
