@@ -59,7 +59,9 @@ picker = client.get(
 )
 assert picker.status_code == 200, picker.status_code
 assert [r["id"] for r in picker.json()["results"]] == [str(tier.pk)], picker.json()
-before = ApiKey.objects.count()
+# Checks outside a request read the primary: read-your-writes follows requests, not this script.
+keys = ApiKey.objects.using("default")
+before = keys.count()
 created = client.post(
     "/admin/scaleops/apikey/add/", {"name": "from-admin", "tier": tier.pk, "owner": "", "expires_at": ""}
 )
@@ -67,9 +69,9 @@ assert created.status_code == 200, created.status_code
 html = created.content.decode()
 assert "<title>API key created" in html, html[:500]
 secret = re.search(r"<code[^>]*>(sops_[^<]+)</code>", html).group(1)
-key = ApiKey.objects.get(name="from-admin")
-assert ApiKey.objects.count() == before + 1
-assert secret not in repr(ApiKey.objects.filter(pk=key.pk).values().get()), "the secret was stored"
+key = keys.get(name="from-admin")
+assert keys.count() == before + 1
+assert secret not in repr(keys.filter(pk=key.pk).values().get()), "the secret was stored"
 page = client.get(f"/admin/scaleops/apikey/{key.pk}/change/")
 assert page.status_code == 200, page.status_code
 print(json.dumps({"pk": key.pk, "tier": key.tier.name, "secret": secret}))
