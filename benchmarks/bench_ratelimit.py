@@ -5,6 +5,12 @@
 3. Redis round trips per check (counted at the client) and commands (``INFO commandstats``).
 4. Requests/s of one tiny view through gunicorn (2 sync workers), with and without each limiter,
    with our leases on (the default) and off, and with a bare Redis PING a request for the floor.
+5. The allowed-request hot path in process: µs per request through ApiKeyThrottleMiddleware alone
+   (warm key; leases on: no I/O, leases off: one EVALSHA), the figure the 10% budget is held to.
+6. Abuse: database queries and answers for 300 random unknown keys from one address, and the
+   Redis memory the negative cache takes when full.
+
+``--hot-path`` runs only section 5 (also against an older checkout, to compare like with like).
 
 Needs the ``bench`` extra (djangorestframework, gunicorn, hiredis: all three limiters share the
 same django-redis client, so all get the C reply parser). Run with ``make bench`` (about 2 minutes
@@ -13,6 +19,7 @@ on 2 cores; rounds and request counts are scaled down for that).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import os
@@ -246,7 +253,106 @@ class Server:
         self.proc.wait(timeout=30)
 
 
+# ---- the hot path in process, and abuse
+
+
+def hot_path(rounds: int = 7, requests: int = 5000) -> None:
+    """µs per allowed request through the middleware alone: warm key, a view that does nothing."""
+    import statistics
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory, override_settings
+
+    from django_scaleops.middleware.throttling import ApiKeyThrottleMiddleware
+    from django_scaleops.models import ApiKey, Tier
+
+    tier, _ = Tier.objects.get_or_create(
+        name="bench-unlimited", defaults={"requests_per_period": 1_000_000_000, "period_seconds": 60}
+    )
+    _, secret = ApiKey.create_key(name="bench hot path", tier=tier)
+    middleware = ApiKeyThrottleMiddleware(lambda request: HttpResponse("ok"))
+    request = RequestFactory().get("/ping/", HTTP_X_API_KEY=secret, REMOTE_ADDR="10.20.30.40")
+    print("\nHot path in process: ApiKeyThrottleMiddleware alone, warm key, every request allowed")
+    for label, lease_max, count in (
+        ("leases on (no I/O)", 32, requests),
+        ("leases off (one EVALSHA)", 0, requests // 5),
+    ):
+        with override_settings(SCALEOPS_THROTTLE_LEASE_MAX=lease_max):
+            for _ in range(200):  # warm-up: key cache, script, connection
+                assert middleware(request).status_code == 200
+            medians = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for _ in range(count):
+                    middleware(request)
+                medians.append((time.perf_counter() - started) / count * 1e6)
+        print(
+            f"  {label:<28} median {statistics.median(medians):8.1f} µs/request"
+            f"   (min {min(medians):.1f}  max {max(medians):.1f}, {rounds} rounds of {count})"
+        )
+
+
+def unknown_key_flood(requests: int = 300) -> None:
+    """What 300 random, well-formed, unknown keys from one address cost."""
+    from django.db import connections
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+    from django.test.utils import CaptureQueriesContext
+
+    from django_scaleops.middleware.throttling import ApiKeyThrottleMiddleware
+    from django_scaleops.ratelimit import guard
+    from django_scaleops.ratelimit.keys import generate_key
+
+    address = f"10.99.{time.time_ns() % 250}.1"
+    middleware = ApiKeyThrottleMiddleware(lambda request: HttpResponse("ok"))
+    factory = RequestFactory()
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:  # every alias: the example's router may send reads to a replica
+        captured = [stack.enter_context(CaptureQueriesContext(connections[alias])) for alias in connections]
+        statuses = [
+            middleware(factory.get("/ping/", HTTP_X_API_KEY=generate_key().key, REMOTE_ADDR=address)).status_code
+            for _ in range(requests)
+        ]
+    elapsed = time.perf_counter() - started
+    queries = [query for capture in captured for query in capture.captured_queries]
+    guard.forget(address)
+    answers = ", ".join(f"{statuses.count(code)}x {code}" for code in sorted(set(statuses)))
+    print(f"\nUnknown-key flood: {requests} random well-formed keys from one address")
+    print(f"  {len(queries)} database queries; answers {answers}; {elapsed / requests * 1e6:.0f} µs/request")
+
+
+def negative_cache_memory() -> None:
+    """Redis memory of the negative cache filled to its default bound (65,536 prefixes)."""
+    from django_scaleops.ratelimit import negative
+    from django_scaleops.ratelimit.gcra import redis_connection
+    from django_scaleops.ratelimit.keys import generate_key
+
+    client = redis_connection()
+    pipe = client.pipeline(transaction=False)
+    count = negative.shards() * negative.shard_size() * 2  # twice the bound: the bound must hold
+    for index in range(count):
+        prefix = generate_key().prefix
+        negative._script(client, negative.ADD)(
+            keys=[negative.shard_key(prefix)], args=[prefix, 60_000, negative.shard_size()], client=pipe
+        )
+        if index % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    keys = list(client.scan_iter(match="scaleops:rl:nk:*", count=1000))
+    members = sum(client.zcard(key) for key in keys)
+    used = sum(int(client.memory_usage(key, samples=0) or 0) for key in keys)
+    print(f"\nNegative cache after {count:,} unknown prefixes (bound {negative.shards() * negative.shard_size():,})")
+    print(
+        f"  {len(keys)} shard keys, {members:,} prefixes, {used / 1e6:.2f} MB ({used / max(1, members):.0f} B a prefix)"
+    )
+    client.delete(*keys)
+
+
 def main() -> None:
+    if "--hot-path" in sys.argv:
+        setup_django()
+        hot_path()
+        return
     api_url = setup_django()
     from django_scaleops.models import ApiKey, Tier
 
@@ -334,6 +440,9 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.close()
+    hot_path()
+    unknown_key_flood()
+    negative_cache_memory()
 
 
 if __name__ == "__main__":

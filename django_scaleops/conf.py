@@ -126,8 +126,7 @@ class Settings:
     SCALEOPS_APM_SAMPLING_SECRET: Setting[str | None] = Setting(
         None,
         (str, type(None)),
-        "Key of the keep/drop hash, the same in every service that shares request IDs (None: derived from"
-        " SECRET_KEY).",
+        "Key of the keep/drop hash, the same in every service that shares request IDs (None: derived from SECRET_KEY).",
     )
     SCALEOPS_APM_EXCLUDE_PATHS: Setting[Sequence[str]] = Setting(
         ("/health", "/metrics"), (list, tuple), "Path prefixes never sampled by either vendor."
@@ -219,6 +218,36 @@ class Settings:
     SCALEOPS_THROTTLE_KEY_CACHE_TTL = Setting(
         30.0, (int, float), "Seconds a resolved API key (and its tier) stays in the in-process cache."
     )
+    SCALEOPS_THROTTLE_KEY_CACHE_SIZE = Setting(
+        50_000,
+        int,
+        "Most API keys the in-process cache holds, least recently used dropped first; unknown prefixes"
+        " are kept apart and never push a key out.",
+    )
+    SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL = Setting(
+        60.0,
+        (int, float),
+        "Seconds a well-formed key prefix without a row is remembered (in process and in Redis), so"
+        " repeating it queries no database.",
+    )
+    SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE = Setting(
+        65_536,
+        int,
+        "Most unknown key prefixes the shared negative cache holds in Redis (shards of at most 128 under"
+        " '<REDIS_PREFIX>:nk:'; about 2 MB at the default); 0 turns it off.",
+    )
+    SCALEOPS_THROTTLE_AUTH_FAILURE_RATE: Setting[str | None] = Setting(
+        "20/m",
+        (str, type(None)),
+        "Failed API-key authentications allowed per client address, as a rate ('20/m'); beyond it 429"
+        " with Retry-After and no key lookup. None: no limit.",
+    )
+    SCALEOPS_THROTTLE_STATUS_RATE: Setting[str | None] = Setting(
+        "60/m",
+        (str, type(None)),
+        "Requests each key may send to the rate-limit status endpoint, as a rate (its own bucket, not the"
+        " tier's quota). None: no limit.",
+    )
     SCALEOPS_THROTTLE_BREAKER_COOLDOWN = Setting(
         2.0, (int, float), "Seconds the limiter stops calling Redis after a Redis error before trying it again."
     )
@@ -241,6 +270,12 @@ class Settings:
     )
     SCALEOPS_THROTTLE_USAGE_TTL = Setting(
         172800, int, "Seconds per-minute usage counters stay in Redis before the rollup must have read them."
+    )
+    SCALEOPS_THROTTLE_ROLLUP_LOCK_TTL = Setting(
+        60,
+        int,
+        "Seconds the usage rollup's Redis lock outlives a run that stopped renewing it (crashed), before"
+        " another run may take it.",
     )
 
     # ---- bulk operations (SCALEOPS_BULK_*)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, router
 from django.utils import timezone
 
 from django_scaleops.ratelimit.keys import generate_key, mask
-from django_scaleops.ratelimit.policy import FAIL_CLOSED, FAIL_LOCAL, FAIL_OPEN, Policy
+from django_scaleops.ratelimit.policy import FAIL_CLOSED, FAIL_LOCAL, FAIL_OPEN, FAILURE_MODES, Policy
 
 
 class Tier(models.Model):
@@ -45,14 +46,44 @@ class Tier(models.Model):
         if self.period_seconds < 1:
             raise ValidationError({"period_seconds": "The period must be at least one second."})
 
+    def problem(self) -> str | None:
+        """Why this row cannot be enforced (values written around the admin), or None when it is valid."""
+        problems = []
+        if self.requests_per_period < 1:
+            problems.append(f"requests_per_period is {self.requests_per_period} (must be >= 1)")
+        if self.period_seconds < 1:
+            problems.append(f"period_seconds is {self.period_seconds} (must be >= 1)")
+        if self.burst < 0:
+            problems.append(f"burst is {self.burst} (must be >= 0)")
+        if self.failure_mode not in FAILURE_MODES:
+            problems.append(f"failure_mode is {self.failure_mode!r} (must be one of {', '.join(FAILURE_MODES)})")
+        return "; ".join(problems) or None
+
     def policy(self) -> Policy:
+        """The tier's policy. Never raises: an invalid row gives a policy flagged ``invalid``.
+
+        Such a policy is never enforced from its numbers (they are raised to the smallest valid
+        ones only so it exists); the limiter answers its requests with the tier's failure mode,
+        or ``open`` when that is invalid too, and check ``scaleops.E207`` reports the row.
+        """
+        problem = self.problem()
+        if problem is None:
+            return Policy(
+                name=self.name,
+                limit=self.requests_per_period,
+                period=self.period_seconds,
+                burst=self.burst,
+                failure_mode=self.failure_mode,
+                expose_headers=self.expose_headers,
+            )
         return Policy(
             name=self.name,
-            limit=self.requests_per_period,
-            period=self.period_seconds,
-            burst=self.burst,
-            failure_mode=self.failure_mode,
-            expose_headers=self.expose_headers,
+            limit=max(1, self.requests_per_period),
+            period=max(1, self.period_seconds),
+            burst=max(0, self.burst),
+            failure_mode=self.failure_mode if self.failure_mode in FAILURE_MODES else FAIL_OPEN,
+            expose_headers=False,  # its numbers would be made up
+            invalid=problem,
         )
 
 
@@ -61,6 +92,45 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
         now = timezone.now()
         unexpired = models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         return self.filter(unexpired, revoked_at__isnull=True)
+
+    def revoke(self, *, at: datetime | None = None) -> int:
+        """Revoke every key of this queryset not revoked yet, and tell every instance at once.
+
+        ``QuerySet.update()`` sends no signals, so it neither evicts the in-process key caches nor
+        sets the Redis revocation markers that make other instances refuse a key on its next
+        request; this does both (in one Redis round trip), like revoking a key in the admin.
+        Returns the number of keys revoked.
+        """
+        from django_scaleops.ratelimit.receivers import publish
+
+        # An explicit using(), else the database for writes: never a replica, it must see the newest keys.
+        db = getattr(self, "_db", None) or router.db_for_write(self.model)
+        keys = list(self.using(db).filter(revoked_at__isnull=True).values_list("pk", "prefix"))
+        if not keys:
+            return 0
+        count = (
+            ApiKey._base_manager.using(db).filter(pk__in=[pk for pk, _ in keys]).update(revoked_at=at or timezone.now())
+        )
+        publish((pk, prefix, True) for pk, prefix in keys)
+        return count
+
+
+_ApiKeyManagerBase = models.Manager.from_queryset(ApiKeyQuerySet)
+
+
+class ApiKeyManager(_ApiKeyManagerBase["ApiKey"]):
+    def revoke(self, *keys: ApiKey | int, at: datetime | None = None) -> int:
+        """``ApiKey.objects.revoke(key, 42, ...)``: revoke the keys given (instances or ids) and publish it.
+
+        ``ApiKey.objects.filter(...).revoke()`` revokes a queryset. Naming no key revokes nothing
+        (``ApiKey.objects.all().revoke()`` says "every key" explicitly).
+        """
+        ids = _key_ids(keys)
+        return self.filter(pk__in=ids).revoke(at=at) if ids else 0
+
+
+def _key_ids(keys: Iterable[Any]) -> list[int]:
+    return [int(key.pk if isinstance(key, models.Model) else key) for key in keys]
 
 
 class ApiKey(models.Model):
@@ -80,7 +150,7 @@ class ApiKey(models.Model):
         null=True, blank=True, editable=False, help_text="Updated by the usage rollup, at most once a minute of use."
     )
 
-    objects = ApiKeyQuerySet.as_manager()
+    objects = ApiKeyManager()
 
     class Meta:
         app_label = "scaleops"
@@ -120,6 +190,7 @@ class ApiKey(models.Model):
         return mask(self.prefix)
 
     def revoke(self) -> None:
+        """Revoke this key; ``post_save`` evicts the caches and publishes the Redis marker."""
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])

@@ -1,7 +1,8 @@
 """``ApiKeyThrottleMiddleware``: API-key authentication and tiered rate limiting, sync and async.
 
 A warm request costs one dictionary lookup for its key and one EVALSHA in Redis (none while this
-process holds a lease of the key's bucket); no database query.
+process holds a lease of the key's bucket); no database query. A key that is not cached yet is
+looked up only while its client address has failed authentications left (``ratelimit.guard``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from django.http import HttpRequest, HttpResponse
 from django_scaleops.middleware.base import HybridMiddleware
 from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import Decision, limiter, stats
+from django_scaleops.ratelimit.guard import AuthThrottled
 from django_scaleops.ratelimit.policy import Policy
 from django_scaleops.ratelimit.resolver import KeyRejected, ResolvedKey, aresolve, resolve
-from django_scaleops.ratelimit.responses import add_headers, lookup_unavailable, refusal, unauthorized
+from django_scaleops.ratelimit.responses import (
+    add_headers,
+    lookup_unavailable,
+    refusal,
+    too_many_failures,
+    unauthorized,
+)
 
 logger = logging.getLogger("django_scaleops.ratelimit")
 
@@ -42,11 +50,13 @@ class ApiKeyThrottleMiddleware(HybridMiddleware):
             return exempt
         raw = rl.raw_key(request)
         try:
-            api_key = resolve(raw) if raw is not None else None
+            api_key = resolve(raw, request) if raw is not None else None
             anonymous = None if api_key else rl.anonymous_policy()
         except KeyRejected as rejected:
             stats.incr(f"rejected_{rejected.reason}")
             return unauthorized(str(rejected))
+        except AuthThrottled as throttled:
+            return too_many_failures(throttled.retry_after)
         except DatabaseError as exc:
             return self._lookup_failed(exc)
         plan = self._plan(request, api_key, rules, anonymous)
@@ -60,11 +70,13 @@ class ApiKeyThrottleMiddleware(HybridMiddleware):
             return exempt
         raw = rl.raw_key(request)
         try:
-            api_key = await aresolve(raw) if raw is not None else None
+            api_key = await aresolve(raw, request) if raw is not None else None
             anonymous = None if api_key else await rl.aanonymous_policy()
         except KeyRejected as rejected:
             stats.incr(f"rejected_{rejected.reason}")
             return unauthorized(str(rejected))
+        except AuthThrottled as throttled:
+            return too_many_failures(throttled.retry_after)
         except DatabaseError as exc:
             return self._lookup_failed(exc)
         plan = self._plan(request, api_key, rules, anonymous)

@@ -3,6 +3,7 @@
 Public API::
 
     from django_scaleops.ratelimit import throttle_exempt, throttle_override, get_analytics, limiter
+    from django_scaleops.ratelimit import publish_key_changes  # after ApiKey.objects...update()
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from django_scaleops.ratelimit.analytics import get_analytics, rollup_usage
 from django_scaleops.ratelimit.callers import throttle_exempt, throttle_override
 from django_scaleops.ratelimit.gcra import Decision, limiter
 from django_scaleops.ratelimit.policy import Policy, parse_rate
+from django_scaleops.ratelimit.receivers import publish_key_changes
 
 __all__ = [
     "Decision",
@@ -18,6 +20,7 @@ __all__ = [
     "get_analytics",
     "limiter",
     "parse_rate",
+    "publish_key_changes",
     "rollup_usage",
     "throttle_exempt",
     "throttle_override",

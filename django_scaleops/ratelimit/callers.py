@@ -16,7 +16,7 @@ from django.urls import Resolver404, resolve
 from django.utils.module_loading import import_string
 
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.gcra import key_identity
+from django_scaleops.ratelimit.gcra import ip_identity, key_identity
 from django_scaleops.ratelimit.policy import Policy, parse_rate
 from django_scaleops.ratelimit.resolver import ResolvedKey
 
@@ -109,8 +109,11 @@ def _override_policy(rate: str, name: str, failure_mode: str, expose_headers: bo
 
 
 def effective_policy(base: Policy, rules: Rules) -> tuple[Policy, str]:
-    """The policy and bucket slot for a caller whose tier is ``base``, given the path's rules."""
-    if rules.override is None:
+    """The policy and bucket slot for a caller whose tier is ``base``, given the path's rules.
+
+    An invalid tier (``Policy.invalid``) keeps its own policy on every path: its failure mode decides.
+    """
+    if rules.override is None or base.invalid is not None:
         return base, "tier"
     return _override_policy(rules.override, rules.override_name, base.failure_mode, base.expose_headers), (
         rules.override_slot
@@ -151,10 +154,6 @@ def client_ip(request: HttpRequest) -> str:
         if len(forwarded) >= proxies:
             return str(forwarded[-proxies])
     return str(request.META.get("REMOTE_ADDR") or "unknown")
-
-
-def ip_identity(ip: str) -> str:
-    return f"ip:{ip}"
 
 
 def caller_identity(api_key: ResolvedKey | None, request: HttpRequest) -> str:

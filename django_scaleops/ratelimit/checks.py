@@ -128,10 +128,27 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
                     id="scaleops.E205",
                 )
             )
+    for name in ("SCALEOPS_THROTTLE_AUTH_FAILURE_RATE", "SCALEOPS_THROTTLE_STATUS_RATE"):
+        rate = getattr(conf, name)
+        if rate is None:
+            continue
+        try:
+            parse_rate(rate, name=name)
+        except (ValueError, TypeError) as exc:
+            messages.append(
+                Error(
+                    f"{name}: {exc}; it is ignored (no limit) until fixed.",
+                    hint="Use a rate such as '20/m', '100/30s' or '20/m burst 5', or None for no limit.",
+                    id="scaleops.E209",
+                )
+            )
     minimums = {
         "SCALEOPS_THROTTLE_PROXY_COUNT": 0,
         "SCALEOPS_THROTTLE_LOCAL_INSTANCES": 1,
         "SCALEOPS_THROTTLE_LEASE_MAX": 0,
+        "SCALEOPS_THROTTLE_KEY_CACHE_SIZE": 1,
+        "SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE": 0,
+        "SCALEOPS_THROTTLE_ROLLUP_LOCK_TTL": 1,
     }
     for name, minimum in minimums.items():
         value = getattr(conf, name)
@@ -144,6 +161,15 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
             Error(
                 f"SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not {conf.SCALEOPS_THROTTLE_LEASE_SECONDS!r}.",
                 hint="Use a short time such as 1.0, or set SCALEOPS_THROTTLE_LEASE_MAX = 0 to lease nothing.",
+                id="scaleops.E206",
+            )
+        )
+    if conf.SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL <= 0:
+        messages.append(
+            Error(
+                "SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL must be above 0, "
+                f"not {conf.SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL!r}.",
+                hint="Use a short time such as 60, or SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE = 0 to turn it off.",
                 id="scaleops.E206",
             )
         )
@@ -170,11 +196,16 @@ def check_tiers(app_configs: Any = None, databases: Any = None, **kwargs: Any) -
 
     messages: list[CheckMessage] = []
     for tier in Tier.objects.all():
-        try:
-            tier.policy()
-        except ValueError as exc:
+        problem = tier.problem()
+        if problem is not None:
+            mode = tier.policy().failure_mode
             messages.append(
-                Error(f"Tier {tier.name!r} is invalid: {exc}.", hint="Fix it in the Django admin.", id="scaleops.E207")
+                Error(
+                    f"Tier {tier.name!r} is invalid: {problem}. Until it is fixed, its requests get its "
+                    f"failure mode {mode!r} (as if Redis were down).",
+                    hint="Fix it in the Django admin (which validates it); QuerySet.update() and raw SQL do not.",
+                    id="scaleops.E207",
+                )
             )
     anonymous = conf.SCALEOPS_THROTTLE_ANONYMOUS_TIER
     if anonymous and not Tier.objects.filter(name=anonymous).exists():

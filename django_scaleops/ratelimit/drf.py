@@ -4,7 +4,8 @@
 
 Use it instead of the middleware for DRF-only APIs (not both: each would spend a request).
 A key that fails to resolve is throttled as an anonymous caller; authenticate it with your
-DRF authentication class.
+DRF authentication class. Failed keys count against their address as with the middleware
+(``SCALEOPS_THROTTLE_AUTH_FAILURE_RATE``): beyond it, requests are throttled without a lookup.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rest_framework.throttling import BaseThrottle
 
 from django_scaleops.ratelimit import callers as rl
 from django_scaleops.ratelimit.gcra import limiter
+from django_scaleops.ratelimit.guard import AuthThrottled
 from django_scaleops.ratelimit.resolver import KeyRejected, resolve
 
 
@@ -26,9 +28,12 @@ class ApiKeyTierThrottle(BaseThrottle):  # type: ignore[misc]
         django_request = getattr(request, "_request", request)
         raw = rl.raw_key(django_request)
         try:
-            api_key = resolve(raw) if raw is not None else None
+            api_key = resolve(raw, django_request) if raw is not None else None
         except KeyRejected:
             api_key = None
+        except AuthThrottled as throttled:  # too many failed keys from this address: no lookup
+            self._wait = float(throttled.retry_after)
+            return False
         base = api_key.policy if api_key is not None else rl.anonymous_policy()
         if base is None:
             return True

@@ -15,9 +15,10 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.commands.core import Script
 
@@ -25,6 +26,8 @@ from django_scaleops.conf import conf
 from django_scaleops.ratelimit.policy import FAIL_CLOSED, FAIL_LOCAL, Policy
 
 logger = logging.getLogger("django_scaleops.ratelimit")
+
+T = TypeVar("T")
 
 UNIT = 1_000_000  # a request, in the bucket's fixed-point unit
 
@@ -88,6 +91,9 @@ LEASE_SHARE = 1000
 
 ALLOWED, LIMITED, REVOKED = 1, 0, -1
 
+# Seconds between two log lines about the same invalid tier in one process.
+INVALID_LOG_INTERVAL = 60.0
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -149,7 +155,9 @@ class LocalLimiter:
 
     def __init__(self, max_buckets: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
+        # Least recently used first: when full, the oldest bucket goes, so a flood of new
+        # callers (addresses) while Redis is down cannot empty the buckets of everyone else.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_buckets = max_buckets
 
     def check(self, identity: str, policy: Policy, cost: int = 1) -> Decision:
@@ -164,9 +172,10 @@ class LocalLimiter:
             allowed = used + cost <= capacity
             if allowed:
                 used += cost
-            if len(self._buckets) >= self._max_buckets:
-                self._buckets.clear()
             self._buckets[identity] = (used, now)
+            self._buckets.move_to_end(identity)
+            if len(self._buckets) > self._max_buckets:
+                self._buckets.popitem(last=False)
         retry = 0.0 if allowed else (used + cost - capacity) / rate
         return Decision(
             allowed=allowed,
@@ -176,6 +185,10 @@ class LocalLimiter:
             reset_after=used / rate,
             degraded=FAIL_LOCAL,
         )
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._buckets.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -246,8 +259,12 @@ class Leases:
 
     def forget(self, identity: str | None = None) -> None:
         """Drop the leases of ``identity`` (revoked, reset), or all of them."""
+        self.forget_many(None if identity is None else {identity})
+
+    def forget_many(self, identities: set[str] | None) -> None:
+        """Drop the leases of every identity in ``identities`` (None: all), in one pass."""
         with self._lock:
-            for key in [k for k in self._held if identity is None or k[0] == identity]:
+            for key in [k for k in self._held if identities is None or k[0] in identities]:
                 del self._held[key]
 
 
@@ -272,6 +289,10 @@ def key_identity(api_key_id: int) -> str:
     return f"k{api_key_id}"
 
 
+def ip_identity(ip: str) -> str:
+    return f"ip:{ip}"
+
+
 def redis_connection() -> Any:
     """The Redis client of the throttle cache: django-redis' own pool, no second one."""
     from django_redis import get_redis_connection
@@ -288,16 +309,35 @@ class Limiter:
         self.leases = Leases()
         self._script: Script | None = None
         self._client: Any = None
+        self._invalid_logged: dict[str, float] = {}
 
     def forget_client(self, **kwargs: Any) -> None:
         """``setting_changed`` receiver: CACHES or the throttle cache alias may have changed."""
         self._client = None
 
-    def _run(self, keys: list[str], args: list[int | str]) -> list[int]:
+    def client(self) -> Any:
         # django-redis hands out the same client (and pool) every time; asking costs a few µs.
         client = self._client
         if client is None:
             client = self._client = redis_connection()
+        return client
+
+    def call(self, operation: Callable[[Any], T]) -> T | None:
+        """``operation(client)`` for the limiter's side structures, or None while Redis fails.
+
+        Honours and trips the same circuit breaker as the buckets, so a dead Redis costs these
+        calls nothing either; callers treat None as "not known".
+        """
+        if self.breaker.is_open:
+            return None
+        try:
+            return operation(self.client())
+        except Exception:  # any Redis failure: the caller falls back, the breaker spares the next ones
+            self.breaker.trip()
+            return None
+
+    def _run(self, keys: list[str], args: list[int | str]) -> list[int]:
+        client = self.client()
         if self._script is None:
             self._script = client.register_script(LUA)
         # Script.__call__ sends EVALSHA and falls back to loading the script on NOSCRIPT.
@@ -319,12 +359,17 @@ class Limiter:
         slot: str = "tier",
         cost: int = 1,
         record_usage: bool = False,
+        counted: bool = True,
     ) -> Decision:
         """Consume ``cost`` requests of ``identity``'s bucket (``cost=0`` only looks). Never raises.
 
         For buckets of at least ``LEASE_SHARE`` requests, a check may take up to
         ``SCALEOPS_THROTTLE_LEASE_MAX`` more ahead, which later checks here admit without Redis.
+        A policy flagged ``invalid`` (a broken tier row) is never sent to Redis: its failure mode
+        decides. ``counted=False`` leaves the allowed/limited metrics alone (internal buckets).
         """
+        if policy.invalid is not None:
+            return self._invalid(identity, policy, slot, cost)
         if cost == 1:
             leased = self.leased(identity, policy, slot, record_usage)
             if leased is not None:
@@ -362,7 +407,8 @@ class Limiter:
             reset_after=reset_us / 1e6,
             revoked=status == REVOKED,
         )
-        stats.incr("revoked" if decision.revoked else "allowed" if decision.allowed else "limited")
+        if counted:
+            stats.incr("revoked" if decision.revoked else "allowed" if decision.allowed else "limited")
         return decision
 
     def _degraded(self, identity: str, policy: Policy, slot: str, cost: int, *, reason: str) -> Decision:
@@ -375,6 +421,27 @@ class Limiter:
             identity,
             policy.name,
         )
+        return self._fallback(identity, policy, slot, cost)
+
+    def _invalid(self, identity: str, policy: Policy, slot: str, cost: int) -> Decision:
+        """A broken tier row (see ``Tier.problem``): its failure mode decides, Redis is not asked."""
+        stats.incr("invalid_tier")
+        stats.incr(f"degraded_{policy.failure_mode}")
+        now = time.monotonic()
+        # One line per tier and process every INVALID_LOG_INTERVAL, not one per request.
+        if now >= self._invalid_logged.get(policy.name, 0.0):
+            self._invalid_logged[policy.name] = now + INVALID_LOG_INTERVAL
+            logger.warning(
+                "tier %r is invalid (%s): its requests follow its failure mode %r (e.g. %s), see check scaleops.E207",
+                policy.name,
+                policy.invalid,
+                policy.failure_mode,
+                identity,
+            )
+        return self._fallback(identity, policy, slot, cost)
+
+    def _fallback(self, identity: str, policy: Policy, slot: str, cost: int) -> Decision:
+        """The decision of ``policy``'s failure mode, without Redis."""
         if policy.failure_mode == FAIL_LOCAL:
             return self.local.check(f"{identity}:{slot}", policy, cost)
         cooldown = float(conf.SCALEOPS_THROTTLE_BREAKER_COOLDOWN)

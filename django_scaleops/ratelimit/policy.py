@@ -25,6 +25,9 @@ class Policy:
         burst: extra requests a key that was idle may send back to back.
         failure_mode: what happens while Redis is unreachable: ``open``, ``closed`` or ``local``.
         expose_headers: whether responses carry the rate-limit headers.
+        invalid: why the tier row behind this policy is invalid (None when it is valid). An invalid
+            row's values are raised to the smallest valid ones so the policy exists, and the
+            limiter answers every request of it with ``failure_mode`` instead of asking Redis.
     """
 
     name: str
@@ -33,6 +36,7 @@ class Policy:
     burst: int = 0
     failure_mode: str = FAIL_OPEN
     expose_headers: bool = True
+    invalid: str | None = None
 
     @property
     def capacity(self) -> int:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from django.http import HttpRequest
 
 from django_scaleops.ratelimit import callers as rl
+from django_scaleops.ratelimit.guard import AuthThrottled
+from django_scaleops.ratelimit.policy import FAIL_CLOSED, FAIL_OPEN
 from django_scaleops.ratelimit.resolver import KeyRejected, ResolvedKey, resolve
 
 
@@ -23,8 +25,8 @@ def _api_key(request: HttpRequest) -> ResolvedKey | None:
         return cached  # type: ignore[no-any-return]
     raw = rl.raw_key(request)
     try:
-        return resolve(raw) if raw is not None else None
-    except KeyRejected:
+        return resolve(raw, request) if raw is not None else None
+    except (KeyRejected, AuthThrottled):  # limited as its address, like a caller without a key
         return None
 
 
@@ -34,7 +36,17 @@ def tier_key(group: str, request: HttpRequest) -> str:
 
 
 def tier_rate(group: str, request: HttpRequest) -> str | None:
-    """``"<limit>/<period>s"`` of the caller's tier (or the anonymous tier); None means unlimited."""
+    """``"<limit>/<period>s"`` of the caller's tier (or the anonymous tier); None means unlimited.
+
+    An invalid tier row follows its failure mode: ``open`` unlimited, ``closed`` nothing admitted.
+    """
     api_key = _api_key(request)
     policy = api_key.policy if api_key is not None else rl.anonymous_policy()
-    return None if policy is None else f"{policy.limit}/{policy.period}s"
+    if policy is None:
+        return None
+    if policy.invalid is not None:  # a broken tier row: its failure mode, as with the middleware
+        if policy.failure_mode == FAIL_OPEN:
+            return None
+        if policy.failure_mode == FAIL_CLOSED:
+            return f"0/{policy.period}s"
+    return f"{policy.limit}/{policy.period}s"

@@ -62,10 +62,21 @@ def too_many_requests(decision: Decision) -> HttpResponse:
 
 def unavailable(decision: Decision) -> HttpResponse:
     retry = retry_seconds(decision)
+    if decision.policy.invalid is not None:
+        detail = "This API key's tier is misconfigured and fails closed; retry later."
+    else:
+        detail = "The rate limiter cannot reach its store and this tier fails closed; retry shortly."
+    response = problem(503, "Service Unavailable", detail, retry_after=retry)
+    response["Retry-After"] = str(retry)
+    return response
+
+
+def too_many_failures(retry: int) -> HttpResponse:
+    """429 for an address over ``SCALEOPS_THROTTLE_AUTH_FAILURE_RATE``: its key was not looked up."""
     response = problem(
-        503,
-        "Service Unavailable",
-        "The rate limiter cannot reach its store and this tier fails closed; retry shortly.",
+        429,
+        "Too Many Requests",
+        f"Too many failed API-key authentications from this address; retry in {retry} s.",
         retry_after=retry,
     )
     response["Retry-After"] = str(retry)

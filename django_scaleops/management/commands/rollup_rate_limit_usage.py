@@ -1,4 +1,7 @@
-"""``manage.py rollup_rate_limit_usage``: move per-minute usage counters from Redis into the database."""
+"""``manage.py rollup_rate_limit_usage``: move per-minute usage counters from Redis into the database.
+
+One run at a time (a lock in Redis): a run that finds another at work prints "Skipped" and exits 0.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_scaleops.checks import redis_cache_problem
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.analytics import rollup_usage
+from django_scaleops.ratelimit.analytics import RollupLockLost, rollup_usage
 
 
 class Command(BaseCommand):
@@ -31,11 +34,21 @@ class Command(BaseCommand):
                 f"The usage counters live in Redis, but {problem} (SCALEOPS_THROTTLE_CACHE): nothing to roll up."
             )
         while True:
-            result = rollup_usage(dry_run=options["dry_run"])
-            verb = "Would roll up" if options["dry_run"] else "Rolled up"
-            self.stdout.write(
-                f"{verb} {result.requests} requests in {result.minutes} key-minutes of {result.keys} keys."
-            )
+            try:
+                result = rollup_usage(dry_run=options["dry_run"])
+            except RollupLockLost as exc:
+                if every is None:
+                    raise CommandError(str(exc)) from exc
+                self.stderr.write(f"{exc}; trying again in {every} s.")
+            else:
+                if result.skipped:
+                    # Another run (cron overlap, a second host) is at it; its counts are safe with it.
+                    self.stdout.write("Skipped: another rollup_rate_limit_usage run holds the lock.")
+                else:
+                    verb = "Would roll up" if options["dry_run"] else "Rolled up"
+                    self.stdout.write(
+                        f"{verb} {result.requests} requests in {result.minutes} key-minutes of {result.keys} keys."
+                    )
             if every is None:
                 return
             time.sleep(every)
