@@ -25,6 +25,10 @@ from django.db import connection
 
 from tests.test_logging_corpus import secret_core, secret_corpus
 
+# The worker reads the test database: a django_db mark makes pytest-django create it even when
+# this module runs alone (it only creates the databases that collected tests ask for).
+pytestmark = pytest.mark.django_db
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -232,3 +232,47 @@ def test_app_runs_with_neither_either_or_both_sdks(blocked: str, started: list[s
     assert report["loaded_at_import"] == []  # nothing APM-related at import time
     assert report["started"] == started
     assert report["warnings"] == warnings
+
+
+def test_masking_filter_never_raises_on_bad_format_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    """The filter used to call getMessage() itself: a bad %-call raised into the application."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(MaskingFilter())
+    logger = logging.getLogger("tests.logging.bad_args")
+    logger.addHandler(handler)
+    logger.addFilter(MaskingFilter())  # on the logger too: same path
+    logger.propagate = False  # pytest's own capture handler re-raises logging errors
+    api_token = "sops_abcdefabcdef_" + "x" * 43
+    try:
+        logger.info("%s %s", 1)
+        logger.warning("%s %s %s", api_token, 2)
+        logger.info("after: fine")
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+        logger.propagate = True
+    assert stream.getvalue() == "after: fine\n"
+    report = capsys.readouterr().err
+    assert report.count("--- Logging error ---") == 2  # Handler.handleError, logging's normal path
+    assert api_token not in report and "Arguments: ('[MASKED]', 2)" in report
+
+
+def test_readable_formatter_masks_the_message_not_the_logger_name() -> None:
+    # "myapp.auth: <message>" reads like a key and its value: the whole line used to be masked.
+    formatter = ReadableFormatter("%(name)s: %(message)s | %(detail)s")
+    record = logging.LogRecord("myapp.auth", logging.INFO, __file__, 1, "user %s logged in", ("bob",), None)
+    record.detail = "postgresql://app:s3cr3t-pw@db/app"
+    assert formatter.format(record) == "myapp.auth: user bob logged in | postgresql://app:[MASKED]@db/app"
+
+
+def test_readable_formatter_masks_exception_text_cached_by_another_handler() -> None:
+    try:
+        raise ValueError("password=correct horse battery staple")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    logging.Formatter().format(record)  # another handler first: caches the raw traceback on the record
+    assert record.exc_text and "battery" in record.exc_text
+    text = ReadableFormatter("%(message)s").format(record)
+    assert "ValueError: password=[MASKED]" in text and "battery" not in text

@@ -49,10 +49,14 @@ class Span:
         if not (state.sentry_active or state.datadog_active) or tracing.in_dropped_request():
             # Nothing of a dropped request is sent: skip building spans for it.
             return self
-        from django_scaleops.logging.masking import get_masker
+        from django_scaleops.logging.masking import MASK, get_masker
 
         masker = get_masker()
-        tags = {key: masker.mask_text(str(value)) for key, value in self.tags.items()}
+        # A sensitive key's value is masked whole, as in the logs (a bare password has no shape).
+        tags = {
+            key: MASK if masker.is_sensitive_key(key) else masker.mask_text(str(value))
+            for key, value in self.tags.items()
+        }
         stack = ExitStack()
         if state.datadog_active:
             from ddtrace.trace import tracer
@@ -247,9 +251,10 @@ class CurrentSpan:
 
     def set_tag(self, key: str, value: Any) -> None:
         """Set a (masked) tag on every vendor's span."""
-        from django_scaleops.logging.masking import get_masker
+        from django_scaleops.logging.masking import MASK, get_masker
 
-        text = get_masker().mask_text(str(value))
+        masker = get_masker()
+        text = MASK if masker.is_sensitive_key(key) else masker.mask_text(str(value))
         if self.datadog is not None:
             self.datadog.set_tag(key, text)
         if self.sentry is not None:

@@ -15,7 +15,7 @@ from django.conf import settings
 from django_scaleops.apm import sampling, state
 from django_scaleops.conf import conf
 from django_scaleops.context import request_id_var
-from django_scaleops.logging.masking import Masker, get_masker
+from django_scaleops.logging.masking import MASK, Masker, get_masker
 
 logger = logging.getLogger("django_scaleops.apm")
 
@@ -69,8 +69,37 @@ def sentry_before_send(event: Any, hint: Any) -> Any:
     recorded (no ``before_breadcrumb``): a request records several (SQL, Redis, log lines) and
     almost none of them is ever sent, so masking each cost about 0.1 ms a breadcrumb for nothing.
     """
-    masked: dict[str, Any] = _deep_masker().mask(event)
+    masker = _deep_masker()
+    masked: dict[str, Any] = masker.mask(event)
+    _mask_log_params(event, masked)
     return masked
+
+
+def _mask_log_params(event: Any, masked: dict[str, Any]) -> None:
+    """Mask the ``%``-arguments of a log event by what masking did to its formatted message.
+
+    ``logger.error("login password=%s", password)`` sends the bare password as ``logentry.params``,
+    with nothing around it to show it is one. Every argument that no longer shows whole in the
+    masked message was (part of) a secret there: it is masked whole.
+    """
+    entry, masked_entry = event.get("logentry"), masked.get("logentry")
+    if not isinstance(entry, dict) or not isinstance(masked_entry, dict):
+        return
+    params, formatted = entry.get("params"), masked_entry.get("formatted")
+    if not params or not isinstance(formatted, str) or formatted == entry.get("formatted"):
+        return
+
+    def check(value: Any, masked_value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float)):
+            return masked_value
+        return masked_value if str(value) in formatted else MASK
+
+    if isinstance(params, dict):
+        masked_entry["params"] = {key: check(value, masked_entry["params"].get(key)) for key, value in params.items()}
+    elif isinstance(params, (list, tuple)):
+        masked_entry["params"] = [
+            check(value, masked_value) for value, masked_value in zip(params, masked_entry["params"], strict=False)
+        ]
 
 
 def sentry_traces_sampler(sampling_context: dict[str, Any]) -> float:

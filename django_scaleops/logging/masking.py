@@ -2,9 +2,12 @@
 
 One ``Masker`` cleans log records, Sentry events and Datadog span tags alike. Keys are matched
 case-insensitively by substring (``api_token`` and ``access_token`` are caught, unlike an exact-name
-denylist), with an allowlist of harmless suffixes (``token_count``, ``card_id``). Values are matched
-by shape: Bearer/Basic credentials, JWTs, PEM private keys, our API keys, common provider keys,
-``key=value`` pairs with a sensitive key, US SSNs and card numbers that pass the Luhn check.
+denylist), with an allowlist of harmless suffixes (``token_count``, ``card_id``), plus settings-style
+names (``DATABASE_URL``, ``SENTRY_DSN``, ``LOCATION``, ``STRIPE_KEY``). Values are matched by shape:
+PEM private keys, credentials in URLs, provider tokens, JWTs, our API keys, ``Authorization``
+credentials of any scheme, ``key=value`` pairs with a sensitive key (the whole value: to the end of
+a quoted string honouring escapes, of the field or of the line), US SSNs and card numbers that pass
+the Luhn check. Percent-encoded text (query strings) is also checked decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 MASK = "[MASKED]"
 TRUNCATED = "[TRUNCATED]"
@@ -32,12 +36,16 @@ DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "apikey",
     "api-key",
     "access_key",
+    "accesskey",
+    "account_key",
+    "accountkey",
     "private_key",
     "authorization",
     "credential",
     "cookie",
     "session",
     "csrf",
+    "dsn",
     "ssn",
     "card",
     "cvv",
@@ -72,74 +80,107 @@ ALWAYS_SENSITIVE_KEYS: frozenset[str] = frozenset(
     # Short query-string names that would match far too much as substrings.
     | {"key", "sig", "auth", "pass", "pin", "otp", "code_verifier", "client_secret"}
 )
+# Endings that make a key sensitive though the word alone is too common a substring (bypass).
+SENSITIVE_KEY_ENDINGS: tuple[str, ...] = ("_pass", "-pass", ".pass")
+# Settings and environment names that hold credentials by convention (case-sensitive: ``http.url``
+# or ``avatar_url`` are not settings): DATABASE_URL, BROKER_URI, SENTRY_DSN, CACHES' LOCATION,
+# STRIPE_KEY, SECRET_KEY.
+SETTINGS_KEY = re.compile(r"(?:[A-Z][A-Z0-9]*_)*(?:[A-Z0-9]+_(?:URLS?|URIS?|KEYS?)|DSN|LOCATION|SECRET[A-Z0-9_]*)")
+_SETTINGS_KEY_SOURCE = r"(?-i:[A-Z][A-Z0-9_]*_(?:URLS?|URIS?|KEYS?)|LOCATION)"
+
+# Authorization schemes whose name is kept in front of the masked credentials (any other scheme is
+# masked together with its credentials).
+KNOWN_SCHEMES: frozenset[str] = frozenset(
+    {"bearer", "basic", "digest", "token", "api-key", "apikey", "hmac", "hmac-sha256", "negotiate", "ntlm"}
+    | {"ssws", "dpop", "aws4-hmac-sha256", "sharedkey", "oauth", "mac", "key"}
+)
 
 # Issuer identification numbers of the card networks, so long digit runs (timestamps, order
 # numbers) that happen to pass Luhn are not taken for cards: Visa, Mastercard, Amex, Discover,
 # Diners, JCB, UnionPay.
 _CARD = (
-    r"(?<![\w-])(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|6(?:011|5|4[4-9]|2))"
+    r"(?<![\w-])(?:4|5[1-5]|2[2-7]|3[47]|35|3[0689]|6(?:011|5|4[4-9]|2))"
     r"(?:[ -]?\d){11,17}(?![\w-])"
 )
 
-VALUE_PATTERNS: dict[str, str] = {
-    "pem": r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-    "scheme": r"(?i:\b(?:bearer|basic|token|digest)\s+)(?P<scheme_value>[A-Za-z0-9._~+/=-]{8,})",
-    "jwt": r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
-    # Our API keys: "sops_<public prefix>_<secret>" (the prefix alone is harmless and logged).
-    "scaleops_key": r"\bsops_[a-z0-9]{12}_[A-Za-z0-9_-]{16,}",
-    "provider": (
-        r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
-        r"|\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"
-        r"|\bgh[pousr]_[A-Za-z0-9]{30,}"
-        r"|\bgithub_pat_[A-Za-z0-9_]{22,}"
-        r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"
-        r"|\bAIza[0-9A-Za-z_-]{35}"
-        r"|\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
-        r"|\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}"
-        r"|\bglpat-[A-Za-z0-9_-]{20,}"
-        r"|\bnpm_[A-Za-z0-9]{36}"
-    ),
-    # password=..., "token": "...", api_key: ..., in query strings, JSON, reprs; the key decides.
-    "key_value": (
-        r"(?<![A-Za-z0-9_.\-])(?P<kv_key>[A-Za-z0-9_.\-]{1,64})(?P<kv_sep>['\"]?\s*[=:]\s*[bru]?)"
-        r"(?P<kv_value>'[^'\n]*'|\"[^\"\n]*\"|(?i:(?:bearer|basic|token|digest)\s+)?[^\s'\"&,;)}\][]+)"
-    ),
-    "ssn": r"(?<![\w-])(?!000|666|9\d\d)\d{3}(?P<ssn_sep>[- ])(?!00)\d{2}(?P=ssn_sep)(?!0000)\d{4}(?![\w-])",
-    "card": _CARD,
-}
+# Where an unquoted value of a sensitive key ends: at the end of the line (a real one, or an escaped
+# "\n" inside a repr), or where the next field starts ("&user=", "; csrftoken=", ", 'user':",
+# " sslmode="). Not at plain spaces: "password=correct horse battery staple" is one value.
+_QUOTE = r"""(?:''|["'])"""  # '' is a quote inside an SQL string literal
+_NEXT_KEY = rf"\\*{_QUOTE}?[A-Za-z_][\w.-]{{0,63}}\\*{_QUOTE}?"
+# Checked only where a run of blanks starts ("(?<![ \t])"): checking inside the run too would
+# rescan it at every blank, quadratic on a long one.
+_FIELD_END = rf"(?=(?<![ \t])(?:[ \t]*[&;,][ \t]*{_NEXT_KEY}[ \t]*[=:]|[ \t]+{_NEXT_KEY}=|[ \t]*(?:\r|\n|\\[nr]|\Z)))"
+_LINE_END = r"(?=(?<![ \t])[ \t]*(?:\r|\n|\\[nr]|\Z))"
+# A quoted value runs to its closing quote, escapes honoured (a backslash run escapes the next
+# character, so repr-doubled escapes hold too). The first form wants the closing quote to be
+# followed by structure (",", "}", end of line): "ab\", cd" and 'it''s' stay one value.
+_STRUCTURE_AFTER = r"(?=[ \t]*(?:[,;&}\])>|#]|\\+[nrt]|\r|\n|\Z))"
 
-DIGIT_PATTERNS = ("ssn", "card")
-# Literal fragments that every value pattern needs (lower-cased). A text holding none of them, and
-# no run of four digits, cannot match, so the pattern regexes (slow in Python) are skipped.
-VALUE_TRIGGERS: tuple[str, ...] = (
-    "begin",
-    "bearer",
-    "basic",
-    "token",
-    "digest",
-    "eyj",
-    "sops_",
-    "akia",
-    "asia",
-    "_live_",
-    "_test_",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat",
-    "xox",
-    "aiza",
-    "sg.",
-    "sk-",
-    "glpat",
-    "npm_",
+
+def _quoted(name: str, longest: int | None = None) -> str:
+    # A run of backslashes escapes the next character, however long: a repr doubles them, and
+    # '"ab\\", cd"' in a repr is still one value. A doubled quote is an escape too (YAML, SQL).
+    repeat = "*?" if longest is None else f"{{0,{longest}}}?"
+    return rf"(?P<{name}>\\*{_QUOTE})(?:\\++.|(?P={name}){{2}}|[^\\\r\n]){repeat}(?P={name})"
+
+
+# The first form looks that far at most for a closing quote followed by structure: a line of many
+# keys whose quotes are never followed by structure would otherwise be scanned once per key.
+_LONGEST_QUOTED = 256
+
+
+# Each rule: its name (the replacement depends on it), its regex, and the literal fragments
+# (lower-cased) one of which it cannot match without. A rule runs only on text holding one of its
+# fragments: on ordinary log text, none does, and no rule regex runs at all.
+_PEM = (
+    r"-----BEGIN[A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+    r"(?:-----END[A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
 )
+# user:password@ (or a token@) in a URL of any scheme: userinfo runs to the last "@" of the
+# authority, as urllib reads it.
+_URL_USERINFO = r"://(?P<userinfo>[^\s/?#@\"<>\\]*(?:@[^\s/?#@\"<>\\]*)*)@(?=[^\s@])"
+_AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA", "ABIA", "ACCA")
+PROVIDER_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (rf"\b(?:{'|'.join(_AWS_PREFIXES)})[0-9A-Z]{{16}}\b", tuple(p.lower() for p in _AWS_PREFIXES)),
+    (r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", ("_live_", "_test_")),
+    (r"\bwhsec_[A-Za-z0-9]{24,}", ("whsec_",)),
+    (r"\bsq0(?:atp|csp)-[0-9A-Za-z_-]{22,}", ("sq0",)),
+    (r"\baccess_token\$(?:production|sandbox)\$[0-9a-z]{16}\$[0-9a-f]{32}", ("$production$", "$sandbox$")),
+    (
+        r"\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{22,}",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    (r"\bgl(?:pat|dt|rt|ptt|ft|soat)-[A-Za-z0-9_-]{20,}", ("glpat-", "gldt-", "glrt-", "glptt-", "glft-", "glsoat-")),
+    (r"\bxox[abposre]-[A-Za-z0-9-]{10,}|\bxapp-\d-[A-Za-z0-9-]{20,}", ("xox", "xapp-")),
+    (r"(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{16,}", ("hooks.slack.com/",)),
+    (r"(?<=discord\.com/api/webhooks/)\d+/[A-Za-z0-9_-]{40,}", ("discord.com/api/webhooks/",)),
+    (r"\bAIza[0-9A-Za-z_-]{35}|\bya29\.[0-9A-Za-z_-]{20,}|\bGOCSPX-[0-9A-Za-z_-]{20,}", ("aiza", "ya29.", "gocspx-")),
+    (r"\b[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34}", ("q~",)),  # Azure AD client secrets
+    (r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}", ("sg.",)),
+    (r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}", ("sk-",)),
+    (r"\bnpm_[A-Za-z0-9]{36}|\bpypi-[A-Za-z0-9_-]{50,}", ("npm_", "pypi-")),
+    (r"\bhvs\.[A-Za-z0-9_-]{24,}|\bsntry[su]_[A-Za-z0-9+/=_]{40,}", ("hvs.", "sntry")),
+)
+_JWT = r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+# Our API keys: "sops_<public prefix>_<secret>" (the prefix alone is harmless and logged).
+_SCALEOPS_KEY = r"\bsops_[a-z0-9]{12}_[A-Za-z0-9_-]{16,}"
+# Credentials after a scheme name in prose ("sent Bearer abc..."): headers are the key rule's.
+_SCHEME_NAMES = ("bearer", "basic", "token", "digest", "api-key", "apikey", "hmac", "ssws", "dpop", "negotiate", "ntlm")
+_SCHEME = rf"(?i:\b(?:{'|'.join(_SCHEME_NAMES)})[ \t]+)(?P<scheme_value>[A-Za-z0-9._~+/=-]{{8,}})"
+_SSN = r"(?<![\w-])(?!000|666|9\d\d)\d{3}(?P<ssn_sep>[- ])(?!00)\d{2}(?P=ssn_sep)(?!0000)\d{4}(?![\w-])"
+# Settings-style keys, lower-cased (the key rule itself is case-sensitive about them).
+_SETTINGS_TRIGGERS = ("_url", "_uri", "_key", "location")
+# Both digit rules need four digits in a row, and a run of 11 or more digits, spaces and dashes
+# (an SSN has 11, a card 13+); the first check is the cheapest, the second spares most numbers.
 _FOUR_DIGITS = re.compile(r"\d\d\d\d")
+_DIGIT_CANDIDATE = re.compile(r"\d[\d -]{9,}\d")
+# Percent-escapes: such text is checked once more, decoded.
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # The shortest text any rule can match ("pin=1234" has 8 characters; "pwd=x" 5).
 MIN_SECRET_TEXT = 5
 RECENT_SIZE = 2048
+_PLAIN_TYPES = frozenset({type(None), bool, int, float})
 RECENT_MAX_LENGTH = 256
 
 
@@ -160,6 +201,33 @@ def literal_trie_regex(words: Iterable[str]) -> str:
         return f"(?:{body})?" if "" in node else body
 
     return emit(trie)
+
+
+def key_value_pattern(words: Iterable[str]) -> str:
+    """The ``key=value`` rule for keys holding one of ``words`` (or settings-style names).
+
+    Two alternatives: ``Authorization`` headers (their value runs to the end of the line, commas
+    and all, as Digest and AWS4 credentials have them), then any other key, whose unquoted value
+    runs to the end of its field. The key alone decides later whether the value is masked.
+    """
+    key_chars = r"[\w.\-]"
+    separator = rf"\\*{_QUOTE}?[ \t]*(?:=>|:=|=|:)[ \t]*(?:[bru](?=[\"']))?"
+    auth_key = rf"(?P<auth_key>{key_chars}{{0,32}}?(?i:authori[sz]ation))"
+    auth_value = (
+        rf"(?P<auth_value>{_quoted('aq1', _LONGEST_QUOTED)}{_STRUCTURE_AFTER}|{_quoted('aq2')}|[^\r\n]+?{_LINE_END})"
+    )
+    any_key = (
+        rf"(?P<kv_key>{key_chars}{{0,48}}?(?i:{literal_trie_regex(sorted(words))}){key_chars}{{0,48}}"
+        rf"|{_SETTINGS_KEY_SOURCE})"
+    )
+    any_value = (
+        rf"(?P<kv_value>{_quoted('q1', _LONGEST_QUOTED)}{_STRUCTURE_AFTER}|{_quoted('q2')}|[^\r\n]+?{_FIELD_END})"
+    )
+    return (
+        # Not right after "/": "https://token:x@host" is the URL rule's.
+        rf"(?<![\w.\-/])(?:{auth_key}(?P<auth_sep>{separator}){auth_value}"
+        rf"|{any_key}(?P<kv_sep>{separator}){any_value})"
+    )
 
 
 def luhn_ok(digits: str) -> bool:
@@ -202,16 +270,38 @@ class Masker:
         self.max_depth = max_depth
         self.max_items = max_items
         self.max_string = max_string
-        self._word_steps = [
-            re.compile(f"(?P<{name}>{pattern})")
-            for name, pattern in VALUE_PATTERNS.items()
-            if name not in DIGIT_PATTERNS
-        ] + [re.compile(pattern) for pattern in self.extra_patterns]
-        self._digit_steps = [re.compile(f"(?P<{name}>{VALUE_PATTERNS[name]})") for name in DIGIT_PATTERNS]
-        self._key_value = self._word_steps[list(VALUE_PATTERNS).index("key_value")]
-        words = {*self.sensitive_keys, *ALWAYS_SENSITIVE_KEYS, *VALUE_TRIGGERS}
-        # Without a fixed trigger for the user's own patterns, they always run.
-        self._word_screen = None if self.extra_patterns else re.compile(literal_trie_regex(sorted(words)))
+        key_words = {*self.sensitive_keys, *ALWAYS_SENSITIVE_KEYS}
+        # Order matters: shapes first (a PEM block or a URL may sit in a key's value), then the
+        # scheme and key rules over what is left.
+        rules: list[tuple[str, str, tuple[str, ...]]] = [
+            ("pem", _PEM, ("-----begin",)),
+            ("url_userinfo", _URL_USERINFO, ("://",)),
+            *(("provider", pattern, triggers) for pattern, triggers in PROVIDER_RULES),
+            ("jwt", _JWT, ("eyj",)),
+            ("scaleops_key", _SCALEOPS_KEY, ("sops_",)),
+            ("scheme", _SCHEME, _SCHEME_NAMES),
+            ("key_value", key_value_pattern(key_words), (*sorted(key_words), *_SETTINGS_TRIGGERS)),
+        ]
+        self._rules = tuple(re.compile(f"(?P<{name}>{pattern})") for name, pattern, _ in rules)
+        self._key_value = self._rules[-1]
+        # Which rules a fragment calls for. The full scan reports the longest fragment starting at
+        # each position: a fragment also calls for the rules of those inside it ("api_key" for
+        # "api"'s, were it one), so no rule is left out.
+        calls: dict[str, set[int]] = {}
+        for index, (_, _, triggers) in enumerate(rules):
+            for word in triggers:
+                calls.setdefault(word, set()).add(index)
+        self._calls = {
+            word: frozenset().union(*(wanted for other, wanted in calls.items() if other in word)) for word in calls
+        }
+        trie = literal_trie_regex(sorted(calls))
+        # A quick search says whether any fragment is there (on most log text, none is); only then
+        # does the slower scan at every position (a lookahead, so fragments may overlap) say which.
+        self._screen = re.compile(trie)
+        self._screen_all = re.compile(f"(?=({trie}))")
+        # The user's own patterns have no known fragment: they run on every text.
+        self._extra_rules = tuple(re.compile(pattern) for pattern in self.extra_patterns)
+        self._digit_rules = (re.compile(f"(?P<ssn>{_SSN})"), re.compile(f"(?P<card>{_CARD})"))
         self.is_sensitive_key = functools.lru_cache(maxsize=4096)(self._is_sensitive_key)
         self._recent: dict[str, str] = {}
 
@@ -219,31 +309,74 @@ class Masker:
         lowered = key.lower()
         if lowered in ALWAYS_SENSITIVE_KEYS:
             return True
+        if SETTINGS_KEY.fullmatch(key) is not None or lowered.endswith(SENSITIVE_KEY_ENDINGS):
+            return True
         if not any(word in lowered for word in self.sensitive_keys):
             return False
         return not lowered.replace("-", "_").endswith(self.allowed_suffixes)
 
     def _replace(self, match: re.Match[str]) -> str:
         kind = match.lastgroup
+        if kind == "key_value":
+            return self._replace_key_value(match)
+        if kind == "url_userinfo":
+            userinfo = match.group("userinfo")
+            user, colon, _password = userinfo.partition(":")
+            if colon:
+                # Keep a user name ("app", "x-access-token"), never a key used as one.
+                kept = user if len(user) < 16 or not any(c.isdigit() for c in user) else MASK
+                return f"://{kept}:{MASK}@"
+            # A lone name (ssh://git@host) is no secret; a token used as a name (a DSN key) is.
+            if len(userinfo) >= 20 or (len(userinfo) >= 8 and any(c.isdigit() for c in userinfo)):
+                return f"://{MASK}@"
+            return match.group(0)
         if kind == "scheme":
             credential = match.group("scheme_value")
             # "invalid token provided" is prose, not a credential: require a digit or length.
             if len(credential) < 20 and not any(c.isdigit() for c in credential):
                 return match.group(0)
             return match.group(0)[: match.start("scheme_value") - match.start()] + MASK
-        if kind == "key_value":
-            key, separator, value = match.group("kv_key", "kv_sep", "kv_value")
-            if not self.is_sensitive_key(key.rsplit(".", 1)[-1]):
-                # Not a secret key, but the value may hold pairs of its own (url=/a?token=x).
-                return key + separator + self._key_value.sub(self._replace, value)
-            if value[0] in "'\"":
-                return f"{key}{separator}{value[0]}{MASK}{value[0]}"
-            return key + separator + MASK
         if kind == "card":
             digits = re.sub(r"[ -]", "", match.group(0))
             if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
                 return match.group(0)
         return MASK
+
+    def _replace_key_value(self, match: re.Match[str]) -> str:
+        auth_key = match.group("auth_key")
+        if auth_key is not None:
+            separator, value = match.group("auth_sep", "auth_value")
+            quote = match.group("aq1") or match.group("aq2")
+            inner = value[len(quote) : -len(quote)] if quote else value
+            scheme, space, rest = inner.partition(" ")
+            # "Bearer [MASKED]" reads better than "[MASKED]", and the scheme is no secret.
+            kept = f"{scheme} " if space and rest.strip() and scheme.lower() in KNOWN_SCHEMES else ""
+            if inner == kept + MASK:
+                return match.group(0)
+            return f"{auth_key}{separator}{quote or ''}{kept}{MASK}{quote or ''}"
+        key, separator, value = match.group("kv_key", "kv_sep", "kv_value")
+        if not self.is_sensitive_key(key.rsplit(".", 1)[-1]):
+            # Not a secret key (token_count=5), but its value may hold pairs of its own.
+            return key + separator + self._key_value.sub(self._replace, value)
+        quote = match.group("q1") or match.group("q2")
+        if quote:
+            return f"{key}{separator}{quote}{MASK}{quote}"
+        return key + separator + MASK
+
+    def _mask_shapes(self, text: str) -> str:
+        masked = text
+        lowered = text.lower()
+        if self._screen.search(lowered) is not None:
+            calls = self._calls
+            wanted = frozenset().union(*(calls[hit] for hit in set(self._screen_all.findall(lowered))))
+            for index in sorted(wanted):
+                masked = self._rules[index].sub(self._replace, masked)
+        for regex in self._extra_rules:
+            masked = regex.sub(self._replace, masked)
+        if _FOUR_DIGITS.search(masked) is not None and _DIGIT_CANDIDATE.search(masked) is not None:
+            for regex in self._digit_rules:
+                masked = regex.sub(self._replace, masked)
+        return masked
 
     def mask_text(self, text: str) -> str:
         """``text`` with every secret-shaped value replaced by ``[MASKED]``."""
@@ -252,13 +385,14 @@ class Masker:
         cached = self._recent.get(text)
         if cached is not None:
             return cached
-        masked = text
-        if self._word_screen is None or self._word_screen.search(text.lower()) is not None:
-            for regex in self._word_steps:
-                masked = regex.sub(self._replace, masked)
-        if _FOUR_DIGITS.search(masked) is not None:
-            for regex in self._digit_steps:
-                masked = regex.sub(self._replace, masked)
+        masked = self._mask_shapes(text)
+        if ("%" in masked and _PERCENT_ESCAPE.search(masked) is not None) or ("+" in masked and "=" in masked):
+            # A query string or URL hides its secrets behind escapes ("%3D", "+" for a space): look
+            # again, decoded, and show the decoded text only when that finds something.
+            decoded = unquote_plus(masked)
+            decoded_masked = self._mask_shapes(decoded)
+            if decoded_masked != decoded:
+                masked = decoded_masked
         if len(masked) > self.max_string:
             masked = masked[: self.max_string] + TRUNCATED
         if len(text) <= RECENT_MAX_LENGTH:
@@ -274,23 +408,42 @@ class Masker:
         Mappings and sequences are walked up to ``max_depth``; objects of other types become
         their masked ``str()``, so no ``repr`` can carry a secret past the masker.
         """
+        kind = type(value)
+        if kind in _PLAIN_TYPES:
+            return value
+        if kind is str:
+            return self.mask_text(value)
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, str):
             return self.mask_text(value)
         if depth >= self.max_depth and isinstance(value, (Mapping, list, tuple, set, frozenset)):
             return TRUNCATED
+        # Items: plain numbers and strings are handled here, not by a call per item.
+        mask_text, is_sensitive_key, deeper = self.mask_text, self.is_sensitive_key, depth + 1
         if isinstance(value, Mapping):
             result: dict[Any, Any] = {}
             for index, (key, item) in enumerate(value.items()):
                 if index >= self.max_items:
                     result[TRUNCATED] = f"{len(value) - index} more"
                     break
-                name = key if isinstance(key, str) else str(key)
-                result[name] = MASK if self.is_sensitive_key(name) else self.mask(item, depth + 1)
+                name = key if type(key) is str else str(key)
+                if is_sensitive_key(name):
+                    result[name] = MASK
+                elif type(item) in _PLAIN_TYPES:
+                    result[name] = item
+                else:
+                    result[name] = mask_text(item) if type(item) is str else self.mask(item, deeper)
             return result
         if isinstance(value, (list, tuple, set, frozenset)):
-            items = [self.mask(item, depth + 1) for _, item in zip(range(self.max_items), value, strict=False)]
+            items = [
+                item
+                if type(item) in _PLAIN_TYPES
+                else mask_text(item)
+                if type(item) is str
+                else self.mask(item, deeper)
+                for _, item in zip(range(self.max_items), value, strict=False)
+            ]
             if len(value) > self.max_items:
                 items.append(TRUNCATED)
             return items
