@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITH_SERVICES := $(PY) -m django_scaleops.testing.services run --
 
-.PHONY: install test test-installed fuzz demo bench lint format clean
+.PHONY: install test test-installed test-units fuzz demo bench lint format clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(VENV)/.installed
 test: install
 	$(WITH_SERVICES) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-installed
+
+# Tests that need no server, with settings that reach none (quick, and for machines without servers).
+test-units: install
+	$(PY) -m pytest -m units -o scaleops_services=false --ds=tests.settings_units $(PYTEST_ARGS)
 
 test-installed: install
 	$(WITH_SERVICES) $(PY) tests/run_installed.py
@@ -40,8 +44,8 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	# mypy's Django plugin imports the test settings, which want servers.
-	$(WITH_SERVICES) $(VENV)/bin/mypy django_scaleops example_project tests benchmarks
+	# mypy's Django plugin reads tests.settings_units, which starts no server.
+	$(VENV)/bin/mypy django_scaleops example_project tests benchmarks
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -4,52 +4,9 @@ from __future__ import annotations
 
 from django_scaleops.testing.env import database_from_url, redis_cache_from_url
 from django_scaleops.testing.services import ensure_services
+from tests.settings_common import *  # noqa: F403
 
 _services = ensure_services()
-
-SECRET_KEY = "tests-only-not-secret"
-DEBUG = False
-USE_TZ = True
-TIME_ZONE = "UTC"
-ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
-
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django_scaleops",
-    "example_project.chat",
-    "tests.monitoringapp",
-    "tests.bulkapp",
-    "tests.routerapp",
-    "tests.cacheapp",
-    "tests.partitionapp",
-]
-
-MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-]
-
-ROOT_URLCONF = "example_project.urls"
-
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
 
 TEST_DATABASE_NAME = "test_scaleops"
 
@@ -72,6 +29,3 @@ DATABASES = {
 }
 
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"])}
-
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -27,6 +27,7 @@ def kept(ids: list[str]) -> float:
     return sum(sampling.keep(i, RATE) for i in ids) / len(ids)
 
 
+@pytest.mark.units
 def test_ids_a_client_picks_to_be_traced_are_kept_only_at_the_plain_rate():
     picked = [i for i in IDS if unkeyed_keep(i)]  # what a client could precompute before
     assert len(picked) > 1500
@@ -35,6 +36,7 @@ def test_ids_a_client_picks_to_be_traced_are_kept_only_at_the_plain_rate():
     assert 0.06 < kept(never) < 0.14
 
 
+@pytest.mark.units
 def test_the_decision_is_stable_and_follows_the_secret():
     with override_settings(SCALEOPS_APM_SAMPLING_SECRET="a" * 40):
         first = [sampling.keep(i, RATE) for i in IDS[:5000]]
@@ -47,6 +49,7 @@ def test_the_decision_is_stable_and_follows_the_secret():
     assert 0.07 < sum(other) / 5000 < 0.13
 
 
+@pytest.mark.units
 def test_a_guessed_secret_key_derivation_does_not_reproduce_the_decision():
     from django.conf import settings
 
@@ -65,6 +68,7 @@ def test_the_middleware_uses_the_keyed_decision():
         assert Client().get("/api/conversations/", HTTP_X_REQUEST_ID=request_id)["X-Request-ID"] == request_id
 
 
+@pytest.mark.units
 def test_a_short_secret_is_reported():
     with override_settings(SCALEOPS_APM_SAMPLING_SECRET="short"), pytest.raises(SystemCheckError, match="W014"):
         call_command("check", fail_level="WARNING")

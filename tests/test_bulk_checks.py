@@ -7,6 +7,8 @@ from django.test.utils import override_settings
 
 from django_scaleops.bulk.checks import check_bulk_settings
 
+pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)
+
 
 def test_defaults_pass():
     assert check_bulk_settings() == []

@@ -16,6 +16,8 @@ from django_scaleops.conf import Settings, conf
 from django_scaleops.progress import ProgressBar
 from django_scaleops.testing.env import database_from_url, redis_cache_from_url
 
+pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)
+
 
 def scaleops_messages():
     return [m for m in run_checks() if m.id and m.id.startswith("scaleops.")]

@@ -13,6 +13,8 @@ from django.test import Client, override_settings
 
 from django_scaleops.http.negotiation import choose_encoding, offered_encodings, parse_accept_encoding
 
+pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)
+
 BASE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

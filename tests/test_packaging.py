@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import trove_classifiers
 
+pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "django_scaleops"
 

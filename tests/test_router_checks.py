@@ -13,6 +13,8 @@ from django.test import override_settings
 from django_scaleops.db.checks import check_router
 from tests.router_helpers import MIDDLEWARE, ROUTER
 
+pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)
+
 
 def ids(**overrides: object) -> list[str]:
     overrides.setdefault("MIDDLEWARE", [MIDDLEWARE])
