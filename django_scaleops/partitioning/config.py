@@ -17,7 +17,6 @@ model without touching its code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -25,21 +24,13 @@ from django.apps import apps
 from django.db import models
 
 from django_scaleops.conf import conf
+from django_scaleops.managers import ScaleOpsManager
 from django_scaleops.partitioning.errors import PartitioningError
 from django_scaleops.partitioning.identifiers import check_identifier, column_of
 from django_scaleops.partitioning.intervals import INTERVALS
 
-
-class PartitionedQuerySet(models.QuerySet[Any]):
-    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
-        from django_scaleops.partitioning.constraints import fill_partition_keys
-
-        objs = list(objs)
-        fill_partition_keys(self.model, objs, using=self.db)
-        return super().bulk_create(objs, *args, **kwargs)
-
-
-PartitionedManager = models.Manager.from_queryset(PartitionedQuerySet)
+# Kept for code that imported it from here: ScaleOpsManager is PartitionedModel's manager now.
+PartitionedManager = ScaleOpsManager
 
 
 class PartitionedModel(models.Model):
@@ -51,7 +42,7 @@ class PartitionedModel(models.Model):
     parent's, in ``save()`` and ``bulk_create()``.
     """
 
-    objects = PartitionedManager()
+    objects = ScaleOpsManager()  # bulk operations, cached reads and partition keys filled from parents
 
     class Meta:
         abstract = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,8 @@ from django.utils import timezone
 from django_scaleops.progress import ProgressBar
 from example_project.chat.models import Conversation, ConversationMessage, Message, MessageRecipient
 
+# MessageRecipient rows as tuples, in this order (batch_create's fields=).
+RECIPIENT_FIELDS = ["message_id", "recipient_id", "status", "delivered_at", "read_at", "created_at"]
 WORDS = [
     "ok",
     "thanks",
@@ -104,24 +107,29 @@ class Command(BaseCommand):
                 times = sorted(start + timedelta(seconds=rng.random() * span) for _ in range(count))
                 placed = [(rng.choice(convs).pk, at) for at in times]
                 with transaction.atomic(using=db):
-                    batch = Message.objects.using(db).bulk_create(
+                    # Messages need their keys (the other rows point at them): INSERT ... RETURNING,
+                    # which sets each instance's pk.
+                    sent = [
                         Message(
                             sender_id=rng.choice(members[conv_id]),
                             body=" ".join(rng.choices(WORDS, k=rng.randint(3, 25))),
                             created_at=at,
                         )
                         for conv_id, at in placed
+                    ]
+                    Message.objects.using(db).batch_create(sent, returning=True)
+                    # The rest as tuples by binary COPY: the fast road.
+                    ConversationMessage.objects.using(db).batch_create(
+                        ((conv_id, m.pk, at) for m, (conv_id, at) in zip(sent, placed, strict=True)),
+                        fields=["conversation_id", "message_id", "created_at"],
                     )
-                    ConversationMessage.objects.using(db).bulk_create(
-                        ConversationMessage(conversation_id=conv_id, message_id=m.pk, created_at=at)
-                        for m, (conv_id, at) in zip(batch, placed, strict=True)
-                    )
-                    MessageRecipient.objects.using(db).bulk_create(
-                        [
+                    MessageRecipient.objects.using(db).batch_create(
+                        (
                             row
-                            for m, (conv_id, _) in zip(batch, placed, strict=True)
+                            for m, (conv_id, _) in zip(sent, placed, strict=True)
                             for row in self._recipients(rng, m, members[conv_id], now)
-                        ]
+                        ),
+                        fields=RECIPIENT_FIELDS,
                     )
                 for conv_id, at in placed:
                     last_at[conv_id] = max(at, last_at.get(conv_id, at))
@@ -133,8 +141,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Seeded {messages} messages in {conversations} conversations."))
 
     @staticmethod
-    def _recipients(rng: random.Random, message: Message, members: list[int], now: Any) -> list[MessageRecipient]:
-        rows = []
+    def _recipients(rng: random.Random, message: Message, members: list[int], now: Any) -> Iterator[tuple[Any, ...]]:
+        """Delivery rows of one message (all members but its sender), as RECIPIENT_FIELDS tuples."""
         for uid in members:
             if uid == message.sender_id:
                 continue
@@ -147,14 +155,11 @@ class Command(BaseCommand):
                     if read < now and rng.random() < 0.8
                     else MessageRecipient.Status.DELIVERED
                 )
-            rows.append(
-                MessageRecipient(
-                    message=message,
-                    recipient_id=uid,
-                    status=status,
-                    delivered_at=delivered if status != MessageRecipient.Status.SENT else None,
-                    read_at=read if status == MessageRecipient.Status.READ else None,
-                    created_at=message.created_at,
-                )
+            yield (
+                message.pk,
+                uid,
+                status,
+                delivered if status != MessageRecipient.Status.SENT else None,
+                read if status == MessageRecipient.Status.READ else None,
+                message.created_at,
             )
-        return rows
