@@ -96,7 +96,7 @@ def per_query_us(wrapper: Any | None) -> float:
 
 def main() -> None:
     # Figures stay in this process: the benchmark measures the hot path, not Redis.
-    with override_settings(SCALEOPS_MONITOR_REDIS_CACHE=None):
+    with override_settings(SCALEOPS_MONITOR_CACHE_ALIAS=None):
         uninstall()  # wrappers are added explicitly per round below
         monitor.active = True
         monitor.configure()

@@ -31,3 +31,7 @@ class ScaleOpsConfig(AppConfig):
         register(checks.check_settings)
         for path in CAPABILITIES_READY:
             import_string(path)()
+        # Last: the capabilities above have said which execute wrappers they need.
+        from django_scaleops import wrappers
+
+        wrappers.connect()

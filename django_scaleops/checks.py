@@ -1,6 +1,11 @@
 """Django system checks. IDs by area: E0xx/W0xx settings, E1xx router, E2xx throttling,
 E3xx cache, E4xx partitions, E5xx PgBouncer, E6xx HTTP, E7xx bulk.
 
+Every ID names one problem: ``tests/test_foundation.py`` asserts that each appears at a single
+call site. The values of settings, each against its own declaration in ``conf`` (type, range,
+choices), are checked here once for all; each capability's checks module keeps what involves
+several settings or other Django settings (middleware order, aliases in DATABASES or CACHES).
+
 Adding the app to a project breaks nothing: a capability whose server is missing (PostgreSQL,
 a django-redis cache) gets a warning naming what to configure, and an error only once the
 project switches that capability on (its middleware, manager, model base class or router).
@@ -16,35 +21,60 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.db import models
 
-from django_scaleops.conf import PREFIX, Settings
+from django_scaleops.conf import PREFIX, Setting, Settings
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Flag misspelt ``SCALEOPS_*`` names and values of the wrong type."""
+    """Flag misspelt and old ``SCALEOPS_*`` names, and values of the wrong type, out of range or choices."""
     declared = Settings.declared()
+    renamed = Settings.renamed()
     messages: list[CheckMessage] = []
     for name in sorted(n for n in dir(settings) if n.startswith(PREFIX)):
-        setting = declared.get(name)
+        current = renamed.get(name, name)
+        setting = declared.get(current)
         if setting is None:
-            close = difflib.get_close_matches(name, declared, n=1)
-            hint = f"Did you mean {close[0]}?" if close else "See docs/settings.md for the settings that exist."
+            close = difflib.get_close_matches(name, [*declared, *renamed], n=1)
+            hint = (
+                f"Did you mean {renamed.get(close[0], close[0])}?"
+                if close
+                else "See docs/settings.md for the settings that exist."
+            )
             messages.append(
                 Warning(f"{name} is not a django-scaleops setting and is ignored.", hint=hint, id="scaleops.W001")
             )
             continue
-        value = getattr(settings, name)
-        if not setting.is_valid(value):
-            expected = " or ".join(
-                t.__name__ for t in (setting.types if isinstance(setting.types, tuple) else (setting.types,))
-            )
+        if current != name:
+            if hasattr(settings, current):
+                messages.append(
+                    Error(
+                        f"Both {name} and {current} are set: {name} is the old name of {current} and is ignored.",
+                        hint=f"Remove {name} (value {getattr(settings, name)!r}); keep {current}.",
+                        id="scaleops.E004",
+                    )
+                )
+                continue
             messages.append(
-                Error(
-                    f"{name} must be {expected}, not {type(value).__name__} ({value!r}).",
-                    hint=f"{setting.doc} Default: {setting.default!r}.",
-                    id="scaleops.E001",
+                Warning(
+                    f"{name} has been renamed {current}; the old name still works for now.",
+                    hint=f"Rename it to {current} in your settings (docs/settings.md lists every renamed setting).",
+                    id="scaleops.W002",
                 )
             )
+        messages += _value_messages(name, setting, getattr(settings, name))
     return messages
+
+
+def _value_messages(name: str, setting: Setting[Any], value: Any) -> list[CheckMessage]:
+    fault = setting.fault(value)
+    if fault is None:
+        return []
+    # At run time the value reads as the default (conf.Setting.__get__), so say which.
+    hint = f"{setting.doc} Default: {setting.default!r}, used until this is fixed."
+    if fault.kind == "type":
+        return [Error(f"{name} {fault.text}.", hint=hint, id="scaleops.E001")]
+    if fault.kind == "range":
+        return [Error(f"{name} {fault.text}.", hint=hint, id="scaleops.E002")]
+    return [Error(f"{name} {fault.text}.", hint=hint, id="scaleops.E003")]
 
 
 DJANGO_REDIS_BACKEND_PREFIX = "django_redis."

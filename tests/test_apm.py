@@ -397,7 +397,7 @@ def test_checks_are_bound_and_metrics_published() -> None:
     from django_scaleops import metrics
     from django_scaleops.apm import record_metric
 
-    with override_settings(SCALEOPS_APM_SAMPLE_RATE=2.0), pytest.raises(SystemCheckError, match=r"scaleops\.E011"):
+    with override_settings(SCALEOPS_APM_SAMPLE_RATE=2.0), pytest.raises(SystemCheckError, match=r"scaleops\.E002"):
         call_command("check")
     from django_scaleops.apm.checks import MIDDLEWARE_PATH, check_observability
 

@@ -6,6 +6,7 @@ from django.core.management.base import SystemCheckError
 from django.test.utils import override_settings
 
 from django_scaleops.bulk.checks import check_bulk_settings
+from django_scaleops.checks import check_settings
 
 pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)
 
@@ -16,12 +17,12 @@ def test_defaults_pass():
 
 @override_settings(SCALEOPS_BULK_BATCH_SIZE=0, SCALEOPS_BULK_MAX_RETRIES=-1)
 def test_values_below_the_minimum_are_errors_and_the_check_is_bound():
-    messages = check_bulk_settings()
+    messages = check_settings()
     assert [(m.id, m.msg) for m in messages] == [
-        ("scaleops.E701", "SCALEOPS_BULK_BATCH_SIZE must be at least 1, not 0."),
-        ("scaleops.E701", "SCALEOPS_BULK_MAX_RETRIES must be at least 0, not -1."),
+        ("scaleops.E002", "SCALEOPS_BULK_BATCH_SIZE must be at least 1, not 0."),
+        ("scaleops.E002", "SCALEOPS_BULK_MAX_RETRIES must be at least 0, not -1."),
     ]
-    with pytest.raises(SystemCheckError, match="E701"):
+    with pytest.raises(SystemCheckError, match="E002"):
         call_command("check")
 
 

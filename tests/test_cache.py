@@ -33,6 +33,7 @@ from django_scaleops.cache.checks import check_cache
 from django_scaleops.cache.invalidation import _declared, wrote_in_transaction
 from django_scaleops.cache.keys import written_tables
 from django_scaleops.cache.warmers import unregister_warmer
+from django_scaleops.checks import check_settings
 from django_scaleops.signals import bulk_rows_written
 from tests.cacheapp.helpers import clean_cache, install_probe, probe_calls, stamp  # noqa: F401
 from tests.cacheapp.models import Author, Book, Probe
@@ -419,7 +420,7 @@ def test_system_checks():
     with override_settings(CACHES=locmem):
         assert [m.id for m in check_cache()] == ["scaleops.E302"]
     with override_settings(SCALEOPS_CACHE_LEASE_WAIT_MS=0, SCALEOPS_CACHE_STALE_GRACE=-1):
-        assert [m.id for m in check_cache()] == ["scaleops.E303", "scaleops.E303"]
+        assert [m.id for m in check_settings()] == ["scaleops.E002", "scaleops.E002"]
     with override_settings(SCALEOPS_CACHE_DEPENDENCIES={"cacheapp.Book": ["cacheapp.Nope"]}):
         (message,) = check_cache()
         assert message.id == "scaleops.E304" and "cacheapp.Nope" in message.msg
@@ -575,7 +576,7 @@ def test_statistics_are_flushed_to_redis_as_cluster_totals():
     assert figures["cluster"]["prefixes"]["cl"]["misses"] == 1
     cluster.flush()  # nothing new: no double counting
     assert cluster.snapshot()["prefixes"]["cl"]["hits"] == 6
-    with override_settings(SCALEOPS_CACHE_STATS_FLUSH_SECONDS=0):
+    with override_settings(SCALEOPS_CACHE_STATS_FLUSH_INTERVAL=0):
         assert "cluster" not in metrics.collect()["cache"]
 
 

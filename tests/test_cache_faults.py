@@ -31,7 +31,7 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
     return False
 
 
-@override_settings(SCALEOPS_CACHE_RETRY_AFTER=0.2)
+@override_settings(SCALEOPS_CACHE_BREAKER_COOLDOWN=0.2)
 def test_redis_down_reads_the_database_then_recovers(services, caplog, django_assert_num_queries):
     author = Author.objects.create(name="Ada")
     Book.objects.create(title="A1", author=author, pages=10)
@@ -117,11 +117,11 @@ def test_invalidations_missed_during_a_partition_are_applied_on_recovery(django_
     names = lambda: Author.objects.order_by("name").cached_values_list("name", flat=True, timeout=60)  # noqa: E731
     assert names() == ["Ada"]
     unreachable = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:9/0"}}
-    with override_settings(CACHES=unreachable, SCALEOPS_CACHE_RETRY_AFTER=0):
+    with override_settings(CACHES=unreachable, SCALEOPS_CACHE_BREAKER_COOLDOWN=0):
         Author.objects.update(name="Bea")  # the stamp bump cannot be delivered: it is owed
         assert names() == ["Bea"]
         assert stats.snapshot()["redis_available"] is False
-    with override_settings(SCALEOPS_CACHE_RETRY_AFTER=0):
+    with override_settings(SCALEOPS_CACHE_BREAKER_COOLDOWN=0):
         # Redis still holds the "Ada" entry under the old stamp; the owed bump must come first.
         assert names() == ["Bea"]
         with django_assert_num_queries(0):
@@ -130,7 +130,7 @@ def test_invalidations_missed_during_a_partition_are_applied_on_recovery(django_
 
 
 def test_l1_is_flushed_and_off_while_its_channel_is_down(services):
-    with override_settings(SCALEOPS_CACHE_L1_TIMEOUT=60, SCALEOPS_CACHE_RETRY_AFTER=0.2):
+    with override_settings(SCALEOPS_CACHE_L1_TIMEOUT=60, SCALEOPS_CACHE_BREAKER_COOLDOWN=0.2):
         assert wait_until(l1.usable)
         assert with_cache("l1-down:k", lambda: "v1", 60) == "v1"
         assert with_cache("l1-down:k", lambda: "v1", 60) == "v1"
@@ -144,7 +144,7 @@ def test_l1_is_flushed_and_off_while_its_channel_is_down(services):
         finally:
             services.redis.start()
         assert wait_until(l1.usable)
-        # Recovery is noticed on a later call (RETRY_AFTER): wait until a value is stored again.
+        # Recovery is noticed on a later call (BREAKER_COOLDOWN): wait until a value is stored again.
         assert wait_until(
             lambda: (
                 with_cache("l1-down:k", lambda: "v2", 60) == "v2" and with_cache("l1-down:k", lambda: "x", 60) == "v2"

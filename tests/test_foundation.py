@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from io import StringIO
 from pathlib import Path
@@ -89,11 +90,11 @@ def test_progress_bar_with_zero_total():
     assert "100% 0/0" in out.getvalue()
 
 
-@override_settings(SCALEOPS_SLOW_QUERY_MS="100")
+@override_settings(SCALEOPS_MONITOR_SLOW_QUERY_MS="100")
 def test_wrong_type_is_an_error_naming_the_value():
     messages = [m for m in scaleops_messages() if m.id == "scaleops.E001"]
     assert len(messages) == 1
-    assert "SCALEOPS_SLOW_QUERY_MS" in messages[0].msg
+    assert "SCALEOPS_MONITOR_SLOW_QUERY_MS" in messages[0].msg
     assert "'100'" in messages[0].msg
 
 
@@ -102,18 +103,99 @@ def test_a_bool_is_not_a_number():
     assert "scaleops.E001" in [m.id for m in scaleops_messages()]
 
 
-@override_settings(SCALEOPS_SLOW_QUERY_MS="100")
+@override_settings(SCALEOPS_MONITOR_SLOW_QUERY_MS="100")
 def test_a_value_of_the_wrong_type_reads_as_the_default():
-    default = Settings.declared()["SCALEOPS_SLOW_QUERY_MS"].default
-    value = conf.SCALEOPS_SLOW_QUERY_MS
+    default = Settings.declared()["SCALEOPS_MONITOR_SLOW_QUERY_MS"].default
+    value = conf.SCALEOPS_MONITOR_SLOW_QUERY_MS
     assert value == default
 
 
+PACKAGE = Path(__file__).resolve().parent.parent / "django_scaleops"
+SETTINGS_DOC = PACKAGE.parent / "docs" / "settings.md"
+CHECK_ID = re.compile(r"scaleops\.[EW]\d{3}")
+# What a check returns; each is built with the ID of the one problem it reports.
+MESSAGE_CLASSES = {"CheckMessage", "Debug", "Info", "Warning", "Error", "Critical"}
+
+
+def check_id_sites():
+    """Every check message built in the package: its ID -> [(file:line, class name)]."""
+    sites: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if callee not in MESSAGE_CLASSES:
+                continue
+            where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+            given = next((keyword.value for keyword in node.keywords if keyword.arg == "id"), None)
+            # A literal at the call site, so that this test sees which problem each ID names.
+            assert isinstance(given, ast.Constant) and isinstance(given.value, str), f"{where}: id must be a literal"
+            sites.setdefault(given.value, []).append((where, callee))
+    return sites
+
+
+def test_every_check_id_names_one_problem():
+    sites = check_id_sites()
+    assert sites, "no check message found: the scan is broken"
+    shared = {check_id: [where for where, _ in found] for check_id, found in sites.items() if len(found) > 1}
+    assert shared == {}, "a check ID is used at more than one call site (for more than one problem)"
+    for check_id, [(where, callee)] in sites.items():
+        assert CHECK_ID.fullmatch(check_id), f"{where}: {check_id!r} is not scaleops.E### or scaleops.W###"
+        expected = "Error" if check_id.startswith("scaleops.E") else "Warning"
+        assert callee == expected, f"{where}: {check_id} is built as {callee}, not {expected}"
+
+
 def test_every_check_id_is_documented_once():
-    root = Path(__file__).resolve().parent.parent
-    used = set()
-    for path in (root / "django_scaleops").rglob("*.py"):
-        used |= set(re.findall(r"scaleops\.[EW]\d{3}", path.read_text()))
-    documented = re.findall(r"^\| `(scaleops\.[EW]\d{3})`", (root / "docs" / "settings.md").read_text(), re.M)
+    used = set(check_id_sites())
+    documented = re.findall(r"^\| `(scaleops\.[EW]\d{3})`", SETTINGS_DOC.read_text(), re.M)
     assert len(documented) == len(set(documented)), "an ID is documented twice"
     assert used - set(documented) == set(), "check IDs used in code but missing from docs/settings.md"
+    assert set(documented) - used == set(), "check IDs documented in docs/settings.md but never used"
+
+
+def test_the_package_mentions_only_check_ids_that_exist():
+    used = set(check_id_sites())
+    for path in PACKAGE.rglob("*.py"):
+        stale = set(CHECK_ID.findall(path.read_text())) - used
+        assert stale == set(), f"{path.name} mentions retired or unknown check IDs"
+
+
+def documented_settings():
+    """Setting name -> its cells (type, default, limits, meaning) in docs/settings.md."""
+    rows = {}
+    for line in SETTINGS_DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"`SCALEOPS_[A-Z0-9_]+`", cells[0]):
+            name = cells[0].strip("`")
+            assert name not in rows, f"{name} is documented twice"
+            rows[name] = cells[1:]
+    return rows
+
+
+def test_every_setting_is_documented_with_its_limits():
+    rows = documented_settings()
+    declared = Settings.declared()
+    assert set(rows) == set(declared)
+    for name, setting in declared.items():
+        limits = rows[name][2]
+        if setting.limits():
+            assert limits == setting.limits() or limits.startswith(setting.limits() + "; "), name
+        else:
+            # Free text allowed where a capability's own check enforces it, e.g. "a rate that parses (`E209`)".
+            assert not limits or re.search(r"\(`[EW]\d{3}`\)$", limits), name
+
+
+def test_every_renamed_setting_is_documented_with_its_old_name():
+    text = SETTINGS_DOC.read_text()
+    for old, new in Settings.renamed().items():
+        assert re.search(rf"^\| `{old}` \| `{new}`", text, re.M), f"{old} -> {new} is not in Renamed settings"
+
+
+def test_setting_names_follow_the_pattern():
+    areas = {"LOG", "APM", "ROUTER", "PARTITION", "THROTTLE", "BULK", "CACHE", "MONITOR", "HTTP", "PGBOUNCER"}
+    for name in Settings.declared():
+        assert re.fullmatch(r"SCALEOPS_[A-Z0-9]+_[A-Z0-9_]+", name), name
+        assert name.split("_")[1] in areas, f"{name}: unknown area"
+        # "Which cache alias" is spelt one way: <AREA>_CACHE_ALIAS (the cache's own: SCALEOPS_CACHE_ALIAS).
+        assert not re.search(r"_(REDIS_)?CACHE$", name), f"{name}: a cache alias is named *_CACHE_ALIAS"

@@ -49,7 +49,7 @@ def captured() -> Iterator[io.StringIO]:
 @STACK
 def test_one_request_id_in_the_header_the_request_line_and_every_slow_query(captured, monitoring):  # noqa: F811
     api_key, secret = make_key("Standard")
-    with override_settings(SCALEOPS_SLOW_QUERY_MS=0):  # every query counts as slow here
+    with override_settings(SCALEOPS_MONITOR_SLOW_QUERY_MS=0):  # every query counts as slow here
         response = Client().get("/api/conversations/", HTTP_X_API_KEY=secret, HTTP_X_REQUEST_ID="req-42.a:b")
     assert response.status_code == 200
     assert response["X-Request-ID"] == "req-42.a:b"

@@ -28,6 +28,7 @@ from django_scaleops.apm import (
     track_timing,
 )
 from django_scaleops.apm.checks import check_observability
+from django_scaleops.checks import check_settings
 from django_scaleops.context import request_id_scope
 from django_scaleops.logging import JsonFormatter, MaskingFilter, ReadableFormatter, RequestIdFilter, build_logging
 
@@ -134,16 +135,15 @@ def test_checks_flag_bad_observability_settings() -> None:
             "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
         ],
     ):
-        messages = check_observability()
+        messages = check_observability() + check_settings()
     ids = sorted(m.id for m in messages if m.id)
     assert ids == [
-        "scaleops.E010",
-        "scaleops.E011",
+        "scaleops.E002",
+        "scaleops.E003",
+        "scaleops.E003",
         "scaleops.E012",
         "scaleops.E013",
         "scaleops.E014",
-        "scaleops.E015",
-        "scaleops.W011",
         "scaleops.W012",
     ]
     assert all(isinstance(m, (Error, Warning)) and m.hint for m in messages)

@@ -201,7 +201,7 @@ def test_one_slow_query_one_event_and_fast_ones_none(monitoring, caplog):
     assert stats.alias_slow["default"] == 1
 
 
-@override_settings(SCALEOPS_SLOW_QUERY_MS=5)
+@override_settings(SCALEOPS_MONITOR_SLOW_QUERY_MS=5)
 @pytest.mark.django_db
 def test_threshold_setting_is_honoured(monitoring, caplog):
     caplog.set_level(logging.WARNING, logger=SLOW_LOGGER)
@@ -297,7 +297,7 @@ def test_health_needs_a_minimum_sample():
 
 
 @pytest.mark.parametrize(("slow", "expected"), [(499, "healthy"), (500, "degraded"), (1001, "unhealthy")])
-@override_settings(SCALEOPS_MONITOR_REDIS_CACHE=None)
+@override_settings(SCALEOPS_MONITOR_CACHE_ALIAS=None)
 def test_health_from_the_sliding_window(monitoring, slow, expected):
     assert query_report()["health"]["status"] == "unknown"  # an empty window
     for index in range(10_000):
@@ -408,15 +408,15 @@ def test_checks_are_clean_by_default():
 @override_settings(
     SCALEOPS_MONITOR_DEGRADED_SHARE=0.2,
     SCALEOPS_MONITOR_UNHEALTHY_SHARE=0.1,
-    SCALEOPS_SLOW_QUERY_MS=0,
+    SCALEOPS_MONITOR_SLOW_QUERY_MS=0,
     SCALEOPS_MONITOR_TOKEN="short",
 )
 def test_bad_monitor_settings_are_flagged():
-    assert monitoring_check_ids() == ["scaleops.E651", "scaleops.E652", "scaleops.W652"]
+    assert monitoring_check_ids() == ["scaleops.E651", "scaleops.W652"]
 
 
 @override_settings(
-    SCALEOPS_MONITOR_REDIS_CACHE="locmem",
+    SCALEOPS_MONITOR_CACHE_ALIAS="locmem",
     CACHES={
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -675,7 +675,7 @@ def test_checks_reject_unshared_cache_and_bad_middleware():
     locmem = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=locmem):
         assert _ids() == ["scaleops.E202"]
-    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_CACHE="nope"):
+    with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], SCALEOPS_THROTTLE_CACHE_ALIAS="nope"):
         assert _ids() == ["scaleops.E201"]
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH, MIDDLEWARE_PATH], CACHES=FAST_CACHES):
         assert _ids() == ["scaleops.E203"]
@@ -690,7 +690,7 @@ def test_checks_reject_unshared_cache_and_bad_middleware():
     ):
         assert _ids() == ["scaleops.E205"]
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES, SCALEOPS_THROTTLE_PROXY_COUNT=-1):
-        assert _ids() == ["scaleops.E206"]
+        assert [m.id for m in run_checks() if m.id == "scaleops.E002"] == ["scaleops.E002"]
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH], CACHES=FAST_CACHES):
         assert _ids() == []
     with override_settings(MIDDLEWARE=[MIDDLEWARE_PATH]):
@@ -903,11 +903,11 @@ def test_revoking_drops_this_instances_leases():
 
 @override_settings(SCALEOPS_THROTTLE_LEASE_MAX=-1, SCALEOPS_THROTTLE_LEASE_SECONDS=0)
 def test_checks_reject_bad_lease_settings():
-    from django_scaleops.ratelimit.checks import check_throttle_settings
+    from django_scaleops.checks import check_settings
 
-    messages = [(m.id, m.msg) for m in check_throttle_settings()]
-    assert ("scaleops.E206", "SCALEOPS_THROTTLE_LEASE_MAX must be >= 0, not -1.") in messages
-    assert ("scaleops.E206", "SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not 0.") in messages
+    messages = [(m.id, m.msg) for m in check_settings()]
+    assert ("scaleops.E002", "SCALEOPS_THROTTLE_LEASE_MAX must be at least 0, not -1.") in messages
+    assert ("scaleops.E002", "SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not 0.") in messages
 
 
 @throttled

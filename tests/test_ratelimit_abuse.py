@@ -532,17 +532,18 @@ def test_your_own_update_then_publish_key_changes_is_as_fast():
     [
         ("SCALEOPS_THROTTLE_AUTH_FAILURE_RATE", "lots", "scaleops.E209"),
         ("SCALEOPS_THROTTLE_STATUS_RATE", "1/fortnight", "scaleops.E209"),
-        ("SCALEOPS_THROTTLE_KEY_CACHE_SIZE", 0, "scaleops.E206"),
-        ("SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE", -1, "scaleops.E206"),
-        ("SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL", 0, "scaleops.E206"),
-        ("SCALEOPS_THROTTLE_ROLLUP_LOCK_TTL", 0, "scaleops.E206"),
+        ("SCALEOPS_THROTTLE_KEY_CACHE_SIZE", 0, "scaleops.E002"),
+        ("SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE", -1, "scaleops.E002"),
+        ("SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL", 0, "scaleops.E002"),
+        ("SCALEOPS_THROTTLE_ROLLUP_LOCK_TTL", 0, "scaleops.E002"),
     ],
 )
 def test_checks_reject_bad_abuse_settings(name, value, check_id):
+    from django_scaleops.checks import check_settings
     from django_scaleops.ratelimit.checks import check_throttle_settings
 
     with override_settings(**{name: value}):
-        found = [(m.id, m.msg) for m in check_throttle_settings()]
+        found = [(m.id, m.msg) for m in check_throttle_settings() + check_settings()]
     assert [i for i, _ in found] == [check_id]
     assert name in found[0][1]
 

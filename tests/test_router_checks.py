@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
+from django_scaleops.checks import check_settings
 from django_scaleops.db.checks import check_router
 from tests.router_helpers import MIDDLEWARE, ROUTER
 
@@ -42,7 +43,7 @@ def test_a_sound_configuration_passes():
 def test_unknown_aliases_and_the_primary_as_replica_are_errors():
     assert ids(DATABASE_ROUTERS=[ROUTER], SCALEOPS_ROUTER_PRIMARY_ALIAS="nope") == ["scaleops.E101", "scaleops.W104"]
     found = ids(DATABASE_ROUTERS=[ROUTER], SCALEOPS_ROUTER_REPLICA_ALIASES=["replcia", "default"])
-    assert found == ["scaleops.E102", "scaleops.E102"]
+    assert found == ["scaleops.E102", "scaleops.E105"]
 
 
 def test_router_missing_and_router_without_replicas_warn():
@@ -71,7 +72,7 @@ def test_out_of_range_values_are_errors_naming_the_setting():
     with override_settings(
         DATABASE_ROUTERS=[ROUTER], SCALEOPS_ROUTER_REPLICA_ALIASES=["replica"], SCALEOPS_ROUTER_READMIT_CHECKS=0
     ):
-        errors = [m for m in check_router() if m.id == "scaleops.E103"]
+        errors = [m for m in check_settings() if m.id == "scaleops.E002"]
     assert len(errors) == 1
     assert "SCALEOPS_ROUTER_READMIT_CHECKS" in errors[0].msg
     assert "0" in errors[0].msg

@@ -51,6 +51,9 @@ def setup_apm() -> list[str]:
 
         setup_request_tracing()
         state.request_tracing = True
+        from django_scaleops import wrappers
+
+        wrappers.install_everywhere()  # the SQL span wrapper, on connections opened already
     return started
 
 

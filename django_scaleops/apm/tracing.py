@@ -198,7 +198,7 @@ def _sentry_request_processor(trace: RequestTrace) -> Any:
     return process
 
 
-# ---- SQL spans and errors, installed once by setup_request_tracing()
+# ---- SQL spans (put on connections by django_scaleops.wrappers) and errors (setup_request_tracing)
 
 
 def traced_execute(execute: Any, sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
@@ -242,11 +242,6 @@ class _sql_spans:
             span.__exit__(*exc)
 
 
-def _add_sql_spans(connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    if traced_execute not in connection.execute_wrappers:
-        connection.execute_wrappers.append(traced_execute)
-
-
 def _report_request_exception(sender: Any, request: Any = None, **kwargs: Any) -> None:
     """``got_request_exception``: Sentry gets the error at 100%; a kept request's span is marked."""
     exc_info = sys.exc_info()
@@ -267,12 +262,8 @@ def _report_request_exception(sender: Any, request: Any = None, **kwargs: Any) -
 
 
 def setup_request_tracing() -> None:
-    """Connect the SQL span wrapper (every database connection) and the error reporter, once."""
+    """Connect the error reporter, once. The SQL span wrapper (``traced_execute``) is put on each
+    connection by ``django_scaleops.wrappers`` once ``state.request_tracing`` is set."""
     from django.core.signals import got_request_exception
-    from django.db import connections
-    from django.db.backends.signals import connection_created
 
-    connection_created.connect(_add_sql_spans, dispatch_uid="scaleops.apm.sql_spans")
-    for connection in connections.all(initialized_only=True):
-        _add_sql_spans(connection)
     got_request_exception.connect(_report_request_exception, dispatch_uid="scaleops.apm.request_exception")

@@ -1,38 +1,21 @@
-"""System checks of the bulk operations (IDs E7xx / W7xx)."""
+"""System checks of the bulk operations (IDs E7xx / W7xx).
+
+Batch sizes and retries are declared with their minimums in conf and checked by
+django_scaleops.checks.check_settings; here, the database the bulk managers write to.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from django_scaleops.checks import models_with_queryset, postgres_problem, write_alias
 
-# name -> smallest valid value
-MINIMUMS = {
-    "SCALEOPS_BULK_BATCH_SIZE": 1,
-    "SCALEOPS_BULK_CREATE_BATCH_SIZE": 1,
-    "SCALEOPS_BULK_MAX_RETRIES": 0,
-    "SCALEOPS_BULK_TEMP_TABLE_ROWS": 0,
-}
-
 
 def check_bulk_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Bulk settings must be integers at or above their minimum (types are checked by E001)."""
-    messages: list[CheckMessage] = []
-    for name, minimum in MINIMUMS.items():
-        value = getattr(settings, name, minimum)
-        if isinstance(value, int) and not isinstance(value, bool) and value < minimum:
-            messages.append(
-                Error(
-                    f"{name} must be at least {minimum}, not {value!r}.",
-                    hint=f"Set {name} to an integer >= {minimum}, or remove it to use the default.",
-                    id="scaleops.E701",
-                )
-            )
-    messages += _check_database()
-    return messages
+    """The bulk operations need PostgreSQL where they write (their settings are checked with all others)."""
+    return _check_database()
 
 
 def _check_database() -> list[CheckMessage]:

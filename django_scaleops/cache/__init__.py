@@ -46,7 +46,6 @@ def connect() -> None:
     """Wire the cache into Django (called from ``AppConfig.ready()``)."""
     from django.core.checks import register
     from django.core.signals import setting_changed
-    from django.db.backends.signals import connection_created
 
     from django_scaleops import metrics, signals
     from django_scaleops.cache import checks, cluster, invalidation
@@ -55,10 +54,6 @@ def connect() -> None:
     from django_scaleops.cache.backend import gate
 
     setting_changed.connect(gate.forget_keys, dispatch_uid="scaleops-cache-keys")
-    from django.db import connections
-
-    for connection in connections.all(initialized_only=True):  # opened before ready()
-        invalidation.install_wrapper(None, connection)
-    connection_created.connect(invalidation.install_wrapper, dispatch_uid="scaleops-cache-writes")
+    # The write watcher (invalidation.execute_wrapper) is put on connections by django_scaleops.wrappers.
     signals.bulk_rows_written.connect(invalidation.on_bulk_rows_written, dispatch_uid="scaleops-cache-bulk")
     metrics.register_source("cache", cluster.metrics_source)

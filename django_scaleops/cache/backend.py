@@ -1,7 +1,7 @@
 """Access to Redis through django-redis, with the failure policy: a Redis error never fails a read.
 
 When a call fails, the gate logs once, counts it, and stays open (every caller reads the database
-directly) for ``SCALEOPS_CACHE_RETRY_AFTER`` seconds; the next call after that tries Redis again.
+directly) for ``SCALEOPS_CACHE_BREAKER_COOLDOWN`` seconds; the next call after that tries Redis again.
 Invalidations that could not reach Redis are owed and paid before the cache is used again.
 """
 
@@ -157,14 +157,14 @@ class Gate:
         with self._lock:
             first = not self._down
             self._down = True
-            self._down_until = time.monotonic() + float(conf.SCALEOPS_CACHE_RETRY_AFTER)
+            self._down_until = time.monotonic() + float(conf.SCALEOPS_CACHE_BREAKER_COOLDOWN)
         stats.incr("_redis", "redis_errors")
         stats.set_redis_available(False)
         if first:
             logger.warning(
                 "Redis cache unreachable (%s); reading from the database, retrying every %ss",
                 type(exc).__name__,
-                conf.SCALEOPS_CACHE_RETRY_AFTER,
+                conf.SCALEOPS_CACHE_BREAKER_COOLDOWN,
             )
         for hook in self.flush_hooks:  # local tiers cannot hear invalidations now: drop them
             hook()

@@ -1,4 +1,8 @@
-"""System checks for the cache (IDs scaleops.E3xx)."""
+"""System checks for the cache (IDs scaleops.E3xx / W3xx).
+
+Timeouts, leases and sizes are declared with their ranges in conf and checked by
+django_scaleops.checks.check_settings; here, the aliases and names the settings point at.
+"""
 
 from __future__ import annotations
 
@@ -18,58 +22,21 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     alias: object = conf.SCALEOPS_CACHE_ALIAS
     problem = redis_cache_problem(alias) if conf.SCALEOPS_CACHE_ENABLED else None
     if problem is not None:
-        users = cache_users()
-        missing = isinstance(alias, str) and alias not in settings.CACHES
-        if users:
-            messages.append(
-                Error(
-                    f"Cached querysets need a django-redis cache (they run Lua), but {problem}; "
-                    f"used by {', '.join(users[:5])}{', ...' if len(users) > 5 else ''}.",
-                    hint=_cache_hint(alias),
-                    id="scaleops.E301" if missing else "scaleops.E302",
-                )
-            )
-        else:
-            messages.append(
-                Warning(
-                    f"Cached querysets and @cached_function need a django-redis cache, but {problem}. "
-                    "Nothing uses them yet; until then they would read the database every time.",
-                    hint=_cache_hint(alias) + " Or set SCALEOPS_CACHE_ENABLED = False if you do not use them.",
-                    id="scaleops.W301" if missing else "scaleops.W302",
-                )
-            )
-    for name in (
-        "SCALEOPS_CACHE_DEFAULT_TIMEOUT",
-        "SCALEOPS_CACHE_LEASE_TIMEOUT_MS",
-        "SCALEOPS_CACHE_LEASE_WAIT_MS",
-        "SCALEOPS_CACHE_L1_MAX_ENTRIES",
-    ):
-        value = getattr(conf, name)
-        if isinstance(value, int) and value <= 0:
-            messages.append(
-                Error(f"{name} must be positive, not {value!r}.", hint="Use a number above 0.", id="scaleops.E303")
-            )
-    for name in (
-        "SCALEOPS_CACHE_STALE_GRACE",
-        "SCALEOPS_CACHE_XFETCH_BETA",
-        "SCALEOPS_CACHE_L1_TIMEOUT",
-        "SCALEOPS_CACHE_RETRY_AFTER",
-        "SCALEOPS_CACHE_STATS_FLUSH_SECONDS",
-    ):
-        value = getattr(conf, name)
-        if isinstance(value, int | float) and value < 0:
-            messages.append(
-                Error(f"{name} must not be negative, not {value!r}.", hint="Use 0 or more.", id="scaleops.E303")
-            )
+        messages.append(_alias_message(alias, problem, cache_users()))
     dependencies: object = conf.SCALEOPS_CACHE_DEPENDENCIES
     if isinstance(dependencies, dict):
         for source, dependents in dependencies.items():
-            bad = [
-                label
-                for label in [source, *(dependents if isinstance(dependents, list | tuple) else [dependents])]
-                if not _is_model_label(label)
-            ]
-            if bad or not isinstance(dependents, list | tuple):
+            if not isinstance(dependents, list | tuple):
+                messages.append(
+                    Error(
+                        f"SCALEOPS_CACHE_DEPENDENCIES[{source!r}] is {dependents!r}, not a list of model labels.",
+                        hint=f'Map "app_label.Model" to a list: {{{source!r}: [{dependents!r}]}}.',
+                        id="scaleops.E307",
+                    )
+                )
+                continue
+            bad = [label for label in [source, *dependents] if not _is_model_label(label)]
+            if bad:
                 messages.append(
                     Error(
                         f"SCALEOPS_CACHE_DEPENDENCIES {source!r}: {dependents!r} names no installed model {bad!r}.",
@@ -100,6 +67,28 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def _alias_message(alias: object, problem: str, users: list[str]) -> CheckMessage:
+    """The cache alias is missing or not django-redis: an error once something uses the cache."""
+    missing = not isinstance(alias, str) or alias not in settings.CACHES
+    hint = _cache_hint(alias)
+    unused = " Or set SCALEOPS_CACHE_ENABLED = False if you do not use them."
+    used = (
+        f"Cached querysets need a django-redis cache (they run Lua), but {problem}; "
+        f"used by {', '.join(users[:5])}{', ...' if len(users) > 5 else ''}."
+    )
+    idle = (
+        f"Cached querysets and @cached_function need a django-redis cache, but {problem}. "
+        "Nothing uses them yet; until then they would read the database every time."
+    )
+    if users and missing:
+        return Error(used, hint=hint, id="scaleops.E301")
+    if users:
+        return Error(used, hint=hint, id="scaleops.E302")
+    if missing:
+        return Warning(idle, hint=hint + unused, id="scaleops.W301")
+    return Warning(idle, hint=hint + unused, id="scaleops.W302")
 
 
 def cache_users() -> list[str]:

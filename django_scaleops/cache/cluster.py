@@ -17,7 +17,7 @@ _last_flush = 0.0
 def maybe_flush() -> None:
     """Flush the deltas when the interval has passed (one cheap clock read otherwise)."""
     global _last_flush
-    interval = float(conf.SCALEOPS_CACHE_STATS_FLUSH_SECONDS)
+    interval = float(conf.SCALEOPS_CACHE_STATS_FLUSH_INTERVAL)
     if interval <= 0 or time.monotonic() - _last_flush < interval:
         return
     with _lock:
@@ -74,7 +74,7 @@ def snapshot() -> dict[str, Any]:
 def metrics_source() -> dict[str, Any]:
     """This process's figures, plus the cluster's when flushing is on (never raises)."""
     figures = stats.snapshot()
-    if float(conf.SCALEOPS_CACHE_STATS_FLUSH_SECONDS) > 0:
+    if float(conf.SCALEOPS_CACHE_STATS_FLUSH_INTERVAL) > 0:
         flush()
         try:
             figures["cluster"] = snapshot()

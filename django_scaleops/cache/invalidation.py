@@ -18,7 +18,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.module_loading import import_string
 
 from django_scaleops.cache import l1
@@ -228,10 +227,9 @@ def redis_cache_configured() -> bool:
     return config is not None and _is_django_redis(str(config.get("BACKEND", "")))
 
 
-def install_wrapper(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """``connection_created`` receiver: watch this connection's writes (once per wrapper)."""
-    if execute_wrapper not in connection.execute_wrappers:
-        connection.execute_wrappers.append(execute_wrapper)
+def watching() -> bool:
+    """Whether writes are watched: the cache is enabled and is django-redis (else nothing is cached)."""
+    return bool(conf.SCALEOPS_CACHE_ENABLED) and redis_cache_configured()
 
 
 def on_bulk_rows_written(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:

@@ -251,5 +251,7 @@ def written_rows(sql: str, params: Any) -> tuple[str, list[str]] | None:
 
 
 def is_plain_insert(sql: str) -> bool:
-    """An INSERT that cannot change existing rows (no ON CONFLICT ... DO UPDATE)."""
+    """An INSERT that cannot change existing rows (no ON CONFLICT ... DO UPDATE), or a COPY FROM."""
+    if sql.startswith("COPY"):
+        return True  # written_tables() has already told COPY ... TO (a read) apart
     return sql.startswith("INSERT") and "ON CONFLICT" not in sql.upper()

@@ -1,7 +1,7 @@
 """In-process cache statistics per key prefix, published through ``django_scaleops.metrics``.
 
 Counting is a dict update under a lock (no Redis round trip), so it costs nothing on the hot path.
-Every ``SCALEOPS_CACHE_STATS_FLUSH_SECONDS`` the deltas are flushed to Redis in one pipeline
+Every ``SCALEOPS_CACHE_STATS_FLUSH_INTERVAL`` the deltas are flushed to Redis in one pipeline
 (``cache.cluster``), which gives figures summed over every process.
 """
 

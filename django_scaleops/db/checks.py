@@ -1,4 +1,8 @@
-"""System checks of the router (IDs scaleops.E1xx / W1xx)."""
+"""System checks of the router (IDs scaleops.E1xx / W1xx).
+
+Intervals, timeouts and lag limits are declared with their ranges in conf and checked by
+django_scaleops.checks.check_settings; here, the aliases against DATABASES and the wiring.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,9 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from django_scaleops.db.router import PrimaryReplicaRouter
 
     messages: list[CheckMessage] = []
-    primary: Any = conf.SCALEOPS_ROUTER_PRIMARY_ALIAS
-    replicas: Any = conf.SCALEOPS_ROUTER_REPLICA_ALIASES
-    if not isinstance(primary, str) or not isinstance(replicas, (list, tuple)):
-        return messages  # wrong types are scaleops.E001
+    # Values of the wrong type read as the defaults (and are scaleops.E001).
+    primary = conf.SCALEOPS_ROUTER_PRIMARY_ALIAS
+    replicas = conf.SCALEOPS_ROUTER_REPLICA_ALIASES
     installed = any(_is_router(r, PrimaryReplicaRouter) for r in settings.DATABASE_ROUTERS)
     if not installed:
         if replicas:
@@ -54,12 +57,21 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     for alias in replicas:
-        if alias not in settings.DATABASES or alias == primary:
+        if alias == primary:
             messages.append(
                 Error(
-                    f"SCALEOPS_ROUTER_REPLICA_ALIASES names {alias!r}, which is "
-                    + ("the primary." if alias == primary else "not a DATABASES alias."),
+                    f"SCALEOPS_ROUTER_REPLICA_ALIASES names {alias!r}, which is the primary"
+                    " (SCALEOPS_ROUTER_PRIMARY_ALIAS): reads would never leave it.",
                     hint=f"Replica aliases must be DATABASES aliases other than {primary!r}.",
+                    id="scaleops.E105",
+                )
+            )
+            continue
+        if alias not in settings.DATABASES:
+            messages.append(
+                Error(
+                    f"SCALEOPS_ROUTER_REPLICA_ALIASES names {alias!r}, which is not a DATABASES alias.",
+                    hint=f"Use one of {sorted(set(settings.DATABASES) - {primary})!r}.",
                     id="scaleops.E102",
                 )
             )
@@ -100,24 +112,6 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="scaleops.W104",
             )
         )
-    for name, minimum in (
-        ("SCALEOPS_ROUTER_CHECK_INTERVAL", 0.01),
-        ("SCALEOPS_ROUTER_CHECK_TIMEOUT", 0.1),
-        ("SCALEOPS_ROUTER_READMIT_CHECKS", 1),
-        ("SCALEOPS_ROUTER_MAX_LAG_SECONDS", 0),
-        ("SCALEOPS_ROUTER_MAX_LAG_BYTES", 0),
-        ("SCALEOPS_ROUTER_PIN_SECONDS", 0),
-        ("SCALEOPS_ROUTER_COOKIE_MAX_AGE", 1),
-    ):
-        value = getattr(conf, name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
-            messages.append(
-                Error(
-                    f"{name} must be at least {minimum}, not {value!r}.",
-                    hint="See docs/replicas.md.",
-                    id="scaleops.E103",
-                )
-            )
     return messages
 
 

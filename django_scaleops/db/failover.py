@@ -74,9 +74,25 @@ class ReplicaStreamBroken(OperationalError):
         )
 
 
-def install(connection: BaseDatabaseWrapper, wrapper: ExecuteWrapper) -> None:
+def wrapper_for(connection: BaseDatabaseWrapper) -> ExecuteWrapper | None:
+    """The router's wrapper for this connection while it routes: ``track_writes`` on the primary,
+    ``retry_elsewhere`` on a replica (``django_scaleops.wrappers`` puts it in the chain)."""
+    pool = _active_pool()
+    if pool is None:
+        return None
+    if connection.alias == pool.primary:
+        return track_writes
+    if connection.alias in pool.health:
+        return retry_elsewhere
+    return None
+
+
+def ensure_installed(connection: BaseDatabaseWrapper, wrapper: ExecuteWrapper) -> None:
+    """Put the chain on ``connection`` if ``wrapper`` is missing (a pool built after it opened)."""
     if wrapper not in connection.execute_wrappers:
-        connection.execute_wrappers.append(wrapper)
+        from django_scaleops import wrappers
+
+        wrappers.install(connection)
 
 
 def is_read(sql: str) -> bool:

@@ -76,7 +76,7 @@ class ReplicaPool:
         # Runs for every ORM read: keep the common path to a few attribute and dict lookups.
         primary = connections[self.primary]
         if failover.track_writes not in primary.execute_wrappers:
-            primary.execute_wrappers.append(failover.track_writes)
+            failover.ensure_installed(primary, failover.track_writes)
         if primary_forced() or primary.in_atomic_block or primary.needs_rollback:
             return self.primary
         state = current_state()
@@ -106,7 +106,7 @@ class ReplicaPool:
         return chosen or self._to_primary()
 
     def db_for_write(self) -> str:
-        failover.install(connections[self.primary], failover.track_writes)
+        failover.ensure_installed(connections[self.primary], failover.track_writes)
         return self.primary
 
     def pick_replica(self, state: RoutingState, exclude: str | None = None, floor: int = 0) -> str | None:
@@ -139,7 +139,7 @@ class ReplicaPool:
                 self.mark_down(alias, f"connect failed: {type(exc).__name__}")
                 return None
         if failover.retry_elsewhere not in connection.execute_wrappers:
-            connection.execute_wrappers.append(failover.retry_elsewhere)
+            failover.ensure_installed(connection, failover.retry_elsewhere)
         if self.health[alias].mirror:
             _make_read_only(connection)
         return connection

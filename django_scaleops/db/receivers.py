@@ -1,4 +1,7 @@
-"""Signal receivers of the router, connected once from ``AppConfig.ready()``."""
+"""Signal receivers of the router, connected once from ``AppConfig.ready()``.
+
+The router's execute wrappers are put on connections by ``django_scaleops.wrappers``.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +9,17 @@ from typing import Any
 
 from django.apps import AppConfig, apps
 from django.core.signals import setting_changed
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate, pre_migrate
 
 from django_scaleops import metrics
-from django_scaleops.db import failover, pool
+from django_scaleops.db import pool
 from django_scaleops.db.state import set_migrating
 
 
 def connect() -> None:
-    connection_created.connect(on_connection_created, dispatch_uid="scaleops.router.connection_created")
     setting_changed.connect(on_setting_changed, dispatch_uid="scaleops.router.setting_changed")
     pre_migrate.connect(on_pre_migrate, dispatch_uid="scaleops.router.pre_migrate")
     metrics.register_source("replicas", pool.metrics_source)
-
-
-def on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    current = pool.get_pool()
-    if current is None:
-        return
-    if connection.alias == current.primary:
-        failover.install(connection, failover.track_writes)
-    elif connection.alias in current.health:
-        failover.install(connection, failover.retry_elsewhere)
 
 
 def on_setting_changed(*, setting: str, **kwargs: Any) -> None:

@@ -1,4 +1,8 @@
-"""System checks of the HTTP middleware (IDs scaleops.E60x / W60x)."""
+"""System checks of the HTTP middleware (IDs scaleops.E60x / W60x).
+
+Sizes, ages and the encodings offered are declared in conf and checked by
+django_scaleops.checks.check_settings.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ DJANGO_GZIP = "django.middleware.gzip.GZipMiddleware"
 DJANGO_CONDITIONAL = "django.middleware.http.ConditionalGetMiddleware"
 OURS_COMPRESSION = "django_scaleops.http.middleware.CompressionMiddleware"
 OURS_CONDITIONAL = "django_scaleops.http.middleware.ConditionalGetMiddleware"
-KNOWN_ENCODINGS = {"gzip", "br", "zstd"}
 
 
 def check_http(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -50,23 +53,6 @@ def check_http(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="scaleops.W601",
             )
         )
-    if conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES < 0:
-        messages.append(
-            Error(
-                f"SCALEOPS_HTTP_COMPRESS_MIN_BYTES must be 0 or more, not {conf.SCALEOPS_HTTP_COMPRESS_MIN_BYTES!r}.",
-                hint="The default is 1024: smaller bodies gain little and cost CPU.",
-                id="scaleops.E603",
-            )
-        )
-    unknown = [coding for coding in conf.SCALEOPS_HTTP_ENCODINGS if coding not in KNOWN_ENCODINGS]
-    if unknown:
-        messages.append(
-            Error(
-                f"SCALEOPS_HTTP_ENCODINGS has unknown encodings {unknown!r}.",
-                hint=f"Choose from {sorted(KNOWN_ENCODINGS)}; br needs the brotli package, zstd zstandard.",
-                id="scaleops.E604",
-            )
-        )
     bad_paths = [path for path in conf.SCALEOPS_HTTP_CACHE_PATHS if not str(path).startswith("/")]
     if bad_paths:
         messages.append(
@@ -74,13 +60,6 @@ def check_http(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 f"SCALEOPS_HTTP_CACHE_PATHS entries must be path prefixes starting with '/': {bad_paths!r}.",
                 hint='For example ["/api/public/"].',
                 id="scaleops.E605",
-            )
-        )
-    if conf.SCALEOPS_HTTP_CACHE_MAX_AGE < 0:
-        messages.append(
-            Error(
-                f"SCALEOPS_HTTP_CACHE_MAX_AGE must be 0 or more, not {conf.SCALEOPS_HTTP_CACHE_MAX_AGE!r}.",
-                id="scaleops.E606",
             )
         )
     return messages

@@ -29,8 +29,8 @@ RETENTION_SECONDS = 7 * 24 * 3600  # keys of a fleet that stopped reporting go a
 
 
 def redis_client() -> Any | None:
-    """The Redis client of ``SCALEOPS_MONITOR_REDIS_CACHE``, or None when aggregation is off."""
-    alias = conf.SCALEOPS_MONITOR_REDIS_CACHE
+    """The Redis client of ``SCALEOPS_MONITOR_CACHE_ALIAS``, or None when aggregation is off."""
+    alias = conf.SCALEOPS_MONITOR_CACHE_ALIAS
     if not alias:
         return None
     from django_redis import get_redis_connection

@@ -25,10 +25,10 @@ from types import FrameType
 from typing import Any
 
 from django.core.signals import request_finished, request_started
-from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
+from django_scaleops import wrappers
 from django_scaleops.conf import conf
 from django_scaleops.context import request_id_var
 from django_scaleops.monitoring.fingerprint import FingerprintCache
@@ -80,7 +80,7 @@ class QueryMonitor:
         new_bound = getattr(self, "max_fingerprints", None) != conf.SCALEOPS_MONITOR_MAX_FINGERPRINTS
         if new_bound:
             self._targets = {}
-        self.slow_ns = int(conf.SCALEOPS_SLOW_QUERY_MS * 1_000_000)
+        self.slow_ns = int(conf.SCALEOPS_MONITOR_SLOW_QUERY_MS * 1_000_000)
         self.max_fingerprints = conf.SCALEOPS_MONITOR_MAX_FINGERPRINTS
         self.n_plus_one = conf.SCALEOPS_MONITOR_N_PLUS_ONE
         self.window_seconds = conf.SCALEOPS_MONITOR_HEALTH_WINDOW
@@ -194,7 +194,7 @@ class QueryMonitor:
             "fingerprint": fingerprint,
             "statement": text,
             "duration_ms": round(duration_ns / 1_000_000, 3),
-            "threshold_ms": conf.SCALEOPS_SLOW_QUERY_MS,
+            "threshold_ms": conf.SCALEOPS_MONITOR_SLOW_QUERY_MS,
             "alias": alias,
             "request_id": current_request_id(),
             "call_site": call_site(),
@@ -356,16 +356,9 @@ def unmonitored() -> Iterator[None]:
         _request_scope.reset(token)
 
 
-def attach(connection: BaseDatabaseWrapper) -> None:
-    # First in the list is the outermost wrapper; it also keeps ``connection.execute_wrapper()``
-    # blocks (which pop the last wrapper) from removing the monitor.
-    if monitor not in connection.execute_wrappers:
-        connection.execute_wrappers.insert(0, monitor)
-
-
 def _on_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    attach(connection)
-    if conf.SCALEOPS_MONITOR_REDIS_CACHE:
+    # The wrapper itself is put on by django_scaleops.wrappers (outermost of the chain).
+    if conf.SCALEOPS_MONITOR_CACHE_ALIAS:
         monitor.ensure_flusher()
 
 
@@ -388,8 +381,7 @@ def install() -> None:
     connection_created.connect(_on_connection_created, dispatch_uid=_DISPATCH_UID)
     request_started.connect(_open_scope, dispatch_uid=_DISPATCH_UID)
     request_finished.connect(_close_scope, dispatch_uid=_DISPATCH_UID)
-    for connection in connections.all(initialized_only=True):
-        attach(connection)
+    wrappers.install_everywhere()
     if not _registered_process_hooks:
         _registered_process_hooks = True
         atexit.register(_flush_at_exit)
@@ -402,13 +394,11 @@ def uninstall() -> None:
     connection_created.disconnect(dispatch_uid=_DISPATCH_UID)
     request_started.disconnect(dispatch_uid=_DISPATCH_UID)
     request_finished.disconnect(dispatch_uid=_DISPATCH_UID)
-    for connection in connections.all(initialized_only=True):
-        if monitor in connection.execute_wrappers:
-            connection.execute_wrappers.remove(monitor)
+    wrappers.install_everywhere()
 
 
 def _flush_at_exit() -> None:
-    if monitor.active and conf.SCALEOPS_MONITOR_REDIS_CACHE:
+    if monitor.active and conf.SCALEOPS_MONITOR_CACHE_ALIAS:
         try:
             monitor.flush()
         except Exception:  # never turn a clean exit into a traceback
@@ -422,7 +412,7 @@ def install_if_enabled() -> None:
 
 def on_setting_changed(setting: str, **kwargs: Any) -> None:
     """Follow ``override_settings`` of the monitor's settings (tests turn it on this way)."""
-    if not (setting.startswith("SCALEOPS_MONITOR_") or setting == "SCALEOPS_SLOW_QUERY_MS"):
+    if not (setting.startswith("SCALEOPS_MONITOR_") or setting == "SCALEOPS_MONITOR_SLOW_QUERY_MS"):
         return
     monitor.configure()
     if setting == "SCALEOPS_MONITOR_ENABLED":

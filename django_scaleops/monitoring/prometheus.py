@@ -33,7 +33,7 @@ def render(report: Mapping[str, Any], histograms: Mapping[str, LogHistogram]) ->
     family("scaleops_queries_total", "counter", "Queries executed, by database alias.")
     for alias, figures in aliases.items():
         lines.append(f'scaleops_queries_total{{alias="{_label(alias)}"}} {figures["queries"]}')
-    family("scaleops_slow_queries_total", "counter", "Queries at or above SCALEOPS_SLOW_QUERY_MS, by alias.")
+    family("scaleops_slow_queries_total", "counter", "Queries at or above SCALEOPS_MONITOR_SLOW_QUERY_MS, by alias.")
     for alias, figures in aliases.items():
         lines.append(f'scaleops_slow_queries_total{{alias="{_label(alias)}"}} {figures["slow"]}')
     family("scaleops_query_duration_seconds", "histogram", "Query duration, by alias.")

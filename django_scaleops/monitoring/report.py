@@ -34,7 +34,7 @@ def query_report(stats: QueryStats | None = None, scope: str = "process") -> dic
     return {
         "scope": scope,
         "generated_at": now,
-        "slow_query_ms": conf.SCALEOPS_SLOW_QUERY_MS,
+        "slow_query_ms": conf.SCALEOPS_MONITOR_SLOW_QUERY_MS,
         **stats.to_report(
             now=now,
             window=conf.SCALEOPS_MONITOR_HEALTH_WINDOW,

@@ -1,4 +1,8 @@
-"""System checks of the rate limiter (IDs scaleops.E2xx / W2xx)."""
+"""System checks of the rate limiter (IDs scaleops.E2xx / W2xx).
+
+Counts, sizes and times are declared with their ranges in conf and checked by
+django_scaleops.checks.check_settings; here, the cache, the middleware, rates and the key function.
+"""
 
 from __future__ import annotations
 
@@ -38,24 +42,24 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
     middleware = list(getattr(settings, "MIDDLEWARE", []))
     drf_throttle = DRF_THROTTLE_PATH in _drf_throttle_classes()
     installed = MIDDLEWARE_PATH in middleware or drf_throttle
-    alias = conf.SCALEOPS_THROTTLE_CACHE
+    alias = conf.SCALEOPS_THROTTLE_CACHE_ALIAS
     caches = getattr(settings, "CACHES", {})
     problem = redis_cache_problem(alias)
     if not installed and problem is not None:
         messages.append(
             Warning(
-                f"API-key rate limiting needs a django-redis cache, but {problem} (SCALEOPS_THROTTLE_CACHE). "
+                f"API-key rate limiting needs a django-redis cache, but {problem} (SCALEOPS_THROTTLE_CACHE_ALIAS). "
                 "Tiers and keys can be managed in the admin; nothing is limited until the cache is set.",
-                hint=f"Add a django_redis.cache.RedisCache as CACHES[{alias!r}] (or point SCALEOPS_THROTTLE_CACHE "
-                "at one) before adding ApiKeyThrottleMiddleware or ApiKeyTierThrottle.",
+                hint=f"Add a django_redis.cache.RedisCache as CACHES[{alias!r}] (or point"
+                " SCALEOPS_THROTTLE_CACHE_ALIAS at one) before adding ApiKeyThrottleMiddleware or ApiKeyTierThrottle.",
                 id="scaleops.W203",
             )
         )
     if installed and alias not in caches:
         messages.append(
             Error(
-                f"SCALEOPS_THROTTLE_CACHE names the cache {alias!r}, which is not in CACHES.",
-                hint=f"Add a django-redis cache {alias!r} to CACHES or point SCALEOPS_THROTTLE_CACHE at one.",
+                f"SCALEOPS_THROTTLE_CACHE_ALIAS names the cache {alias!r}, which is not in CACHES.",
+                hint=f"Add a django-redis cache {alias!r} to CACHES or point SCALEOPS_THROTTLE_CACHE_ALIAS at one.",
                 id="scaleops.E201",
             )
         )
@@ -66,7 +70,7 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
             messages.append(
                 Error(
                     f"The throttle cache {alias!r} uses {backend!r}, which {why}: limits would not be shared or exact.",
-                    hint="Use django_redis.cache.RedisCache (a shared Redis 6.2+) for SCALEOPS_THROTTLE_CACHE.",
+                    hint="Use django_redis.cache.RedisCache (a shared Redis 6.2+) for SCALEOPS_THROTTLE_CACHE_ALIAS.",
                     id="scaleops.E202",
                 )
             )
@@ -142,37 +146,6 @@ def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
                     id="scaleops.E209",
                 )
             )
-    minimums = {
-        "SCALEOPS_THROTTLE_PROXY_COUNT": 0,
-        "SCALEOPS_THROTTLE_LOCAL_INSTANCES": 1,
-        "SCALEOPS_THROTTLE_LEASE_MAX": 0,
-        "SCALEOPS_THROTTLE_KEY_CACHE_SIZE": 1,
-        "SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE": 0,
-        "SCALEOPS_THROTTLE_ROLLUP_LOCK_TTL": 1,
-    }
-    for name, minimum in minimums.items():
-        value = getattr(conf, name)
-        if isinstance(value, int) and value < minimum:
-            messages.append(
-                Error(f"{name} must be >= {minimum}, not {value!r}.", hint="Fix the value.", id="scaleops.E206")
-            )
-    if conf.SCALEOPS_THROTTLE_LEASE_SECONDS <= 0:
-        messages.append(
-            Error(
-                f"SCALEOPS_THROTTLE_LEASE_SECONDS must be above 0, not {conf.SCALEOPS_THROTTLE_LEASE_SECONDS!r}.",
-                hint="Use a short time such as 1.0, or set SCALEOPS_THROTTLE_LEASE_MAX = 0 to lease nothing.",
-                id="scaleops.E206",
-            )
-        )
-    if conf.SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL <= 0:
-        messages.append(
-            Error(
-                "SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL must be above 0, "
-                f"not {conf.SCALEOPS_THROTTLE_NEGATIVE_CACHE_TTL!r}.",
-                hint="Use a short time such as 60, or SCALEOPS_THROTTLE_NEGATIVE_CACHE_SIZE = 0 to turn it off.",
-                id="scaleops.E206",
-            )
-        )
     return messages
 
 

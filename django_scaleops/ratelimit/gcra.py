@@ -297,7 +297,7 @@ def redis_connection() -> Any:
     """The Redis client of the throttle cache: django-redis' own pool, no second one."""
     from django_redis import get_redis_connection
 
-    return get_redis_connection(conf.SCALEOPS_THROTTLE_CACHE)
+    return get_redis_connection(conf.SCALEOPS_THROTTLE_CACHE_ALIAS)
 
 
 class Limiter:

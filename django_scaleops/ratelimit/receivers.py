@@ -43,7 +43,7 @@ def publish(changes: Iterable[tuple[int, str | None, bool]]) -> None:
         if prefix:
             key_cache.evict(prefix)
     limiter.leases.forget_many({key_identity(pk) for pk, _, _ in changes})
-    if redis_cache_problem(conf.SCALEOPS_THROTTLE_CACHE) is not None:
+    if redis_cache_problem(conf.SCALEOPS_THROTTLE_CACHE_ALIAS) is not None:
         return  # no Redis limiter configured (check scaleops.W203): no other instance to tell
     ttl = _marker_ttl()
     try:

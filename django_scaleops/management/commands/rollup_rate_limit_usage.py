@@ -28,10 +28,10 @@ class Command(BaseCommand):
         every = options["every"]
         if every is not None and every < 1:
             raise CommandError("--every must be at least 1 second.")
-        problem = redis_cache_problem(conf.SCALEOPS_THROTTLE_CACHE)
+        problem = redis_cache_problem(conf.SCALEOPS_THROTTLE_CACHE_ALIAS)
         if problem is not None:
             raise CommandError(
-                f"The usage counters live in Redis, but {problem} (SCALEOPS_THROTTLE_CACHE): nothing to roll up."
+                f"The usage counters live in Redis, but {problem} (SCALEOPS_THROTTLE_CACHE_ALIAS): nothing to roll up."
             )
         while True:
             try:
