@@ -470,7 +470,10 @@ class Settings:
 
     # ---- cache (SCALEOPS_CACHE_*)
     SCALEOPS_CACHE_ENABLED = Setting(
-        True, bool, "Use the Redis cache; False reads the database and invalidates nothing (no Redis call per write)."
+        False,
+        bool,
+        "Switch the Redis cache on: cached reads use it and committed writes invalidate it (off: cached reads go"
+        " to the database and writes cost no Redis call).",
     )
     SCALEOPS_CACHE_ALIAS = Setting("default", str, "The CACHES alias (a django-redis backend) holding cached results.")
     SCALEOPS_CACHE_PREFIX = Setting("scaleops", str, "Namespace of every cache, stamp and lease key.")

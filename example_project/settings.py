@@ -97,6 +97,8 @@ SCALEOPS_ROUTER_REPLICA_ALIASES = ["replica"]
 
 # Short timeouts: the rate limiter fails over (per tier) quickly when Redis hangs.
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"], SOCKET_CONNECT_TIMEOUT=0.25, SOCKET_TIMEOUT=0.25)}
+# Cached querysets and @cached_function (see chat/views.py); off unless asked for.
+SCALEOPS_CACHE_ENABLED = WITH_SCALEOPS
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

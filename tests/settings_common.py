@@ -53,3 +53,6 @@ TEMPLATES = [
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The cache is off unless asked for; the suite tests it.
+SCALEOPS_CACHE_ENABLED = True

@@ -18,7 +18,7 @@ from tests.outside import ADMIN_FLOW, project_env, run, scratch_services, start_
 pytestmark = pytest.mark.installed
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_WARNINGS = ("scaleops.W203", "scaleops.W302", "scaleops.W405", "scaleops.W702")
+SERVER_WARNINGS = ("scaleops.W203", "scaleops.W405", "scaleops.W702")
 PARTITION_COMMANDS = (
     ["ensure_partitions"],
     ["ensure_partitions", "--dry-run"],
@@ -53,6 +53,7 @@ def test_adding_the_app_to_a_stock_project_breaks_nothing(stock: Path):
     for warning in SERVER_WARNINGS:  # each capability that needs a server says which
         assert warning in output, output
     assert "django-redis" in output and "PostgreSQL" in output
+    assert "scaleops.W30" not in output  # the cache is off unless asked for: nothing to warn about
 
     manage(stock, "migrate")
     tiers = manage(stock, "shell", "-c", "from django_scaleops.models import Tier; print(Tier.objects.count())")
@@ -121,12 +122,12 @@ SWITCHED_ON = {
     ),
     "router": ('DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"]', "", "scaleops.E104"),
     "cached manager": (
-        NOTES_APP,
+        NOTES_APP + "\nSCALEOPS_CACHE_ENABLED = True",
         "from django_scaleops.cache import CachedManager\n\nclass Note(models.Model):\n    objects = CachedManager()\n",
         "scaleops.E302",
     ),
     "cached function": (
-        NOTES_APP,
+        NOTES_APP + "\nSCALEOPS_CACHE_ENABLED = True",
         "from django_scaleops.cache import cached_function\n\n"
         "@cached_function(timeout=60)\ndef note_count() -> int:\n    return 0\n",
         "scaleops.E302",
@@ -160,8 +161,8 @@ def test_switching_a_capability_on_without_its_server_is_an_error(stock: Path, w
     assert error in result.stderr, result.stderr
 
 
-def test_cache_switched_off_is_neither_warned_about_nor_an_error(stock: Path):
-    add_to_settings(stock, 'INSTALLED_APPS += ["notes"]\nSCALEOPS_CACHE_ENABLED = False')
+def test_a_cached_manager_while_the_cache_is_off_is_a_warning_not_an_error(stock: Path):
+    add_to_settings(stock, 'INSTALLED_APPS += ["notes"]')
     app = stock / "notes"
     app.mkdir()
     (app / "__init__.py").write_text("")
@@ -170,7 +171,8 @@ def test_cache_switched_off_is_neither_warned_about_nor_an_error(stock: Path):
         "class Note(models.Model):\n    objects = CachedManager()\n"
     )
     checked = manage(stock, "check")
-    assert "scaleops.W302" not in checked.stderr and "scaleops.E302" not in checked.stderr
+    assert "scaleops.W303" in checked.stderr and "notes.Note" in checked.stderr
+    assert "scaleops.E30" not in checked.stderr
     manage(stock, "migrate")
 
 

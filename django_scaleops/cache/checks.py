@@ -20,9 +20,21 @@ from django_scaleops.conf import conf
 def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     alias: object = conf.SCALEOPS_CACHE_ALIAS
-    problem = redis_cache_problem(alias) if conf.SCALEOPS_CACHE_ENABLED else None
-    if problem is not None:
-        messages.append(_alias_message(alias, problem, cache_users()))
+    if conf.SCALEOPS_CACHE_ENABLED:
+        problem = redis_cache_problem(alias)
+        if problem is not None:
+            messages.append(_alias_error(alias, problem))
+    else:
+        users = cache_users()
+        if users:
+            messages.append(
+                Warning(
+                    f"{', '.join(users[:5])}{', ...' if len(users) > 5 else ''} cache their reads, but the cache is"
+                    " off (SCALEOPS_CACHE_ENABLED is False): every cached read goes to the database.",
+                    hint="Set SCALEOPS_CACHE_ENABLED = True (with a django-redis cache) to use the cache.",
+                    id="scaleops.W303",
+                )
+            )
     dependencies: object = conf.SCALEOPS_CACHE_DEPENDENCIES
     if isinstance(dependencies, dict):
         for source, dependents in dependencies.items():
@@ -69,34 +81,27 @@ def check_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return messages
 
 
-def _alias_message(alias: object, problem: str, users: list[str]) -> CheckMessage:
-    """The cache alias is missing or not django-redis: an error once something uses the cache."""
+def _alias_error(alias: object, problem: str) -> CheckMessage:
+    """The cache is switched on but its alias is missing or not django-redis."""
     missing = not isinstance(alias, str) or alias not in settings.CACHES
-    hint = _cache_hint(alias)
-    unused = " Or set SCALEOPS_CACHE_ENABLED = False if you do not use them."
-    used = (
-        f"Cached querysets need a django-redis cache (they run Lua), but {problem}; "
-        f"used by {', '.join(users[:5])}{', ...' if len(users) > 5 else ''}."
-    )
-    idle = (
-        f"Cached querysets and @cached_function need a django-redis cache, but {problem}. "
-        "Nothing uses them yet; until then they would read the database every time."
-    )
-    if users and missing:
-        return Error(used, hint=hint, id="scaleops.E301")
-    if users:
-        return Error(used, hint=hint, id="scaleops.E302")
+    message = f"The cache is on (SCALEOPS_CACHE_ENABLED) but {problem}: cached reads need django-redis (they run Lua)."
+    hint = _cache_hint(alias) + " Or set SCALEOPS_CACHE_ENABLED = False."
     if missing:
-        return Warning(idle, hint=hint + unused, id="scaleops.W301")
-    return Warning(idle, hint=hint + unused, id="scaleops.W302")
+        return Error(message, hint=hint, id="scaleops.E301")
+    return Error(message, hint=hint, id="scaleops.E302")
 
 
 def cache_users() -> list[str]:
-    """What switches the cache on: models with a cached manager, then decorated functions."""
+    """What asks for the cache explicitly: models with a cached manager, then decorated functions.
+
+    ``ScaleOpsManager`` does not count: every ``PartitionedModel`` has it, cache or not.
+    """
     from django_scaleops.cache.functions import declared_names
     from django_scaleops.cache.querysets import CachedQuerySet
+    from django_scaleops.managers import ScaleOpsQuerySet
 
-    return [model._meta.label for model in models_with_queryset(CachedQuerySet)] + sorted(declared_names)
+    cached = set(models_with_queryset(CachedQuerySet)) - set(models_with_queryset(ScaleOpsQuerySet))
+    return sorted(model._meta.label for model in cached) + sorted(declared_names)
 
 
 def _cache_hint(alias: object) -> str:

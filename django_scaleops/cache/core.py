@@ -84,7 +84,17 @@ def refreshing() -> Iterator[None]:
 
 
 def _bypass(entry: Entry) -> bool:
-    return not conf.SCALEOPS_CACHE_ENABLED or wrote_in_transaction() or _needs_fresh(entry)
+    if not conf.SCALEOPS_CACHE_ENABLED:
+        if not _said_off:
+            _said_off.append(True)
+            logger.warning(
+                "cached read of %s while SCALEOPS_CACHE_ENABLED is False: cached reads go to the database", entry.prefix
+            )
+        return True
+    return wrote_in_transaction() or _needs_fresh(entry)
+
+
+_said_off: list[bool] = []  # once per process
 
 
 def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
