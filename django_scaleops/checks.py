@@ -15,6 +15,7 @@ The helpers below tell both apart for each capability's own checks.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -103,13 +104,15 @@ def postgres_problem(alias: str) -> str | None:
     return None
 
 
-def models_with_queryset(queryset_class: type[models.QuerySet[Any]]) -> list[type[models.Model]]:
-    """Installed models with a manager built on ``queryset_class`` (or a subclass of it)."""
+def models_with_queryset(
+    queryset_class: type[models.QuerySet[Any]], where: Callable[[Any], bool] = lambda queryset: True
+) -> list[type[models.Model]]:
+    """Installed models with a manager built on ``queryset_class`` (or a subclass of it, ``where`` true)."""
     from django.apps import apps
 
     def built_on(manager: object) -> bool:
         made_by = getattr(manager, "_queryset_class", None)  # set by Manager.from_queryset()
-        return isinstance(made_by, type) and issubclass(made_by, queryset_class)
+        return isinstance(made_by, type) and issubclass(made_by, queryset_class) and where(made_by)
 
     return [model for model in apps.get_models() if any(built_on(m) for m in model._meta.managers)]
 

@@ -37,6 +37,8 @@ _M = TypeVar("_M", bound=models.Model)
 class ScaleOpsQuerySet(PartitionedQuerySet[_M], BulkQuerySet[_M], CachedQuerySet[_M]):  # type: ignore[override]
     """Bulk operations, cached reads and partitioned-model behaviour (see the module docstring)."""
 
+    asks_for_cache = False  # on every PartitionedModel: having it is no request for the cache
+
     def batch_create(self, rows: Iterable[Any], **options: Any) -> BatchResult:
         # Children of a PartitionedForeignKey take their parent's created_at, as in bulk_create().
         return super().batch_create(with_partition_keys(self.model, rows, using=self.db), **options)

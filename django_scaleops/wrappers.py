@@ -13,9 +13,10 @@ the first of the list outermost. Ours come first, in this order (outermost first
 4. **cache invalidation** (``cache``): innermost, so it only sees a statement that succeeded,
    on the connection (and transaction) that ran it, and queues the written tables there.
 
-Each capability says whether a connection needs its wrapper (``_PROVIDERS``); ``install()`` puts
-exactly those, in this order, at the front of the list. Wrappers of the application's own stay
-behind ours (``connection.execute_wrapper()`` blocks append and pop at the end of the list).
+Each capability registers, from its ``ready()``, whether a connection needs its wrapper
+(``provide()``); ``install()`` puts exactly those, in this order, at the front of the list.
+Wrappers of the application's own stay behind ours (``connection.execute_wrapper()`` blocks
+append and pop at the end of the list).
 ``install()`` runs on ``connection_created`` and again when a setting that switches a wrapper
 changes; the router calls it when it starts routing.
 
@@ -34,66 +35,41 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 T = TypeVar("T")
 Wrapper = Callable[..., Any]  # Django's (execute, sql, params, many, context) -> result
-
-
-def _monitor(connection: BaseDatabaseWrapper) -> Wrapper | None:
-    from django_scaleops.monitoring.monitor import monitor
-
-    return monitor if monitor.active else None
-
-
-def _apm(connection: BaseDatabaseWrapper) -> Wrapper | None:
-    from django_scaleops.apm import state
-
-    if not state.request_tracing:
-        return None
-    from django_scaleops.apm.tracing import traced_execute
-
-    return traced_execute
-
-
-def _router(connection: BaseDatabaseWrapper) -> Wrapper | None:
-    from django_scaleops.db import failover
-
-    return failover.wrapper_for(connection)
-
-
-def _cache(connection: BaseDatabaseWrapper) -> Wrapper | None:
-    from django_scaleops.cache import invalidation
-
-    return invalidation.execute_wrapper if invalidation.watching() else None
-
+Provider = Callable[[BaseDatabaseWrapper], Wrapper | None]
 
 # Outermost first; see the module docstring for why each stands where it does.
-_PROVIDERS: tuple[tuple[str, Callable[[BaseDatabaseWrapper], Wrapper | None]], ...] = (
-    ("monitor", _monitor),
-    ("apm", _apm),
-    ("router", _router),
-    ("cache", _cache),
-)
+ORDER = ("monitor", "apm", "router", "cache")
+_providers: dict[str, Provider] = {}
+_ours: set[Any] = set()
 
 
-def _ours() -> set[Any]:
-    from django_scaleops.apm.tracing import traced_execute
-    from django_scaleops.cache.invalidation import execute_wrapper
-    from django_scaleops.db.failover import retry_elsewhere, track_writes
-    from django_scaleops.monitoring.monitor import monitor
-
-    return {monitor, traced_execute, track_writes, retry_elsewhere, execute_wrapper}
+def provide(slot: str, provider: Provider, *wrappers: Wrapper) -> None:
+    """A capability's ``ready()``: ``provider(connection)`` says which of ``wrappers`` (or None) the
+    connection needs in ``slot``. The capabilities depend on this module, never the reverse."""
+    if slot not in ORDER:
+        raise ValueError(f"unknown wrapper slot {slot!r}; the chain is {ORDER}")
+    _providers[slot] = provider
+    _ours.update(wrappers)
 
 
 def chain_for(connection: BaseDatabaseWrapper) -> list[Wrapper]:
     """Our wrappers this connection needs, outermost first."""
-    return [wrapper for _, provide in _PROVIDERS if (wrapper := provide(connection)) is not None]
+    chain = []
+    for slot in ORDER:
+        provider = _providers.get(slot)
+        wrapper = provider(connection) if provider is not None else None
+        if wrapper is not None:
+            chain.append(wrapper)
+    return chain
 
 
 def install(connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
     """Put exactly the wrappers ``connection`` needs, in chain order, ahead of the application's."""
     wanted = chain_for(connection)
     current = connection.execute_wrappers
-    if current[: len(wanted)] == wanted and not any(w in _OURS for w in current[len(wanted) :]):
+    if current[: len(wanted)] == wanted and not any(w in _ours for w in current[len(wanted) :]):
         return
-    theirs = [w for w in current if w not in _OURS]
+    theirs = [w for w in current if w not in _ours]
     current[:] = [*wanted, *theirs]  # in place: an open execute_wrapper() block pops its own
 
 
@@ -117,19 +93,6 @@ def run_through_chain(connection: BaseDatabaseWrapper, cursor: Any, sql: str, ru
     )
     return chained(sql, None, False, {"connection": connection, "cursor": cursor})
 
-
-class _LazyOurs:
-    """The set of our wrapper functions, resolved on first use (their modules import Django models)."""
-
-    _set: set[Any] | None = None
-
-    def __contains__(self, item: object) -> bool:
-        if self._set is None:
-            self._set = _ours()
-        return item in self._set
-
-
-_OURS = _LazyOurs()
 
 # Settings that switch a wrapper on or off, for the setting_changed receiver.
 SWITCHING_SETTINGS = frozenset(

@@ -226,5 +226,10 @@ def on_ready() -> None:
 
     register(check_observability)
     metrics.register_source("apm", metric_figures)
+    from django_scaleops import wrappers
+    from django_scaleops.apm.tracing import traced_execute
+
+    # The SQL span wrapper, on every connection once our request tracing runs.
+    wrappers.provide("apm", lambda connection: traced_execute if state.request_tracing else None, traced_execute)
     if conf.SCALEOPS_APM_ENABLED:
         setup_apm()

@@ -54,6 +54,13 @@ def connect() -> None:
     from django_scaleops.cache.backend import gate
 
     setting_changed.connect(gate.forget_keys, dispatch_uid="scaleops-cache-keys")
-    # The write watcher (invalidation.execute_wrapper) is put on connections by django_scaleops.wrappers.
+    from django_scaleops import wrappers
+
+    # The write watcher, on every connection while the cache is on (innermost of the chain).
+    wrappers.provide(
+        "cache",
+        lambda connection: invalidation.execute_wrapper if invalidation.watching() else None,
+        invalidation.execute_wrapper,
+    )
     signals.bulk_rows_written.connect(invalidation.on_bulk_rows_written, dispatch_uid="scaleops-cache-bulk")
     metrics.register_source("cache", cluster.metrics_source)

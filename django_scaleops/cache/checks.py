@@ -98,10 +98,9 @@ def cache_users() -> list[str]:
     """
     from django_scaleops.cache.functions import declared_names
     from django_scaleops.cache.querysets import CachedQuerySet
-    from django_scaleops.managers import ScaleOpsQuerySet
 
-    cached = set(models_with_queryset(CachedQuerySet)) - set(models_with_queryset(ScaleOpsQuerySet))
-    return sorted(model._meta.label for model in cached) + sorted(declared_names)
+    asking = models_with_queryset(CachedQuerySet, where=lambda queryset: queryset.asks_for_cache)
+    return sorted(model._meta.label for model in asking) + sorted(declared_names)
 
 
 def _cache_hint(alias: object) -> str:

@@ -40,9 +40,13 @@ class CachedQuerySet(models.QuerySet[M]):
 
     The key is a hash of the compiled SQL and its parameters; the entry also depends on the
     version stamp of every table the query reads (joins, subqueries, prefetches), so a committed
-    write to any of them invalidates it with one Redis command. Combine it with other querysets
-    by inheritance, e.g. ``class MessageQuerySet(BulkQuerySet, CachedQuerySet): ...``.
+    write to any of them invalidates it with one Redis command. With the bulk operations and
+    partitioned-model behaviour, use ``django_scaleops.managers.ScaleOpsQuerySet``.
     """
+
+    # Whether a manager built on this class asks for the cache (check scaleops.W303 when it is
+    # off). ScaleOpsQuerySet says no: every PartitionedModel has it, cache or not.
+    asks_for_cache = True
 
     def cached(self, timeout: int | None = None, *, depends_on: Iterable[Target] = ()) -> list[M]:
         """The results as a list, from the cache when fresh."""

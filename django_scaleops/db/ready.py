@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from django.core.checks import register
 
-from django_scaleops.db import checks, receivers
+from django_scaleops import wrappers
+from django_scaleops.db import checks, failover, receivers
 
 
 def ready() -> None:
     register(checks.check_router)
+    wrappers.provide("router", failover.wrapper_for, failover.track_writes, failover.retry_elsewhere)
     receivers.connect()
