@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django_scaleops.conf import conf
 from django_scaleops.monitoring.histogram import LogHistogram
 from django_scaleops.monitoring.stats import QueryStats
 
-if TYPE_CHECKING:
-    from django_scaleops.monitoring.monitor import QueryMonitor
+
+class Flushable(Protocol):
+    """What ``flush`` needs of the query monitor (which calls it: no import back)."""
+
+    def take_unflushed(self) -> tuple[QueryStats, QueryStats]: ...
+
+    def mark_flushed(self, current: QueryStats) -> None: ...
+
 
 logger = logging.getLogger("django_scaleops.monitoring")
 
@@ -38,7 +44,7 @@ def redis_client() -> Any | None:
     return get_redis_connection(alias)
 
 
-def flush(monitor: QueryMonitor) -> bool:
+def flush(monitor: Flushable) -> bool:
     """Send ``monitor``'s figures since its last flush; on failure they are sent by the next one."""
     client = redis_client()
     if client is None:

@@ -12,7 +12,7 @@ from django_scaleops.partitioning.ddl import RANGE_CHECK, bound_clause, range_co
 from django_scaleops.partitioning.errors import PartitioningError
 from django_scaleops.partitioning.identifiers import check_identifier, column_of, pk_column, qn
 from django_scaleops.partitioning.introspection import fetch, is_partitioned, referencing_constraints
-from django_scaleops.partitioning.operations import partitioned_table_sql
+from django_scaleops.partitioning.schema import partitioned_table_sql
 
 
 def convert_table(
