@@ -184,7 +184,7 @@ def edge_admitted(check: Callable[[str], bool], key: str, boundary: float) -> in
 
 
 def commands_per_check(check: Callable[[str], bool], checks: int = 300) -> tuple[float, float, dict[str, int]]:
-    from django_scaleops.ratelimit.gcra import redis_connection
+    from django_scaleops.ratelimit.redis_keys import redis_connection
 
     client = redis_connection()
     client.config_resetstat()
@@ -269,8 +269,8 @@ def hot_path(rounds: int = 7, requests: int = 5000) -> None:
     from django.http import HttpResponse
     from django.test import RequestFactory, override_settings
 
-    from django_scaleops.middleware.throttling import ApiKeyThrottleMiddleware
     from django_scaleops.models import ApiKey, Tier
+    from django_scaleops.ratelimit.middleware import ApiKeyThrottleMiddleware
 
     tier, _ = Tier.objects.get_or_create(
         name="bench-unlimited", defaults={"requests_per_period": 1_000_000_000, "period_seconds": 60}
@@ -305,9 +305,9 @@ def unknown_key_flood(requests: int = 300) -> None:
     from django.test import RequestFactory
     from django.test.utils import CaptureQueriesContext
 
-    from django_scaleops.middleware.throttling import ApiKeyThrottleMiddleware
     from django_scaleops.ratelimit import guard
     from django_scaleops.ratelimit.keys import generate_key
+    from django_scaleops.ratelimit.middleware import ApiKeyThrottleMiddleware
 
     address = f"10.99.{time.time_ns() % 250}.1"
     middleware = ApiKeyThrottleMiddleware(lambda request: HttpResponse("ok"))
@@ -332,8 +332,8 @@ def unknown_key_flood(requests: int = 300) -> None:
 def negative_cache_memory() -> None:
     """Redis memory of the negative cache filled to its default bound (65,536 prefixes)."""
     from django_scaleops.ratelimit import negative
-    from django_scaleops.ratelimit.gcra import redis_connection
     from django_scaleops.ratelimit.keys import generate_key
+    from django_scaleops.ratelimit.redis_keys import redis_connection
 
     client = redis_connection()
     pipe = client.pipeline(transaction=False)

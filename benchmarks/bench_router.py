@@ -54,7 +54,7 @@ def configure(mode: str) -> None:
         "none": [],
     }[mode]
     middleware = {
-        "ours": ["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"],
+        "ours": ["django_scaleops.replicas.middleware.ReplicaRoutingMiddleware"],
         "timepin": ["__main__.TimePinMiddleware"],
         "multidb": ["multidb.middleware.PinningRouterMiddleware"],
         "none": [],

@@ -18,8 +18,8 @@ MODE = os.environ.get("BENCH_RATELIMIT_MODE", "bare")
 DEBUG = False
 ROOT_URLCONF = "benchmarks.ratelimit_site"
 MIDDLEWARE = {
-    "ours": ["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"],
-    "ours-noleases": ["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"],
+    "ours": ["django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"],
+    "ours-noleases": ["django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"],
     # The floor of any limiter that asks Redis once a request: one PING, nothing else.
     "ping": ["benchmarks.ratelimit_site.redis_ping_middleware"],
 }.get(MODE, [])

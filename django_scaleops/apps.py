@@ -9,7 +9,7 @@ CAPABILITIES_READY = (
     "django_scaleops.apm.setup.on_ready",  # logging and APM; SDKs only if configured
     "django_scaleops.monitoring.ready.ready",
     "django_scaleops.http.ready.ready",
-    "django_scaleops.db.ready.ready",  # read replicas
+    "django_scaleops.replicas.ready.ready",  # read replicas
     "django_scaleops.pgbouncer.ready.ready",
     "django_scaleops.bulk.ready.ready",
     "django_scaleops.cache.connect",
@@ -29,6 +29,7 @@ class ScaleOpsConfig(AppConfig):
         from django_scaleops import checks
 
         register(checks.check_settings)
+        register(checks.check_moved_paths)
         for path in CAPABILITIES_READY:
             import_string(path)()
         # Last: the capabilities above have said which execute wrappers they need.

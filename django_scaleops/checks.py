@@ -121,3 +121,40 @@ def write_alias(model: type[models.Model]) -> str:
     from django.db import router
 
     return router.db_for_write(model) or "default"
+
+
+# Dotted paths that moved, old -> new: still accepted (each old module warns once), and reported
+# by scaleops.W003 so settings can be updated.
+MOVED_PATHS = {
+    "django_scaleops.middleware.correlation.CorrelationIdMiddleware": (
+        "django_scaleops.logging.middleware.CorrelationIdMiddleware"
+    ),
+    "django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware": (
+        "django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"
+    ),
+    "django_scaleops.middleware.routing.ReplicaRoutingMiddleware": (
+        "django_scaleops.replicas.middleware.ReplicaRoutingMiddleware"
+    ),
+    "django_scaleops.db.router.PrimaryReplicaRouter": "django_scaleops.routers.PrimaryReplicaRouter",
+}
+
+
+def middleware_paths() -> list[str]:
+    """``MIDDLEWARE`` with moved paths read as their new ones, for the capabilities' checks."""
+    return [MOVED_PATHS.get(path, path) for path in getattr(settings, "MIDDLEWARE", None) or []]
+
+
+def check_moved_paths(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Settings that name a path of ours that moved."""
+    messages: list[CheckMessage] = []
+    for name in ("MIDDLEWARE", "DATABASE_ROUTERS"):
+        for path in getattr(settings, name, None) or []:
+            if isinstance(path, str) and path in MOVED_PATHS:
+                messages.append(
+                    Warning(
+                        f"{name} lists {path!r}, which moved to {MOVED_PATHS[path]!r}.",
+                        hint=f"Use {MOVED_PATHS[path]!r}; the old path still works but will be removed.",
+                        id="scaleops.W003",
+                    )
+                )
+    return messages

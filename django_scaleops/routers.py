@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from django_scaleops.db.failover import ReplicaStreamBroken
-from django_scaleops.db.pool import replica_status
-from django_scaleops.db.router import PrimaryReplicaRouter, capture_read_position
-from django_scaleops.db.state import reset_routing_state, restore_read_position, use_primary
+from django_scaleops.replicas.failover import ReplicaStreamBroken
+from django_scaleops.replicas.router import PrimaryReplicaRouter, capture_read_position
+from django_scaleops.replicas.routing import replica_status
+from django_scaleops.replicas.state import reset_routing_state, restore_read_position, use_primary
 
 __all__ = [
     "PrimaryReplicaRouter",

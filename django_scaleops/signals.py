@@ -17,3 +17,8 @@ bulk_write_committed = Signal()
 # Sent when reads fall back to the primary because no replica is usable, and when one returns.
 # sender: the router class; kwargs: alias (replica alias), state (new health state string).
 replica_state_changed = Signal()
+
+# Sent when API keys changed without post_save (ApiKey.objects.revoke(), publish_key_changes()).
+# sender: the ApiKey model; kwargs: changes, a list of (id, prefix, revoked). The rate limiter
+# listens: it evicts the keys from its caches and sets or clears the Redis revocation markers.
+api_keys_changed = Signal()

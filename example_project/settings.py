@@ -35,12 +35,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so everything below logs with the request ID.
-    *(["django_scaleops.middleware.correlation.CorrelationIdMiddleware"] if WITH_SCALEOPS else []),
+    *(["django_scaleops.logging.middleware.CorrelationIdMiddleware"] if WITH_SCALEOPS else []),
     "django.middleware.security.SecurityMiddleware",
     # API-key rate limiting: before sessions and auth, so a refused request costs one Redis call.
-    *(["django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"] if WITH_SCALEOPS else []),
+    *(["django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"] if WITH_SCALEOPS else []),
     # Per-request routing state and the read-your-writes cookie: before anything that reads.
-    *(["django_scaleops.middleware.routing.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
+    *(["django_scaleops.replicas.middleware.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
     # Compression and conditional GET: any order works; compression first saves work on 304s.
     *(
         [

@@ -12,10 +12,10 @@ import psycopg
 from django.db import connections
 from django.test import override_settings
 
-from django_scaleops.db.state import reset_routing_state
+from django_scaleops.replicas.state import reset_routing_state
 
 ROUTER = "django_scaleops.routers.PrimaryReplicaRouter"
-MIDDLEWARE = "django_scaleops.middleware.routing.ReplicaRoutingMiddleware"
+MIDDLEWARE = "django_scaleops.replicas.middleware.ReplicaRoutingMiddleware"
 
 
 def router_settings(**extra: Any) -> override_settings:

@@ -61,7 +61,7 @@ def test_a_guessed_secret_key_derivation_does_not_reproduce_the_decision():
 def test_the_middleware_uses_the_keyed_decision():
     with override_settings(
         SCALEOPS_APM_SAMPLE_RATE=RATE,
-        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware"],
+        MIDDLEWARE=["django_scaleops.logging.middleware.CorrelationIdMiddleware"],
     ):
         request_id = str(uuid.uuid4())
         assert sampling.should_sample(request_id, "/api/") == sampling.keep(request_id, RATE)

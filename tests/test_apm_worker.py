@@ -92,7 +92,7 @@ def configure() -> None:
     values["DATABASES"]["default"]["NAME"] = os.environ["SCALEOPS_TEST_DB_NAME"]
     values.update(
         ROOT_URLCONF="tests.test_apm_worker",
-        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware", *base.MIDDLEWARE],
+        MIDDLEWARE=["django_scaleops.logging.middleware.CorrelationIdMiddleware", *base.MIDDLEWARE],
         DEBUG=False,
         SCALEOPS_APM_ENABLED=os.environ["SCALEOPS_TEST_VENDORS"].split(","),
         SCALEOPS_APM_SENTRY_DSN=os.environ.get("SCALEOPS_TEST_DSN", ""),

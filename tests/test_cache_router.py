@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_scaleops.db.state import reset_routing_state
+from django_scaleops.replicas.state import reset_routing_state
 from django_scaleops.testing.routing import record_reads
 from tests.cacheapp.helpers import clean_cache  # noqa: F401
 from tests.cacheapp.models import Author, Book

@@ -30,7 +30,7 @@ from django_scaleops.context import (
     with_request_id,
 )
 from django_scaleops.logging import JsonFormatter
-from django_scaleops.middleware.correlation import CorrelationIdMiddleware
+from django_scaleops.logging.middleware import CorrelationIdMiddleware
 
 SAFE_CHARS = string.ascii_letters + string.digits + "._:-"
 
@@ -51,7 +51,7 @@ urlpatterns = [path("async-echo/", async_echo), path("sync-echo/", sync_echo)]
 FULL_STACK = override_settings(
     ROOT_URLCONF="tests.test_correlation",
     MIDDLEWARE=[
-        "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
+        "django_scaleops.logging.middleware.CorrelationIdMiddleware",
         "django.middleware.common.CommonMiddleware",
     ],
 )
@@ -307,7 +307,7 @@ def test_1000_concurrent_asgi_requests_do_not_bleed() -> None:
 @pytest.mark.django_db
 def test_async_client_through_full_stack(async_client) -> None:
     with override_settings(
-        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware"],
+        MIDDLEWARE=["django_scaleops.logging.middleware.CorrelationIdMiddleware"],
     ):
         response = asyncio.run(async_client.get("/api/conversations/", headers={"X-Request-ID": "full-async"}))
     assert response.status_code == 200

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.installed]
 
 STACK = override_settings(
     MIDDLEWARE=[
-        "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
-        "django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware",
+        "django_scaleops.logging.middleware.CorrelationIdMiddleware",
+        "django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware",
         *settings.MIDDLEWARE,
     ]
 )

@@ -132,7 +132,7 @@ def test_checks_flag_bad_observability_settings() -> None:
         SCALEOPS_APM_REQUEST_TRACING="everything",
         MIDDLEWARE=[
             "django.middleware.common.CommonMiddleware",
-            "django_scaleops.middleware.correlation.CorrelationIdMiddleware",
+            "django_scaleops.logging.middleware.CorrelationIdMiddleware",
         ],
     ):
         messages = check_observability() + check_settings()
@@ -150,7 +150,7 @@ def test_checks_flag_bad_observability_settings() -> None:
     with override_settings(
         SCALEOPS_APM_ENABLED=["sentry"],
         SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1",
-        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware"],
+        MIDDLEWARE=["django_scaleops.logging.middleware.CorrelationIdMiddleware"],
     ):
         assert check_observability() == []
 
@@ -188,7 +188,7 @@ SCRIPT = textwrap.dedent(
     import django
     from django.conf import settings
     from django.test.utils import override_settings
-    import django_scaleops, django_scaleops.logging, django_scaleops.apm, django_scaleops.middleware.correlation
+    import django_scaleops, django_scaleops.logging, django_scaleops.apm, django_scaleops.logging.middleware
     loaded_at_import = sorted(m for m in ("sentry_sdk", "ddtrace") if sys.modules.get(m) is not None)
     django.setup()
     from django_scaleops.apm import custom_span, state
@@ -198,7 +198,7 @@ SCRIPT = textwrap.dedent(
         SCALEOPS_APM_ENABLED=["sentry", "datadog"],
         SCALEOPS_APM_SENTRY_DSN="http://k@127.0.0.1:9/1",
         SCALEOPS_APM_DATADOG_AGENT_URL="http://127.0.0.1:9",
-        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware", *settings.MIDDLEWARE],
+        MIDDLEWARE=["django_scaleops.logging.middleware.CorrelationIdMiddleware", *settings.MIDDLEWARE],
     ):
         started = setup_apm()
         warnings = sorted(m.id for m in check_observability())

@@ -122,7 +122,7 @@ def configure(mode: str) -> None:
     }
     values.update(
         ROOT_URLCONF="tests.test_masking_sinks",
-        MIDDLEWARE=["django_scaleops.middleware.correlation.CorrelationIdMiddleware", *base.MIDDLEWARE],
+        MIDDLEWARE=["django_scaleops.logging.middleware.CorrelationIdMiddleware", *base.MIDDLEWARE],
         DEBUG=False,
         SCALEOPS_APM_ENABLED=["sentry", "datadog"],
         SCALEOPS_APM_SENTRY_DSN=os.environ["SCALEOPS_TEST_DSN"],

@@ -34,13 +34,13 @@ from django.utils import timezone
 from django_scaleops.models import ApiKey, ApiKeyUsage, Tier
 from django_scaleops.ratelimit import get_analytics, guard, limiter, parse_rate, rollup_usage
 from django_scaleops.ratelimit.callers import throttle_exempt, throttle_override, tier_cache
-from django_scaleops.ratelimit.gcra import key_identity, redis_connection
 from django_scaleops.ratelimit.keys import KEY_PREFIX, hash_key, parse_prefix
 from django_scaleops.ratelimit.policy import Policy
+from django_scaleops.ratelimit.redis_keys import key_identity, redis_connection
 from django_scaleops.ratelimit.resolver import ResolvedKey, key_cache, resolve
 
 SEEDED_TIERS = importlib.import_module("django_scaleops.migrations.0002_seed_tiers").TIERS
-MIDDLEWARE_PATH = "django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"
+MIDDLEWARE_PATH = "django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"
 
 
 def ok_view(request: HttpRequest) -> HttpResponse:
@@ -852,7 +852,7 @@ def test_large_limits_lease_ahead_and_count_usage_exactly():
 
 @override_settings(SCALEOPS_THROTTLE_LEASE_MAX=8)
 def test_leases_never_admit_more_than_the_bucket_across_instances():
-    from django_scaleops.ratelimit.gcra import Limiter
+    from django_scaleops.ratelimit.bucket import Limiter
 
     policy = Policy("shared", 8000, 86400)  # leases of 8; drains 0.09 a second
     identity = f"lease-shared-{time.time_ns()}"

@@ -26,8 +26,8 @@ from django.utils import timezone
 from django_scaleops import metrics
 from django_scaleops.models import ApiKey, Tier
 from django_scaleops.ratelimit import guard, limiter, negative, publish_key_changes
-from django_scaleops.ratelimit.gcra import key_identity, redis_connection, revoked_key
 from django_scaleops.ratelimit.keys import generate_key
+from django_scaleops.ratelimit.redis_keys import key_identity, redis_connection, revoked_key
 from django_scaleops.ratelimit.resolver import UNKNOWN_CACHE_SIZE, ResolvedKey, key_cache, resolve
 from tests.test_ratelimit import auth, clean_state, evalsha_calls, make_key, remaining, seeded_tier, throttled  # noqa: F401
 

@@ -26,7 +26,7 @@ from django.db.models import Sum
 from django_scaleops.models import ApiKey, ApiKeyUsage
 from django_scaleops.ratelimit import rollup_usage
 from django_scaleops.ratelimit.analytics import RollupLockLost, RollupResult
-from django_scaleops.ratelimit.gcra import key_identity, redis_connection, usage_key
+from django_scaleops.ratelimit.redis_keys import key_identity, redis_connection, usage_key
 from tests.test_ratelimit import clean_state, make_key, seeded_tier  # noqa: F401
 
 USAGE_TABLE = ApiKeyUsage._meta.db_table

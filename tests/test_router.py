@@ -16,10 +16,10 @@ from django.db.models.signals import post_migrate, post_save
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
-from django_scaleops.db.lsn import format_lsn, parse_lsn
-from django_scaleops.db.pool import get_pool
-from django_scaleops.db.state import current_state, primary_forced
-from django_scaleops.middleware.routing import COOKIE_SALT
+from django_scaleops.replicas.lsn import format_lsn, parse_lsn
+from django_scaleops.replicas.middleware import COOKIE_SALT
+from django_scaleops.replicas.routing import get_pool
+from django_scaleops.replicas.state import current_state, primary_forced
 from django_scaleops.routers import (
     PrimaryReplicaRouter,
     capture_read_position,

@@ -11,7 +11,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_scaleops.checks import check_settings
-from django_scaleops.db.checks import check_router
+from django_scaleops.replicas.checks import check_router
 from tests.router_helpers import MIDDLEWARE, ROUTER
 
 pytestmark = pytest.mark.units  # no server: also runs under tests.settings_units (make test-units)

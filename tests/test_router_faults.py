@@ -14,9 +14,9 @@ import pytest
 from django.db import IntegrityError, InterfaceError, OperationalError, connections
 from django.db.models.expressions import RawSQL
 
-from django_scaleops.db import health
-from django_scaleops.db.failover import CONFLICT, CONNECTION, failure_kind
-from django_scaleops.db.health import (
+from django_scaleops.replicas import health
+from django_scaleops.replicas.failover import CONFLICT, CONNECTION, failure_kind
+from django_scaleops.replicas.health import (
     DOWN,
     HEALTHY,
     IDENTITY_SQL,
@@ -27,8 +27,8 @@ from django_scaleops.db.health import (
     check_replica,
     fetch_identified,
 )
-from django_scaleops.db.pool import ReplicaPool, get_pool
-from django_scaleops.db.state import current_state
+from django_scaleops.replicas.routing import ReplicaPool, get_pool
+from django_scaleops.replicas.state import current_state
 from django_scaleops.routers import ReplicaStreamBroken, replica_status, reset_routing_state, use_primary
 from tests.router_helpers import (
     SLEEP_ON_STANDBY,

@@ -14,9 +14,9 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, OperationalError, connections
 
 from django_scaleops import metrics, signals
-from django_scaleops.db.failover import is_retryable
-from django_scaleops.db.health import DOWN, HEALTHY, LAGGING, RECOVERING, CheckResult
-from django_scaleops.db.pool import get_pool
+from django_scaleops.replicas.failover import is_retryable
+from django_scaleops.replicas.health import DOWN, HEALTHY, LAGGING, RECOVERING, CheckResult
+from django_scaleops.replicas.routing import get_pool
 from django_scaleops.routers import replica_status, reset_routing_state, use_primary
 from tests.router_helpers import (
     SLEEP_ON_STANDBY,

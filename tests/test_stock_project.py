@@ -111,7 +111,7 @@ def test_partition_and_usage_commands_on_sqlite_say_what_they_need(stock: Path):
 NOTES_APP = 'INSTALLED_APPS += ["notes"]'
 SWITCHED_ON = {
     "throttle middleware": (
-        'MIDDLEWARE.insert(1, "django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware")',
+        'MIDDLEWARE.insert(1, "django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware")',
         "",
         "scaleops.E202",
     ),

@@ -13,8 +13,8 @@ from django_scaleops import wrappers
 from django_scaleops.apm import state as apm_state
 from django_scaleops.apm.tracing import traced_execute
 from django_scaleops.cache.invalidation import execute_wrapper as invalidate_writes
-from django_scaleops.db.failover import retry_elsewhere, track_writes
 from django_scaleops.monitoring.monitor import monitor
+from django_scaleops.replicas.failover import retry_elsewhere, track_writes
 from tests.cacheapp.helpers import clean_cache, stamp  # noqa: F401
 from tests.router_helpers import fresh_routing, router_settings
 

@@ -11,12 +11,12 @@ import logging
 import re
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
+from django_scaleops.checks import middleware_paths
 from django_scaleops.conf import conf
 
-MIDDLEWARE_PATH = "django_scaleops.middleware.correlation.CorrelationIdMiddleware"
+MIDDLEWARE_PATH = "django_scaleops.logging.middleware.CorrelationIdMiddleware"
 SDK_MODULES = {"sentry": ("sentry_sdk", "sentry"), "datadog": ("ddtrace", "datadog")}
 
 
@@ -69,7 +69,7 @@ def check_observability(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 )
             )
     tracing = conf.SCALEOPS_APM_REQUEST_TRACING
-    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    middleware = middleware_paths()
     if conf.SCALEOPS_APM_ENABLED and tracing == "sampled" and MIDDLEWARE_PATH not in middleware:
         messages.append(
             Warning(

@@ -84,7 +84,7 @@ def database_identity(using: str) -> tuple[Any, ...]:
     A replica of the router's primary has the primary's identity: they hold the same rows, so
     they share entries.
     """
-    from django_scaleops.db.pool import get_pool
+    from django_scaleops.replicas.routing import get_pool
 
     pool = get_pool()
     if pool is not None and using in pool.replicas:

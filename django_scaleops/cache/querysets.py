@@ -29,7 +29,7 @@ R = TypeVar("R")
 
 def router_primary() -> str | None:
     """The primary alias when ``PrimaryReplicaRouter`` routes reads to replicas, else None."""
-    from django_scaleops.db.pool import get_pool
+    from django_scaleops.replicas.routing import get_pool
 
     pool = get_pool()
     return pool.primary if pool is not None and pool.replicas else None

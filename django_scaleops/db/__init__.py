@@ -1,4 +1,7 @@
-"""Database routing: primary/replica router, replica health, read-your-writes and failover.
+"""Deprecated path: moved to ``django_scaleops.replicas``."""
 
-The public entry points are re-exported from ``django_scaleops.routers``.
-"""
+from __future__ import annotations
+
+from django_scaleops.moved import moved
+
+__getattr__ = moved(__name__, "django_scaleops.replicas")

@@ -1,14 +1,7 @@
-"""What the app does at start-up for the read-replica router: checks and receivers."""
+"""Deprecated path: moved to ``django_scaleops.replicas.ready``."""
 
 from __future__ import annotations
 
-from django.core.checks import register
+from django_scaleops.moved import moved
 
-from django_scaleops import wrappers
-from django_scaleops.db import checks, failover, receivers
-
-
-def ready() -> None:
-    register(checks.check_router)
-    wrappers.provide("router", failover.wrapper_for, failover.track_writes, failover.retry_elsewhere)
-    receivers.connect()
+__getattr__ = moved(__name__, "django_scaleops.replicas.ready")

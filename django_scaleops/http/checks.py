@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
+from django_scaleops.checks import middleware_paths
 from django_scaleops.conf import conf
 
 DJANGO_GZIP = "django.middleware.gzip.GZipMiddleware"
@@ -20,7 +20,7 @@ OURS_CONDITIONAL = "django_scaleops.http.middleware.ConditionalGetMiddleware"
 
 
 def check_http(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    middleware = list(settings.MIDDLEWARE or [])
+    middleware = middleware_paths()
     position = {path: index for index, path in enumerate(middleware)}
     messages: list[CheckMessage] = []
     if OURS_COMPRESSION in position and DJANGO_GZIP in position:

@@ -41,7 +41,7 @@ from django_scaleops.http.negotiation import (
     encoders,
     offered_encodings,
 )
-from django_scaleops.middleware.base import HybridMiddleware
+from django_scaleops.hybrid import HybridMiddleware
 
 _COMMA = re.compile(r"\s*,\s*")
 _CONDITIONAL_HEADERS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE")

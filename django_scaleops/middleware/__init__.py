@@ -1,1 +1,1 @@
-"""django-scaleops middleware."""
+"""Old paths of the middleware, which now live with their capabilities (each warns)."""

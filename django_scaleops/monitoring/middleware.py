@@ -11,7 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase
 
-from django_scaleops.middleware.base import HybridMiddleware
+from django_scaleops.hybrid import HybridMiddleware
 from django_scaleops.monitoring.monitor import request_scope
 
 

@@ -9,8 +9,9 @@ Public API::
 from __future__ import annotations
 
 from django_scaleops.ratelimit.analytics import get_analytics, rollup_usage
+from django_scaleops.ratelimit.bucket import limiter
 from django_scaleops.ratelimit.callers import throttle_exempt, throttle_override
-from django_scaleops.ratelimit.gcra import Decision, limiter
+from django_scaleops.ratelimit.decision import Decision
 from django_scaleops.ratelimit.policy import Policy, parse_rate
 from django_scaleops.ratelimit.receivers import publish_key_changes
 

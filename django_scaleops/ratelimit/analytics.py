@@ -14,7 +14,7 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce, Greatest
 
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.gcra import key_identity, redis_connection, usage_key
+from django_scaleops.ratelimit.redis_keys import key_identity, redis_connection, usage_key
 
 logger = logging.getLogger("django_scaleops.ratelimit")
 
@@ -159,7 +159,7 @@ def rollup_usage(*, dry_run: bool = False, now: datetime | None = None) -> Rollu
 
 def _completed(client: Any, current: int) -> list[tuple[int, dict[int, list[int]]]]:
     """(key id, {minute: [allowed, limited]}) of every key with completed minutes in Redis."""
-    from django_scaleops.models import ApiKey
+    from django_scaleops.ratelimit.models import ApiKey
 
     key_ids = list(ApiKey._base_manager.using(router.db_for_write(ApiKey)).values_list("pk", flat=True))
     pipe = client.pipeline(transaction=False)
@@ -182,7 +182,7 @@ def _totals(pending: list[tuple[int, dict[int, list[int]]]]) -> RollupResult:
 
 
 def _commit_batch(client: Any, lock: RollupLock, batch: list[tuple[int, dict[int, list[int]]]]) -> None:
-    from django_scaleops.models import ApiKey, ApiKeyUsage
+    from django_scaleops.ratelimit.models import ApiKey, ApiKeyUsage
 
     db = router.db_for_write(ApiKeyUsage)
     # durable: leaving the block is a real commit, so the counters are removed only after it.
@@ -221,7 +221,7 @@ def get_analytics(api_key: object, since: datetime, until: datetime) -> list[Usa
 
     Merges rolled-up rows with the counts still in Redis, so the last minutes are included.
     """
-    from django_scaleops.models import ApiKeyUsage
+    from django_scaleops.ratelimit.models import ApiKeyUsage
 
     key_id = int(getattr(api_key, "pk", api_key))  # type: ignore[call-overload]
     points: dict[datetime, list[int]] = {}

@@ -16,8 +16,9 @@ from django.urls import Resolver404, resolve
 from django.utils.module_loading import import_string
 
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.gcra import ip_identity, key_identity
+from django_scaleops.ratelimit.addresses import client_ip
 from django_scaleops.ratelimit.policy import Policy, parse_rate
+from django_scaleops.ratelimit.redis_keys import ip_identity, key_identity
 from django_scaleops.ratelimit.resolver import ResolvedKey
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,16 +147,6 @@ def _meta_name(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
-def client_ip(request: HttpRequest) -> str:
-    """REMOTE_ADDR, or the address the n-th trusted proxy saw when PROXY_COUNT is n."""
-    proxies = int(conf.SCALEOPS_THROTTLE_PROXY_COUNT)
-    if proxies > 0:
-        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-        if len(forwarded) >= proxies:
-            return str(forwarded[-proxies])
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
-
-
 def caller_identity(api_key: ResolvedKey | None, request: HttpRequest) -> str:
     return key_identity(api_key.id) if api_key is not None else ip_identity(client_ip(request))
 
@@ -171,7 +162,7 @@ class _TierCache:
         entry = self._entries.get(name)
         if entry is not None and time.monotonic() - entry[1] <= float(conf.SCALEOPS_THROTTLE_KEY_CACHE_TTL):
             return entry[0]
-        from django_scaleops.models import Tier
+        from django_scaleops.ratelimit.models import Tier
 
         tier = Tier.objects.filter(name=name).first()
         policy = tier.policy() if tier is not None else None
@@ -183,7 +174,7 @@ class _TierCache:
         entry = self._entries.get(name)
         if entry is not None and time.monotonic() - entry[1] <= float(conf.SCALEOPS_THROTTLE_KEY_CACHE_TTL):
             return entry[0]
-        from django_scaleops.models import Tier
+        from django_scaleops.ratelimit.models import Tier
 
         tier = await Tier.objects.filter(name=name).afirst()
         policy = tier.policy() if tier is not None else None

@@ -12,11 +12,11 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from django_scaleops.checks import redis_cache_problem
+from django_scaleops.checks import middleware_paths, redis_cache_problem
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit.policy import parse_rate
 
-MIDDLEWARE_PATH = "django_scaleops.middleware.throttling.ApiKeyThrottleMiddleware"
+MIDDLEWARE_PATH = "django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"
 
 # Backends that cannot hold a shared, atomic bucket.
 NOT_SHARED = {
@@ -39,7 +39,7 @@ EXPENSIVE_BEFORE = (
 
 def check_throttle_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    middleware = list(getattr(settings, "MIDDLEWARE", []))
+    middleware = middleware_paths()
     drf_throttle = DRF_THROTTLE_PATH in _drf_throttle_classes()
     installed = MIDDLEWARE_PATH in middleware or drf_throttle
     alias = conf.SCALEOPS_THROTTLE_CACHE_ALIAS
@@ -161,7 +161,7 @@ def check_tiers(app_configs: Any = None, databases: Any = None, **kwargs: Any) -
         return []
     from django.db import connections
 
-    from django_scaleops.models import Tier
+    from django_scaleops.ratelimit.models import Tier
 
     # `migrate` runs the database checks before it creates the tables.
     if Tier._meta.db_table not in connections["default"].introspection.table_names():

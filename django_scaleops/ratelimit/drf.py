@@ -15,7 +15,7 @@ from typing import Any
 from rest_framework.throttling import BaseThrottle
 
 from django_scaleops.ratelimit import callers as rl
-from django_scaleops.ratelimit.gcra import limiter
+from django_scaleops.ratelimit.bucket import limiter
 from django_scaleops.ratelimit.guard import AuthThrottled
 from django_scaleops.ratelimit.resolver import KeyRejected, resolve
 

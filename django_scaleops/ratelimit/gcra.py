@@ -1,486 +1,53 @@
-"""The limiter: one Lua script (GCRA as a leaky-bucket meter), at most one EVALSHA per request.
-
-The bucket stores how full it is (``u``, in millionths of a request) and when that was measured
-(``t``, microseconds of the Redis server clock). Storing the level rather than a theoretical
-arrival time means a key keeps its used quota when its tier changes: 10 requests on one tier are
-10 requests on the next. The bucket drains at ``limit / period`` and holds ``limit + burst``, so
-an idle key may send ``limit + burst`` back to back and any window of ``w`` seconds admits at
-most ``limit + burst + floor(w * limit / period)``. Large buckets lend a process a few requests
-ahead (``Leases``), taken from the bucket first, so the bound holds for leased requests too.
-"""
+"""Deprecated: the limiter was split by concern. Import from the modules named below instead."""
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
-import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from redis.commands.core import Script
-
-from django_scaleops.conf import conf
-from django_scaleops.ratelimit.policy import FAIL_CLOSED, FAIL_LOCAL, Policy
-
-logger = logging.getLogger("django_scaleops.ratelimit")
-
-T = TypeVar("T")
-
-UNIT = 1_000_000  # a request, in the bucket's fixed-point unit
-
-# KEYS: bucket hash, usage hash, revocation marker (one hash tag: one Cluster slot).
-# ARGV: limit, period seconds, burst, cost (0 = look without consuming), record usage (0/1), usage TTL,
-#       lease (requests to take ahead for this process), refund (unused requests of its last lease),
-#       served (requests it admitted from that lease, counted in the usage now).
-# Returns {status, remaining, retry_after_us, reset_after_us, leased}; status 1 allowed, 0 limited,
-# -1 revoked. A lease is granted only whole and only if the bucket holds it after this request.
-LUA = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  return {-1, 0, 0, 0, 0}
-end
-local limit = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local cost = tonumber(ARGV[4]) * 1000000
-local capacity = (limit + tonumber(ARGV[3])) * 1000000
-local lease = tonumber(ARGV[7])
-local refund = tonumber(ARGV[8]) * 1000000
-local state = redis.call('HMGET', KEYS[1], 'u', 't')
-local used = tonumber(state[1]) or 0
-local last = tonumber(state[2]) or now
-if now > last then
-  used = used - math.floor((now - last) * limit / period)
-end
-used = used - refund
-if used < 0 then used = 0 end
-local status = 1
-local retry = 0
-local leased = 0
-if cost > 0 then
-  if used + cost <= capacity then
-    if lease > 0 and used + cost + lease * 1000000 <= capacity then
-      leased = lease
-    end
-    used = used + cost + leased * 1000000
-  else
-    status = 0
-    retry = math.ceil((used + cost - capacity) * period / limit)
-  end
-  if ARGV[5] == '1' then
-    local minute = string.format('%d', math.floor(now / 60000000))
-    local admitted = tonumber(ARGV[9]) + (status == 1 and 1 or 0)
-    if admitted > 0 then redis.call('HINCRBY', KEYS[2], minute .. ':a', admitted) end
-    if status == 0 then redis.call('HINCRBY', KEYS[2], minute .. ':l', 1) end
-    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
-  end
-end
-if (cost > 0 and status == 1) or refund > 0 then
-  redis.call('HSET', KEYS[1], 'u', string.format('%d', used), 't', string.format('%d', now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(used * period / limit / 1000) + 1000)
-end
-return {status, math.floor((capacity - used) / 1000000), retry, math.ceil(used * period / limit), leased}
-"""
-
-# A lease never holds more than this share of a bucket, so keys whose limit + burst is under
-# 1,000 are always checked request by request, and what leases hold back stays under 0.1%.
-LEASE_SHARE = 1000
-
-ALLOWED, LIMITED, REVOKED = 1, 0, -1
-
-# Seconds between two log lines about the same invalid tier in one process.
-INVALID_LOG_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of one check.
-
-    ``degraded`` names the failure mode used when Redis could not be asked (else None).
-    """
-
-    allowed: bool
-    policy: Policy
-    remaining: int
-    retry_after: float
-    reset_after: float
-    revoked: bool = False
-    degraded: str | None = None
-
-
-class Stats:
-    """Per-process counters, published through ``django_scaleops.metrics``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def incr(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self.counts)
-
-
-stats = Stats()
-
-
-class CircuitBreaker:
-    """After a Redis error, skip Redis for a cooldown so a dead server adds no latency per request."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open_until = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
-
-    def trip(self) -> None:
-        with self._lock:
-            self._open_until = time.monotonic() + float(conf.SCALEOPS_THROTTLE_BREAKER_COOLDOWN)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._open_until = 0.0
-
-
-class LocalLimiter:
-    """The same bucket arithmetic in process memory, for tiers in ``local`` mode while Redis is down."""
-
-    def __init__(self, max_buckets: int = 100_000) -> None:
-        self._lock = threading.Lock()
-        # Least recently used first: when full, the oldest bucket goes, so a flood of new
-        # callers (addresses) while Redis is down cannot empty the buckets of everyone else.
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._max_buckets = max_buckets
-
-    def check(self, identity: str, policy: Policy, cost: int = 1) -> Decision:
-        instances = max(1, int(conf.SCALEOPS_THROTTLE_LOCAL_INSTANCES))
-        limit = max(1.0, policy.limit / instances)
-        capacity = max(1.0, policy.capacity / instances)
-        rate = limit / policy.period  # requests drained per second
-        now = time.monotonic()
-        with self._lock:
-            used, last = self._buckets.get(identity, (0.0, now))
-            used = max(0.0, used - (now - last) * rate)
-            allowed = used + cost <= capacity
-            if allowed:
-                used += cost
-            self._buckets[identity] = (used, now)
-            self._buckets.move_to_end(identity)
-            if len(self._buckets) > self._max_buckets:
-                self._buckets.popitem(last=False)
-        retry = 0.0 if allowed else (used + cost - capacity) / rate
-        return Decision(
-            allowed=allowed,
-            policy=policy,
-            remaining=int(capacity - used),
-            retry_after=retry,
-            reset_after=used / rate,
-            degraded=FAIL_LOCAL,
-        )
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._buckets.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._buckets.clear()
-
-
-@dataclass
-class Lease:
-    """Requests this process took ahead from one bucket, admitted here without asking Redis."""
-
-    policy: Policy
-    left: int
-    served: int
-    expires: float  # time.monotonic()
-    remaining: int  # what the bucket had left when granted, the lease not included
-    reset_after: float
-    record_usage: bool
-
-
-class Leases:
-    """The live leases of this process, by (identity, slot).
-
-    A lease is taken from the shared bucket before anything is admitted from it, so leases never
-    admit more than the bucket holds. Its unused requests go back (and the requests it admitted
-    are counted in the usage) with the next Redis call for the same bucket.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[tuple[str, str], Lease] = {}
-        self._max_entries = max_entries
-
-    def take(self, identity: str, slot: str, policy: Policy, record_usage: bool) -> Decision | None:
-        """Admit one request from a live lease of the bucket, or None when there is none."""
-        with self._lock:
-            lease = self._held.get((identity, slot))
-            if (
-                lease is None
-                or lease.left <= 0
-                or lease.policy != policy
-                or lease.record_usage != record_usage
-                or time.monotonic() >= lease.expires
-            ):
-                return None
-            lease.left -= 1
-            lease.served += 1
-            remaining = lease.remaining + lease.left
-        return Decision(
-            allowed=True, policy=policy, remaining=remaining, retry_after=0.0, reset_after=lease.reset_after
-        )
-
-    def settle(self, identity: str, slot: str) -> tuple[int, int]:
-        """Remove the bucket's lease; returns (requests to give back, requests it admitted)."""
-        with self._lock:
-            lease = self._held.pop((identity, slot), None)
-        return (lease.left, lease.served) if lease is not None else (0, 0)
-
-    def hold(self, identity: str, slot: str, lease: Lease) -> None:
-        with self._lock:
-            earlier = self._held.get((identity, slot))
-            if earlier is not None and earlier.policy == lease.policy:
-                # Another thread's lease of the same bucket: keep its requests rather than lose them.
-                lease.left += earlier.left
-                lease.served += earlier.served
-            elif len(self._held) >= self._max_entries:
-                self._held.clear()  # what the dropped leases held drains from the buckets by itself
-            self._held[(identity, slot)] = lease
-
-    def forget(self, identity: str | None = None) -> None:
-        """Drop the leases of ``identity`` (revoked, reset), or all of them."""
-        self.forget_many(None if identity is None else {identity})
-
-    def forget_many(self, identities: set[str] | None) -> None:
-        """Drop the leases of every identity in ``identities`` (None: all), in one pass."""
-        with self._lock:
-            for key in [k for k in self._held if identities is None or k[0] in identities]:
-                del self._held[key]
-
-
-def lease_size(policy: Policy) -> int:
-    """Requests to take ahead for a bucket of ``policy``: none for limits under ``LEASE_SHARE``."""
-    return max(0, min(int(conf.SCALEOPS_THROTTLE_LEASE_MAX), policy.capacity // LEASE_SHARE))
-
-
-def bucket_key(identity: str, policy_slot: str = "tier") -> str:
-    return f"{conf.SCALEOPS_THROTTLE_REDIS_PREFIX}:{{{identity}}}:b:{policy_slot}"
-
-
-def usage_key(identity: str) -> str:
-    return f"{conf.SCALEOPS_THROTTLE_REDIS_PREFIX}:{{{identity}}}:u"
-
-
-def revoked_key(identity: str) -> str:
-    return f"{conf.SCALEOPS_THROTTLE_REDIS_PREFIX}:{{{identity}}}:r"
-
-
-def key_identity(api_key_id: int) -> str:
-    return f"k{api_key_id}"
-
-
-def ip_identity(ip: str) -> str:
-    return f"ip:{ip}"
-
-
-def redis_connection() -> Any:
-    """The Redis client of the throttle cache: django-redis' own pool, no second one."""
-    from django_redis import get_redis_connection
-
-    return get_redis_connection(conf.SCALEOPS_THROTTLE_CACHE_ALIAS)
-
-
-class Limiter:
-    """Checks requests against policies in Redis, degrading per policy when Redis fails."""
-
-    def __init__(self) -> None:
-        self.breaker = CircuitBreaker()
-        self.local = LocalLimiter()
-        self.leases = Leases()
-        self._script: Script | None = None
-        self._client: Any = None
-        self._invalid_logged: dict[str, float] = {}
-
-    def forget_client(self, **kwargs: Any) -> None:
-        """``setting_changed`` receiver: CACHES or the throttle cache alias may have changed."""
-        self._client = None
-
-    def client(self) -> Any:
-        # django-redis hands out the same client (and pool) every time; asking costs a few µs.
-        client = self._client
-        if client is None:
-            client = self._client = redis_connection()
-        return client
-
-    def call(self, operation: Callable[[Any], T]) -> T | None:
-        """``operation(client)`` for the limiter's side structures, or None while Redis fails.
-
-        Honours and trips the same circuit breaker as the buckets, so a dead Redis costs these
-        calls nothing either; callers treat None as "not known".
-        """
-        if self.breaker.is_open:
-            return None
-        try:
-            return operation(self.client())
-        except Exception:  # any Redis failure: the caller falls back, the breaker spares the next ones
-            self.breaker.trip()
-            return None
-
-    def _run(self, keys: list[str], args: list[int | str]) -> list[int]:
-        client = self.client()
-        if self._script is None:
-            self._script = client.register_script(LUA)
-        # Script.__call__ sends EVALSHA and falls back to loading the script on NOSCRIPT.
-        result: list[int] = self._script(keys=keys, args=args, client=client)
-        return result
-
-    def leased(self, identity: str, policy: Policy, slot: str = "tier", record_usage: bool = False) -> Decision | None:
-        """Admit one request from this process's lease of the bucket, if it holds one (no I/O)."""
-        decision = self.leases.take(identity, slot, policy, record_usage)
-        if decision is not None:
-            stats.incr("allowed_from_lease")
-        return decision
-
-    def check(
-        self,
-        identity: str,
-        policy: Policy,
-        *,
-        slot: str = "tier",
-        cost: int = 1,
-        record_usage: bool = False,
-        counted: bool = True,
-    ) -> Decision:
-        """Consume ``cost`` requests of ``identity``'s bucket (``cost=0`` only looks). Never raises.
-
-        For buckets of at least ``LEASE_SHARE`` requests, a check may take up to
-        ``SCALEOPS_THROTTLE_LEASE_MAX`` more ahead, which later checks here admit without Redis.
-        A policy flagged ``invalid`` (a broken tier row) is never sent to Redis: its failure mode
-        decides. ``counted=False`` leaves the allowed/limited metrics alone (internal buckets).
-        """
-        if policy.invalid is not None:
-            return self._invalid(identity, policy, slot, cost)
-        if cost == 1:
-            leased = self.leased(identity, policy, slot, record_usage)
-            if leased is not None:
-                return leased
-        if self.breaker.is_open:
-            return self._degraded(identity, policy, slot, cost, reason="circuit open")
-        refund, served = self.leases.settle(identity, slot) if cost > 0 else (0, 0)
-        ahead = lease_size(policy) if cost == 1 else 0
-        keys = [bucket_key(identity, slot), usage_key(identity), revoked_key(identity)]
-        args: list[int | str] = [
-            policy.limit,
-            policy.period,
-            policy.burst,
-            cost,
-            "1" if record_usage else "0",
-            int(conf.SCALEOPS_THROTTLE_USAGE_TTL),
-            ahead,
-            refund,
-            served if record_usage else 0,
-        ]
-        try:
-            status, remaining, retry_us, reset_us, granted = self._run(keys, args)
-        except Exception as exc:  # any Redis failure degrades; the limiter never turns it into a 500
-            self.breaker.trip()
-            return self._degraded(identity, policy, slot, cost, reason=type(exc).__name__)
-        if granted > 0:
-            expires = time.monotonic() + float(conf.SCALEOPS_THROTTLE_LEASE_SECONDS)
-            lease = Lease(policy, int(granted), 0, expires, max(0, int(remaining)), reset_us / 1e6, record_usage)
-            self.leases.hold(identity, slot, lease)
-        decision = Decision(
-            allowed=status == ALLOWED,
-            policy=policy,
-            remaining=max(0, int(remaining)) + int(granted),
-            retry_after=retry_us / 1e6,
-            reset_after=reset_us / 1e6,
-            revoked=status == REVOKED,
-        )
-        if counted:
-            stats.incr("revoked" if decision.revoked else "allowed" if decision.allowed else "limited")
-        return decision
-
-    def _degraded(self, identity: str, policy: Policy, slot: str, cost: int, *, reason: str) -> Decision:
-        stats.incr(f"degraded_{policy.failure_mode}")
-        # The identity is a key id or an IP, never a secret.
-        logger.warning(
-            "rate limiter degraded (%s): %s mode for %s on policy %s",
-            reason,
-            policy.failure_mode,
-            identity,
-            policy.name,
-        )
-        return self._fallback(identity, policy, slot, cost)
-
-    def _invalid(self, identity: str, policy: Policy, slot: str, cost: int) -> Decision:
-        """A broken tier row (see ``Tier.problem``): its failure mode decides, Redis is not asked."""
-        stats.incr("invalid_tier")
-        stats.incr(f"degraded_{policy.failure_mode}")
-        now = time.monotonic()
-        # One line per tier and process every INVALID_LOG_INTERVAL, not one per request.
-        if now >= self._invalid_logged.get(policy.name, 0.0):
-            self._invalid_logged[policy.name] = now + INVALID_LOG_INTERVAL
-            logger.warning(
-                "tier %r is invalid (%s): its requests follow its failure mode %r (e.g. %s), see check scaleops.E207",
-                policy.name,
-                policy.invalid,
-                policy.failure_mode,
-                identity,
-            )
-        return self._fallback(identity, policy, slot, cost)
-
-    def _fallback(self, identity: str, policy: Policy, slot: str, cost: int) -> Decision:
-        """The decision of ``policy``'s failure mode, without Redis."""
-        if policy.failure_mode == FAIL_LOCAL:
-            return self.local.check(f"{identity}:{slot}", policy, cost)
-        cooldown = float(conf.SCALEOPS_THROTTLE_BREAKER_COOLDOWN)
-        closed = policy.failure_mode == FAIL_CLOSED
-        return Decision(
-            allowed=not closed,
-            policy=policy,
-            remaining=0 if closed else policy.capacity,
-            retry_after=cooldown if closed else 0.0,
-            reset_after=0.0,
-            degraded=policy.failure_mode,
-        )
-
-    def reset(self, identity: str) -> None:
-        """Empty every bucket of ``identity`` (the admin's "reset bucket")."""
-        self.leases.forget(identity)
-        client = redis_connection()
-        pattern = bucket_key(identity, "*")
-        keys = list(client.scan_iter(match=pattern, count=100))
-        if keys:
-            client.delete(*keys)
-
-    def mark_revoked(self, identity: str, *, revoked: bool, ttl: int) -> None:
-        """Set or clear the marker the script checks, so other instances refuse a revoked key at once.
-
-        Other instances refuse it at their next Redis call for it: at once, or within
-        ``SCALEOPS_THROTTLE_LEASE_SECONDS`` for a key whose requests they have leased.
-        """
-        self.leases.forget(identity)
-        client = redis_connection()
-        if revoked:
-            client.set(revoked_key(identity), "1", ex=ttl)
-        else:
-            client.delete(revoked_key(identity))
-
-
-limiter = Limiter()
-
-
-def retry_seconds(decision: Decision) -> int:
-    """Whole seconds for Retry-After: never 0 for a refusal."""
-    return max(1, math.ceil(decision.retry_after))
+import warnings
+
+from django_scaleops.ratelimit.breaker import CircuitBreaker
+from django_scaleops.ratelimit.bucket import LUA, UNIT, Limiter, limiter
+from django_scaleops.ratelimit.decision import ALLOWED, LIMITED, REVOKED, Decision, retry_seconds
+from django_scaleops.ratelimit.leases import LEASE_SHARE, Lease, Leases, lease_size
+from django_scaleops.ratelimit.local import LocalLimiter
+from django_scaleops.ratelimit.redis_keys import (
+    bucket_key,
+    ip_identity,
+    key_identity,
+    redis_connection,
+    revoked_key,
+    usage_key,
+)
+from django_scaleops.ratelimit.stats import Stats, stats
+
+warnings.warn(
+    "django_scaleops.ratelimit.gcra is deprecated: import from django_scaleops.ratelimit.bucket (Limiter,"
+    " limiter), .decision, .leases, .local, .breaker, .stats or .redis_keys",
+    DeprecationWarning,
+    stacklevel=2,
+)
+
+__all__ = [
+    "ALLOWED",
+    "LEASE_SHARE",
+    "LIMITED",
+    "LUA",
+    "REVOKED",
+    "UNIT",
+    "CircuitBreaker",
+    "Decision",
+    "Lease",
+    "Leases",
+    "Limiter",
+    "LocalLimiter",
+    "Stats",
+    "bucket_key",
+    "ip_identity",
+    "key_identity",
+    "lease_size",
+    "limiter",
+    "redis_connection",
+    "retry_seconds",
+    "revoked_key",
+    "stats",
+    "usage_key",
+]

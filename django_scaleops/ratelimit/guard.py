@@ -20,8 +20,11 @@ import math
 from functools import lru_cache
 
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.gcra import Decision, bucket_key, ip_identity, limiter, retry_seconds, stats
+from django_scaleops.ratelimit.bucket import limiter
+from django_scaleops.ratelimit.decision import Decision, retry_seconds
 from django_scaleops.ratelimit.policy import FAIL_LOCAL, Policy, parse_rate
+from django_scaleops.ratelimit.redis_keys import bucket_key, ip_identity
+from django_scaleops.ratelimit.stats import stats
 
 logger = logging.getLogger("django_scaleops.ratelimit")
 

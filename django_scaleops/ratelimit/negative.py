@@ -23,7 +23,7 @@ from typing import Any
 from redis.commands.core import Script
 
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.gcra import limiter
+from django_scaleops.ratelimit.bucket import limiter
 
 SHARD_SIZE = 128  # Redis' default zset-max-listpack-entries: larger shards lose the compact encoding
 

@@ -14,11 +14,13 @@ from typing import Any
 from django.db import router
 from django.db.models.signals import post_delete, post_save
 
+from django_scaleops import signals
 from django_scaleops.checks import redis_cache_problem
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit import negative
+from django_scaleops.ratelimit.bucket import limiter
 from django_scaleops.ratelimit.callers import tier_cache
-from django_scaleops.ratelimit.gcra import key_identity, limiter, redis_connection, revoked_key
+from django_scaleops.ratelimit.redis_keys import key_identity, redis_connection, revoked_key
 from django_scaleops.ratelimit.resolver import key_cache
 
 logger = logging.getLogger("django_scaleops.ratelimit")
@@ -71,7 +73,7 @@ def publish_key_changes(keys: Iterable[Any], *, using: str | None = None) -> Non
     their next request, un-revoked ones accepted again, and every one is reloaded here. An id
     without a row (deleted) is treated as revoked.
     """
-    from django_scaleops.models import ApiKey, _key_ids
+    from django_scaleops.ratelimit.models import ApiKey, _key_ids
 
     ids = _key_ids(keys)
     if not ids:
@@ -91,6 +93,11 @@ def api_key_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     publish([(instance.pk, instance.prefix, revoked)])
 
 
+def api_keys_changed(sender: Any, changes: Iterable[tuple[int, str | None, bool]] = (), **kwargs: Any) -> None:
+    """``signals.api_keys_changed`` (``ApiKey.objects.revoke()``): publish what changed."""
+    publish(changes)
+
+
 def tier_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     key_cache.clear()
     tier_cache.clear()
@@ -99,13 +106,14 @@ def tier_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
 def connect() -> None:
     from django.core.signals import setting_changed
 
-    from django_scaleops.models import ApiKey, Tier
+    from django_scaleops.ratelimit.bucket import limiter
     from django_scaleops.ratelimit.callers import forget_rules
-    from django_scaleops.ratelimit.gcra import limiter
+    from django_scaleops.ratelimit.models import ApiKey, Tier
 
     setting_changed.connect(forget_rules, dispatch_uid="scaleops_throttle_rules")
     setting_changed.connect(limiter.forget_client, dispatch_uid="scaleops_throttle_client")
 
+    signals.api_keys_changed.connect(api_keys_changed, sender=ApiKey, dispatch_uid="scaleops_apikeys_changed")
     post_save.connect(api_key_changed, sender=ApiKey, dispatch_uid="scaleops_apikey_saved")
     post_delete.connect(api_key_changed, sender=ApiKey, dispatch_uid="scaleops_apikey_deleted")
     post_save.connect(tier_changed, sender=Tier, dispatch_uid="scaleops_tier_saved")

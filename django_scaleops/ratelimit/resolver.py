@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit import guard, negative
+from django_scaleops.ratelimit.addresses import client_ip
 from django_scaleops.ratelimit.keys import matches, parse_prefix
 from django_scaleops.ratelimit.policy import Policy
 
@@ -142,14 +143,14 @@ key_cache = KeyCache()
 
 
 def _load(prefix: str) -> ResolvedKey | None:
-    from django_scaleops.models import ApiKey
+    from django_scaleops.ratelimit.models import ApiKey
 
     row = ApiKey.objects.select_related("tier").filter(prefix=prefix).first()
     return _to_resolved(row)
 
 
 async def _aload(prefix: str) -> ResolvedKey | None:
-    from django_scaleops.models import ApiKey
+    from django_scaleops.ratelimit.models import ApiKey
 
     row = await ApiKey.objects.select_related("tier").filter(prefix=prefix).afirst()
     return _to_resolved(row)
@@ -180,8 +181,6 @@ def _verify(raw: str, resolved: ResolvedKey | None) -> ResolvedKey:
 
 
 def _address(request: HttpRequest) -> str:
-    from django_scaleops.ratelimit.callers import client_ip  # callers imports this module
-
     return client_ip(request)
 
 

@@ -10,7 +10,7 @@ import time
 from django.http import HttpResponse
 
 from django_scaleops.conf import conf
-from django_scaleops.ratelimit.gcra import Decision, retry_seconds
+from django_scaleops.ratelimit.decision import Decision, retry_seconds
 from django_scaleops.ratelimit.policy import Policy
 
 PROBLEM_TYPE = "application/problem+json"

@@ -18,10 +18,11 @@ from django.views.decorators.http import require_GET
 
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit import callers as rl
-from django_scaleops.ratelimit.gcra import key_identity, limiter, stats
+from django_scaleops.ratelimit.bucket import limiter
 from django_scaleops.ratelimit.guard import AuthThrottled
 from django_scaleops.ratelimit.keys import mask
 from django_scaleops.ratelimit.policy import FAIL_LOCAL, Policy, parse_rate
+from django_scaleops.ratelimit.redis_keys import key_identity
 from django_scaleops.ratelimit.resolver import KeyRejected, resolve
 from django_scaleops.ratelimit.responses import (
     add_headers,
@@ -30,6 +31,7 @@ from django_scaleops.ratelimit.responses import (
     too_many_failures,
     unauthorized,
 )
+from django_scaleops.ratelimit.stats import stats
 
 logger = logging.getLogger("django_scaleops.ratelimit")
 

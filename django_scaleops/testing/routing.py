@@ -20,7 +20,7 @@ from typing import Any
 
 from django.db import connections
 
-from django_scaleops.db.state import reset_routing_state
+from django_scaleops.replicas.state import reset_routing_state
 
 
 @dataclass

@@ -11,8 +11,8 @@ from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from django_scaleops.db.lsn import format_lsn
-from django_scaleops.db.state import current_state
+from django_scaleops.replicas.lsn import format_lsn
+from django_scaleops.replicas.state import current_state
 from tests.routerapp.models import Note
 
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from django_scaleops.models import ApiKey, Tier
+from django_scaleops.ratelimit.models import ApiKey, Tier
 
 
 class Command(BaseCommand):

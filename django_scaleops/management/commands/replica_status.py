@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_scaleops.db.pool import replica_status
+from django_scaleops.replicas.routing import replica_status
 
 
 class Command(BaseCommand):
