@@ -29,7 +29,7 @@ OLD_MODULES = {
 def test_an_old_module_warns_and_hands_on_the_same_object(old):
     name, new = OLD_MODULES[old]
     sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning) as warned:
+    with pytest.warns(DeprecationWarning, match="is deprecated") as warned:
         module = importlib.import_module(old)
     assert any(new in str(w.message) for w in warned), [str(w.message) for w in warned]
     assert getattr(module, name) is getattr(importlib.import_module(new), name)
