@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from django_scaleops import metrics
 from django_scaleops.bulk import BatchResult, BulkOperationError, columns, keyset_batches, progress_bar_callback
 from django_scaleops.bulk.create import Inserter
-from django_scaleops.bulk.reading import EncodedBatch
+from django_scaleops.bulk.reading import InstanceForm, PositionalForm
 from django_scaleops.progress import ProgressBar
 from django_scaleops.signals import bulk_write_committed
 from tests.bulkapp.models import MOOD_DDL, PARTITIONED_DDL, Dog, Event, IsolationProbe, Item, Mood, Owner, Pet
@@ -106,6 +106,8 @@ def test_mappings_are_read_by_key_whatever_their_order_or_keys():
     assert stored == {"a": ("first", 1), "b": ("second", 2), "c": ("third", 0), "d": ("", 0)}
     with pytest.raises(BulkOperationError, match="no concrete field 'colour'"):
         Item.objects.batch_create([{"sku": "e", "name": "x"}, {"sku": "f", "colour": "red"}])
+    assert Owner.objects.batch_create([{}, {}]).rows_done == 2  # no key at all: every field's default
+    assert list(Owner.objects.values_list("name", "active")) == [("", True), ("", True)]
 
 
 def test_a_batch_outside_a_transaction_is_committed_all_or_nothing_without_savepoints():
@@ -204,7 +206,7 @@ def test_compact_json_writes_what_json_dumps_writes():
         columns.CompactJsonbDumper(list).dump({"when": dt.date(2025, 1, 1)})
 
 
-@pytest.mark.parametrize("workers", [1, 2])  # with workers, JSON values are encoded as they are read
+@pytest.mark.parametrize("workers", [1, 2])  # JSON values are encoded as they are read
 def test_json_values_stored_by_copy_as_save_stores_them(workers):
     rows = [(f"j{n}", value) for n, value in enumerate(JSON_VALUES)]
     assert Item.objects.batch_create(rows, fields=["sku", "tags"], workers=workers).rows_done == len(rows)
@@ -229,12 +231,13 @@ def test_json_not_serializable_is_refused_clearly(workers):
     assert not Item.objects.exists()
 
 
-def test_encoded_batches_keep_rows_and_errors_as_read():
-    # Reading for workers encodes JSON values; a batch with a row of another form, or a value
-    # json.dumps refuses, comes back as the caller's rows, in order, for the usual road.
+def test_batches_of_one_form_are_normalised_and_others_kept_as_given():
+    # Tuples and dicts of one form are read into tuples of values, JSON values encoded; a batch
+    # with a row of another form, or a value json.dumps refuses, holds the caller's rows, in
+    # order, for the writer to sort out and report.
     inserter = Inserter(
         Item,
-        connections["default"],
+        "default",
         fields=["sku", "tags"],
         returning=False,
         on_conflict=None,
@@ -243,22 +246,29 @@ def test_encoded_batches_keep_rows_and_errors_as_read():
     )
     tuples = [(f"t{n}", {"n": n} if n % 3 else None) for n in range(600)]
     batches = list(inserter.read_batches(iter(tuples), 500))
-    assert [type(b) for b in batches] == [EncodedBatch, EncodedBatch] and [len(b) for b in batches] == [500, 100]
+    assert [len(b) for b in batches] == [500, 100]
+    assert all(b.form is inserter.forms.tuples for b in batches)
     assert batches[0][:2] == [("t0", None), ("t1", b'{"n": 1}')]
-    assert type(batches[0][10:20]) is EncodedBatch  # bisection keeps the form
+    assert batches[0][10:20].form is inserter.forms.tuples  # bisection keeps the form
     mixed = [*tuples[:300], ("x", {1, 2}), *tuples[300:]]  # a set: json.dumps refuses it
     batches = list(inserter.read_batches(iter(mixed), 500))
-    assert type(batches[0]) is list and batches[0] == mixed[:500]
-    assert type(batches[1]) is EncodedBatch and len(batches[1]) == 101
+    assert batches[0].form is None and batches[0] == mixed[:500]
+    assert batches[1].form is inserter.forms.tuples and len(batches[1]) == 101
+    lists = [[f"l{n}", [n]] for n in range(3)]  # any sequence: read into tuples
+    assert list(inserter.read_batches(iter(lists), 100)) == [[("l0", b"[0]"), ("l1", b"[1]"), ("l2", b"[2]")]]
     dicts = [{"sku": f"d{n}", "tags": [n]} for n in range(10)]
-    (batch,) = inserter.read_batches(iter(dicts), 100)
-    assert type(batch) is EncodedBatch and batch.keys == ("sku", "tags") and batch[2] == ("d2", b"[2]")
+    (batch,) = inserter.read_batches(iter([*dicts, {"tags": [10], "sku": "d10"}]), 100)  # any key order
+    assert isinstance(batch.form, PositionalForm) and batch.form.keys == ("sku", "tags")
+    assert batch[2] == ("d2", b"[2]") and batch[10] == ("d10", b"[10]")
     other_keys = [*dicts, {"sku": "e", "tags": [1], "name": "n"}]
-    assert list(inserter.read_batches(iter(other_keys), 100)) == [other_keys]
+    assert [(b.form, b) for b in inserter.read_batches(iter(other_keys), 100)] == [(None, other_keys)]
     same_count = [*dicts, {"sku": "e", "name": "n"}]  # as many keys, not the same ones
-    assert list(inserter.read_batches(iter(same_count), 100)) == [same_count]
-    objs = [Item(sku=f"i{n}") for n in range(600)]  # instances are not encoded: batches as read
-    assert list(inserter.read_batches(iter(objs), 500)) == [objs[:500], objs[500:]]
+    assert [(b.form, b) for b in inserter.read_batches(iter(same_count), 100)] == [(None, same_count)]
+    objs = [Item(sku=f"i{n}") for n in range(600)]  # instances stay as they are
+    batches = list(inserter.read_batches(iter(objs), 500))
+    assert batches == [objs[:500], objs[500:]] and all(isinstance(b.form, InstanceForm) for b in batches)
+    saved = [Item(pk=n, sku=f"s{n}") for n in range(3)]  # a key set: another form
+    assert [b.form for b in inserter.read_batches(iter([*objs[:2], *saved]), 100)] == [None]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -366,9 +376,16 @@ def test_stop_on_first_failure_keeps_earlier_batches():
 def test_workers_report_the_same_exact_failures_and_insert_the_rest():
     bad = frozenset({17, 50_123, 99_998})
     used: set[int] = set()
+    seen: list[int] = []
+    inside = threading.Lock()
 
     def progress(result: BatchResult) -> None:
-        used.add(threading.get_ident())
+        assert inside.acquire(blocking=False), "progress called by two workers at once"
+        try:
+            used.add(threading.get_ident())
+            seen.append(result.rows_seen)
+        finally:
+            inside.release()
 
     result = Item.objects.batch_create(
         item_rows(100_000, bad=bad),
@@ -384,6 +401,7 @@ def test_workers_report_the_same_exact_failures_and_insert_the_rest():
     assert Item.objects.count() == 99_997
     assert not Item.objects.filter(sku__in=[f"sku-{n}" for n in bad]).exists()
     assert used and threading.get_ident() not in used  # the batches ran on worker threads
+    assert seen == sorted(seen) and len(seen) == 20 and seen[-1] == 100_000  # newer snapshots each time
 
 
 def test_workers_stop_on_first_failure_and_say_what_was_committed():
@@ -441,6 +459,14 @@ def test_workers_write_what_was_read_before_the_iterable_failed():
     assert isinstance(info.value.__cause__, RuntimeError)
     # Five batches were read before the failure, some still waiting in the queue: all are written.
     assert info.value.result.rows_done == 2500 == Item.objects.count()
+
+
+def test_workers_with_fewer_batches_than_threads_or_none_end_every_thread():
+    threads = threading.active_count()
+    assert Item.objects.batch_create(item_rows(10), fields=ITEM_FIELDS, workers=4).rows_done == 10
+    assert Item.objects.batch_create([], workers=3).rows_seen == 0
+    assert Item.objects.parallel_batch_process([], lambda rows: None, workers=3).batches_committed == 0
+    assert threading.active_count() == threads
 
 
 def test_workers_refuse_one_transaction():

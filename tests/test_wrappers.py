@@ -96,3 +96,26 @@ def test_a_statement_beside_the_cursor_goes_through_the_chain():
         counted = monitor.snapshot().aliases["default"].count
         assert counted >= 1
     assert stamp("cacheapp_doc") != before
+
+
+@pytest.mark.usefixtures("clean_cache")
+def test_batch_creates_copy_is_counted_by_the_monitor_and_invalidates():
+    from django_scaleops.signals import bulk_rows_written
+    from tests.cacheapp.models import Doc
+
+    Doc.objects.all().cached(60)
+    before = stamp("cacheapp_doc")
+    # Without the bulk signal's receiver, only the chain can invalidate for the COPY.
+    bulk_rows_written.disconnect(dispatch_uid="scaleops-cache-bulk")
+    try:
+        with override_settings(SCALEOPS_MONITOR_ENABLED=True):
+            monitor.reset()
+            Doc.objects.batch_create([{"title": "copied"}])
+            statements = monitor.snapshot().fingerprint_text.values()
+            assert any(str(text).startswith("COPY") for text in statements), list(statements)
+    finally:
+        from django_scaleops.cache.invalidation import on_bulk_rows_written
+
+        bulk_rows_written.connect(on_bulk_rows_written, dispatch_uid="scaleops-cache-bulk")
+    assert stamp("cacheapp_doc") != before
+    assert [d.title for d in Doc.objects.all().cached(60)] == ["copied"]

@@ -26,6 +26,8 @@ from psycopg import ProgrammingError, pq
 from psycopg.abc import Buffer
 from psycopg.types.json import Json, Jsonb, JsonbBinaryDumper
 
+from django_scaleops.wrappers import run_through_chain
+
 # Field classes (exact types) whose get_db_prep_save is, for well-typed values, the identity or
 # what psycopg's dumper for the column type does anyway.
 FAST_FIELD_TYPES: frozenset[type[models.Field[Any, Any]]] = frozenset(
@@ -68,6 +70,8 @@ INT_RANGES = {21: ("smallint", -(2**15), 2**15 - 1), 23: ("integer", -(2**31), 2
 FLOAT4_OID = 700
 FLOAT4_MAX = 3.4028234663852886e38
 BOOL_OID = 16
+# Column types whose values COPY checks itself (see column_ok).
+CHECKED_OIDS = frozenset({*INT_RANGES, FLOAT4_OID, BOOL_OID})
 JSONB_OID = 3802
 # Rows read and checked at a time on the fast road while the COPY runs: the server inserts what
 # was sent while the next chunk is read (reading the whole batch first would leave it idle).
@@ -102,17 +106,12 @@ def range_guard(oid: int, column: str) -> Converter | None:
     return None
 
 
-def strict_bool(value: Any) -> Any:
-    # The bool dumper stores any truthy object as true; Django's to_python would refuse 2 or "x".
-    if value is None or type(value) is bool:
-        return value
-    raise TypeError(f"{type(value).__name__} is not a bool")
-
-
 def column_ok(oid: int, values: list[Any]) -> bool:
-    """Whether every value of a column passes ``range_guard`` and ``strict_bool`` for its type.
+    """Whether every value of a column is one its binary dumper stores as PostgreSQL would.
 
-    Raises what those would (a str for an integer column cannot be compared: TypeError).
+    Integers and reals within the column type's range (``range_guard``), booleans that are
+    ``bool`` (the dumper stores any truthy object as true; Django's ``to_python`` would refuse 2
+    or "x"). Raises what comparing does (a str for an integer column: TypeError).
     """
     # Built-ins that loop in C (min, max, map, set): this runs over every value of a batch.
     present = [value for value in values if value is not None] if None in values else values
@@ -128,28 +127,7 @@ def column_ok(oid: int, values: list[Any]) -> bool:
     return True
 
 
-def checked_columns(
-    rows: Sequence[Sequence[Any]], checks: list[tuple[int, int]], width: int
-) -> Sequence[Sequence[Any]]:
-    """``rows`` once each checked column (position, type OID) passes ``column_ok``.
-
-    Raises a dump error otherwise, so that the batch is sent again on the prepared road, which
-    reports the bad value (or a row of the wrong length) as the per-value checks do.
-    """
-    if rows and set(map(len, rows)) != {width}:
-        raise ValueError(f"a row does not have {width} values.")
-    for position, oid in checks:
-        if not column_ok(oid, list(map(itemgetter(position), rows))):
-            raise ValueOutOfRange("a value of the batch is out of range or of the wrong type for its column.")
-    return rows
-
-
-ReadChunk = Callable[[list[Any]], Sequence[Sequence[Any]]]
-
-
-def each(read: Callable[[Any], Sequence[Any]]) -> ReadChunk:
-    """A chunk reader that reads each row with ``read``."""
-    return lambda chunk: list(map(read, chunk))
+ValueRows = Sequence[Sequence[Any]]
 
 
 def chunks_of(rows: Iterable[Any]) -> Iterator[list[Any]]:
@@ -157,14 +135,6 @@ def chunks_of(rows: Iterable[Any]) -> Iterator[list[Any]]:
     iterator = iter(rows)
     while chunk := list(islice(iterator, CHECK_CHUNK_ROWS)):
         yield chunk
-
-
-def checked_chunks(
-    rows: Iterable[Any], read_chunk: ReadChunk, checks: list[tuple[int, int]], width: int
-) -> Iterator[Sequence[Sequence[Any]]]:
-    """``checked_columns`` over ``rows`` read ``CHECK_CHUNK_ROWS`` at a time, lazily."""
-    for chunk in chunks_of(rows):
-        yield checked_columns(read_chunk(chunk), checks, width)
 
 
 def _then(first: Converter, second: Converter) -> Converter:
@@ -328,13 +298,22 @@ def encode_json_column(values: Sequence[Any]) -> list[bytes | None]:
     return list(map(str.encode, map("".join, map(_json_encoder, values, repeat(0)))))
 
 
+def encode_json_columns(rows: Sequence[Sequence[Any]], positions: Sequence[int]) -> list[tuple[Any, ...]]:
+    """``rows`` (of one width, at least one value) with the values at ``positions`` encoded by
+    ``encode_json_column``: transposed to columns and back, with loops in C (``zip``, ``map``)."""
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for position in positions:
+        columns[position] = encode_json_column(columns[position])
+    return list(zip(*columns, strict=True))
+
+
 def decode_json(value: Any) -> Any:
     """What ``encode_json`` encoded, as a value that json.dumps turns into the same text."""
     return json.loads(value) if type(value) is bytes else value
 
 
-def _encoded_for_django(value: Any) -> Any:
-    # The prepared road hands values to psycopg itself: the text goes as it is, as jsonb.
+def encoded_for_django(value: Any) -> Any:
+    """A JSON value encoded as read, as Django would prepare the value: its text, as jsonb."""
     return Jsonb(value.decode(), dumps=str) if type(value) is bytes else value
 
 
@@ -432,59 +411,49 @@ def rejected_by_fast_road(exc: BaseException) -> bool:
     return False
 
 
-def copy_prepared(
+def copy_values(
     connection: BaseDatabaseWrapper,
     table: str,
     fields: Sequence[models.Field[Any, Any]],
     oids: Sequence[int],
-    rows: Sequence[Any],
-    read: Callable[[Any], Sequence[Any]],
+    chunks: Callable[[], Iterable[ValueRows]],
     *,
-    fast_read: ReadChunk | None = None,
-    encoded_json: Sequence[int] = (),
+    encoded: Sequence[int] = (),
 ) -> int:
-    """COPY ``rows`` (each turned into values by ``read``), fast road first, Django-prepared if rejected.
+    """COPY the value rows of ``chunks()`` (one value per field) into ``table``.
 
-    ``fast_read`` may replace ``read`` on the fast road, a chunk of rows at a time, when it can
-    skip checks psycopg makes anyway.
-    ``encoded_json``: value positions of JSON fields holding ``encode_json`` bytes (or None).
-    Inside a transaction the fast attempt is wrapped in a savepoint; outside one each COPY is a
-    transaction of its own, so a refused fast attempt leaves nothing behind either.
+    First on the fast road, values as they are; if psycopg rejects one, again with every value
+    prepared by Django (``chunks`` is called once per attempt). ``encoded``: positions of JSON
+    values that are ``encode_json`` bytes (or None). Inside a transaction the fast attempt is
+    wrapped in a savepoint; outside one each COPY is a transaction of its own, so a refused
+    attempt leaves nothing behind either.
     """
     columns = [column_of(f) for f in fields]
     connection.ensure_connection()  # outside a transaction nothing may have connected it yet
+    qn = connection.ops.quote_name
+    # Through the execute-wrapper chain, as if Django's cursor had sent it: the query monitor
+    # counts the COPY and the cache queues its invalidation (see django_scaleops/wrappers.py).
+    statement = f"COPY {qn(table)} ({', '.join(qn(c) for c in columns)}) FROM STDIN"
+    return run_through_chain(
+        connection, None, statement, lambda: _copy_values(connection, table, columns, fields, oids, chunks, encoded)
+    )
+
+
+def _copy_values(
+    connection: BaseDatabaseWrapper,
+    table: str,
+    columns: list[str],
+    fields: Sequence[models.Field[Any, Any]],
+    oids: Sequence[int],
+    chunks: Callable[[], Iterable[ValueRows]],
+    encoded: Sequence[int],
+) -> int:
     binary = binary_ok(connection, oids)
-    guards = [range_guard(oid, column) for oid, column in zip(oids, columns, strict=True)] if binary else []
     if binary:
-        steps: list[tuple[int, Converter]] = []
-        for i, (field, oid, guard) in enumerate(zip(fields, oids, guards, strict=True)):
-            step: Converter | None = None if is_fast(field) else slow_converter(field, connection)
-            if oid == BOOL_OID:
-                step = strict_bool if step is None else _then(step, strict_bool)
-            if guard is not None:
-                step = guard if step is None else _then(step, guard)
-            if step is not None:
-                steps.append((i, step))
-        read_chunk = fast_read or each(read)
-
-        def converted(row: Any) -> Sequence[Any]:
-            values = list(row)
-            for i, convert in steps:
-                values[i] = convert(values[i])
-            return values
-
-        chunks: Iterable[Sequence[Sequence[Any]]]
         sid = connection.savepoint()  # transaction.savepoint() is deprecated in Django 6.1
         try:
-            if not steps:
-                chunks = map(read_chunk, chunks_of(rows))
-            elif all(is_fast(fields[i]) for i, _ in steps):
-                # Only checks, no conversion: check each column of a chunk at once (cheaper than
-                # a call per value); a failing column sends the batch down the prepared road below.
-                chunks = checked_chunks(rows, read_chunk, [(i, oids[i]) for i, _ in steps], len(fields))
-            else:
-                chunks = (list(map(converted, read_chunk(chunk))) for chunk in chunks_of(rows))
-            count = copy_rows(connection, table, columns, oids, chunks, encoded_json=bool(encoded_json))
+            fast = _fast_values(connection, fields, oids, chunks())
+            count = copy_rows(connection, table, columns, oids, fast, encoded_json=bool(encoded))
         except Exception as exc:
             if sid is not None:  # None only outside a transaction, where there is nothing to undo
                 connection.savepoint_rollback(sid)
@@ -495,10 +464,63 @@ def copy_prepared(
             if sid is not None:
                 connection.savepoint_commit(sid)
             return count
-    slow = [slow_converter(f, connection) for f in fields]
-    for position in encoded_json:
-        slow[position] = _encoded_for_django
-    if guards:
-        slow = [c if g is None else _then(c, g) for c, g in zip(slow, guards, strict=True)]
-    prepared = ([convert(v) for convert, v in zip(slow, read(row), strict=True)] for row in rows)
-    return copy_rows(connection, table, columns, oids, (prepared,), binary=binary)
+    prepared = _prepared_values(connection, fields, oids, chunks(), binary=binary, encoded=encoded)
+    return copy_rows(connection, table, columns, oids, prepared, binary=binary)
+
+
+def _fast_values(
+    connection: BaseDatabaseWrapper,
+    fields: Sequence[models.Field[Any, Any]],
+    oids: Sequence[int],
+    chunks: Iterable[ValueRows],
+) -> Iterable[ValueRows]:
+    """Values as they are, but those of fields psycopg cannot take as they are, which Django
+    prepares; the column types whose binary dumper would store a wrong value are checked a column
+    at a time (a failing check sends the batch down the prepared road, which names the value)."""
+    converters = [(i, slow_converter(f, connection)) for i, f in enumerate(fields) if not is_fast(f)]
+    checks = [(i, oid) for i, oid in enumerate(oids) if oid in CHECKED_OIDS]
+    return _converted(chunks, converters, checks)
+
+
+def _prepared_values(
+    connection: BaseDatabaseWrapper,
+    fields: Sequence[models.Field[Any, Any]],
+    oids: Sequence[int],
+    chunks: Iterable[ValueRows],
+    *,
+    binary: bool,
+    encoded: Sequence[int],
+) -> Iterable[ValueRows]:
+    """Every value prepared by Django, as ``save()`` prepares it; out-of-range values refused one
+    by one, with the value and column named, where the binary dumper would wrap them around."""
+    converters = [slow_converter(f, connection) for f in fields]
+    for position in encoded:
+        converters[position] = encoded_for_django
+    if binary:
+        guards = [range_guard(oid, column_of(f)) for f, oid in zip(fields, oids, strict=True)]
+        converters = [c if g is None else _then(c, g) for c, g in zip(converters, guards, strict=True)]
+    return _converted(chunks, list(enumerate(converters)), [])
+
+
+def _converted(
+    chunks: Iterable[ValueRows], converters: list[tuple[int, Converter]], checks: list[tuple[int, int]]
+) -> Iterable[ValueRows]:
+    if not converters and not checks:
+        return chunks
+
+    def convert(row: Sequence[Any]) -> list[Any]:
+        values = list(row)
+        for i, convert_value in converters:
+            values[i] = convert_value(values[i])
+        return values
+
+    def converted() -> Iterator[ValueRows]:
+        for rows in chunks:
+            if converters:
+                rows = list(map(convert, rows))
+            for position, oid in checks:
+                if not column_ok(oid, list(map(itemgetter(position), rows))):
+                    raise ValueOutOfRange("a value of the batch is out of range or of the wrong type for its column.")
+            yield rows
+
+    return converted()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from operator import attrgetter
 from typing import Any
 
 from django.db import connections, models
@@ -106,8 +109,8 @@ def parallel_batch_process(
 ) -> BatchResult:
     """Call ``fn(rows)`` on ``workers`` threads, each with its own database connection, closed at the end.
 
-    The calling thread reads the batches (keyset-paged for a queryset, lazily for an iterable)
-    into a queue of at most ``2 * workers`` batches, so memory stays bounded. Every batch runs in
+    The calling thread reads the batches (keyset-paged for a queryset, lazily for an iterable),
+    at most ``2 * workers`` ahead of the workers, so memory stays bounded. Every batch runs in
     its own transaction on the worker's connection (``atomic=True`` is not possible across
     connections). Batch order between workers is not defined.
     """
@@ -136,128 +139,125 @@ def parallel_batch_process(
             max_retries=max_retries,
         )
 
-    return run_on_workers(
-        batches,
-        lambda: _counted(fn),
-        make_runner,
-        operation="process",
-        workers=workers,
-        queue_depth=2 * workers,
-        progress=progress,
-    )
+    return run_on_workers(batches, _counted(fn), make_runner, operation="process", workers=workers, progress=progress)
+
+
+class WorkerPool:
+    """A ``ThreadPoolExecutor`` of exactly ``workers`` threads, each with its own database
+    connections (Django's are per thread), which each thread closes when the pool closes."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scaleops-bulk")
+        # Start every thread now: the executor starts one for each task submitted while none is
+        # idle, and no task of this round ends before all have started. With every thread there,
+        # the closing round reaches each one exactly once.
+        self._on_every_thread(lambda: None)
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        self.executor.submit(fn, *args)
+
+    def close(self) -> None:
+        """Wait for the tasks submitted; then each thread closes its connections, and ends."""
+        try:
+            self._on_every_thread(connections.close_all)  # each thread closes its own connections
+        finally:
+            self.executor.shutdown(wait=True)
+
+    def _on_every_thread(self, fn: Callable[[], object]) -> None:
+        # Tasks are taken first in, first out, each by a thread done with its previous one, and
+        # the barrier makes each thread take one task of the round: when the round ends, every
+        # task submitted before it has ended.
+        barrier = threading.Barrier(self.workers)
+
+        def task() -> None:
+            try:
+                fn()
+            finally:
+                barrier.wait()  # holds this thread until each thread has taken a task of the round
+
+        try:
+            submitted = [self.executor.submit(task) for _ in range(self.workers)]
+        except BaseException:
+            barrier.abort()  # a thread could not start: release the ones waiting
+            raise
+        futures.wait(submitted)
 
 
 def run_on_workers(
     batches: Iterable[list[Any]],
-    make_work: Callable[[], Work],
+    work: Work,
     make_runner: Callable[[], BatchRunner[Any]],
     *,
     operation: str,
     workers: int,
-    queue_depth: int,
     progress: ProgressCallback | None = None,
 ) -> BatchResult:
     """Run ``work(rows)`` for each batch on ``workers`` threads, each with its own connection.
 
-    The calling thread reads ``batches`` into a queue of at most ``queue_depth`` batches (so an
-    iterable that queries the database uses the caller's connection, never a worker's). Each
-    worker builds its ``work`` in its own thread (it may hold the thread's connection), runs every
-    batch it takes in its runner's per-batch transaction, and closes its connections when done.
-    The merged ``BatchResult`` keeps returned keys in input order.
+    The calling thread reads ``batches`` (so an iterable that queries the database uses the
+    caller's connection, never a worker's) and submits each one, at most ``2 * workers`` at a time,
+    running or waiting: memory holds about that many batches. Each batch runs in its own
+    transaction on its thread's connection, through a runner of its own (``make_runner``, whose
+    ``work`` may run on any thread), and its result is added to the call's as it ends: failure
+    positions refer to the input, returned keys come in input order.
     """
-    lock = threading.Lock()
-    stop = threading.Event()
-    pending: queue.Queue[tuple[int, int, list[Any]] | None] = queue.Queue(maxsize=queue_depth)
-    runners: list[BatchRunner[Any]] = []
+    # A bad option raises here, before any thread starts.
+    collect_pks = make_runner().result.pks is not None
+    total = BatchResult(operation=operation)
     pks_by_batch: dict[int, list[Any]] = {}
     errors: list[BaseException] = []
+    lock = threading.Lock()
+    stop = threading.Event()  # a batch failed: read, and run, no more
+    slots = threading.Semaphore(2 * workers)
 
-    def merged(*, with_pks: bool) -> BatchResult:
-        collect = any(runner.result.pks is not None for runner in runners)
-        total = BatchResult(operation=operation, pks=[] if collect and with_pks else None)
-        for runner in runners:
-            part = runner.result
-            total.rows_done += part.rows_done
-            total.rows_seen += part.rows_seen
-            total.batches_committed += part.batches_committed
-            total.retries += part.retries
-            total.failures.extend(part.failures)
-        total.failures.sort(key=lambda failure: failure.start)
-        if total.pks is not None:
-            for index in sorted(pks_by_batch):
-                total.pks.extend(pks_by_batch[index])
-        return total
-
-    def report(_: BatchResult) -> None:
-        if progress is not None:
-            # One call at a time, each with a newer snapshot (a progress bar only moves forward);
-            # without keys: copying them all after every batch would be quadratic.
-            with lock:
-                progress(merged(with_pks=False))
-
-    def worker(runner: BatchRunner[Any]) -> None:
+    def run(index: int, start: int, rows: list[Any]) -> None:
         try:
-            work = make_work()
-            while not stop.is_set():
-                try:
-                    item = pending.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is None:
-                    return
-                index, start, rows = item
-                keys = runner.result.pks
-                before = len(keys) if keys is not None else 0
-                try:
-                    runner.run_one(index, start, rows, work)
-                finally:
-                    if keys is not None and len(keys) > before:
-                        with lock:  # moved, not copied: the merged result orders them by batch
-                            pks_by_batch[index] = keys[before:]
-                            del keys[before:]
+            if stop.is_set():
+                return
+            runner = make_runner()
+            runner.progress = None  # called below, with the call's result
+            try:
+                runner.run_one(index, start, rows, work)
+            finally:
+                with lock:
+                    _add(total, runner.result)
+                    if runner.result.pks:
+                        pks_by_batch[index] = runner.result.pks
+            if progress is not None:
+                # One call at a time, each with a newer snapshot (a progress bar only moves
+                # forward); without keys: copying them all after every batch would be quadratic.
+                with lock:
+                    progress(_snapshot(total, None))
         except BaseException as exc:
+            stop.set()
             with lock:
                 errors.append(exc)
-            stop.set()
         finally:
-            connections.close_all()  # this thread's connections only
+            slots.release()
 
-    runners.extend(make_runner() for _ in range(workers))  # a bad option raises here, before any thread
-    threads = []
-    for number, runner in enumerate(runners):
-        runner.progress = report
-        thread = threading.Thread(target=worker, args=(runner,), name=f"scaleops-bulk-{number}", daemon=True)
-        threads.append(thread)
-        thread.start()
-
-    def put(item: tuple[int, int, list[Any]] | None) -> bool:
-        while not stop.is_set():
-            try:
-                pending.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if not any(t.is_alive() for t in threads):
-                    return False
-        return False
-
+    pool = WorkerPool(workers)
     try:
         start = 0
         for index, rows in enumerate(batches):
-            if not put((index, start, rows)):
+            slots.acquire()
+            if stop.is_set():
+                slots.release()
                 break
+            pool.submit(run, index, start, rows)
             start += len(rows)
     except Exception as exc:
         # The iterable failed: the batches already read are written before the error is raised.
-        errors.insert(0, exc)
+        with lock:
+            errors.insert(0, exc)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: stop as soon as possible
-        errors.insert(0, exc)
         stop.set()
+        with lock:
+            errors.insert(0, exc)
     finally:
-        for _ in threads:
-            put(None)
-        for thread in threads:
-            thread.join()
-    result = merged(with_pks=True)
+        pool.close()
+    pks = [pk for index in sorted(pks_by_batch) for pk in pks_by_batch[index]] if collect_pks else None
+    result = _snapshot(total, pks)
     if errors:
         first = errors[0]
         if isinstance(first, BulkOperationError):
@@ -266,3 +266,15 @@ def run_on_workers(
             result.failures.append(BatchFailure(-1, result.rows_seen, result.rows_seen, first))
         raise BulkOperationError(result) from first
     return result
+
+
+def _add(total: BatchResult, part: BatchResult) -> None:
+    total.rows_done += part.rows_done
+    total.rows_seen += part.rows_seen
+    total.batches_committed += part.batches_committed
+    total.retries += part.retries
+    total.failures.extend(part.failures)
+
+
+def _snapshot(total: BatchResult, pks: list[Any] | None) -> BatchResult:
+    return replace(total, failures=sorted(total.failures, key=attrgetter("start")), pks=pks)

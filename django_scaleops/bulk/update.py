@@ -10,8 +10,9 @@ from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_scaleops.bulk.columns import (
+    chunks_of,
     column_of,
-    copy_prepared,
+    copy_values,
     create_temp_like,
     drop_temp,
     max_rows_per_statement,
@@ -108,7 +109,7 @@ class Updater:
         columns = [column_of(f) for f in self.fields]
         create_temp_like(self.connection, temp, self.table, columns)
         oids = [catalog[c].oid for c in columns]
-        copy_prepared(self.connection, temp, self.fields, oids, rows, _identity)
+        copy_values(self.connection, temp, self.fields, oids, lambda: chunks_of(rows))
         with self.connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {qn(self.table)} SET {self._set_clause(temp)} FROM {qn(temp)} WHERE {self._where(temp)}"
@@ -116,10 +117,6 @@ class Updater:
             count = int(cursor.rowcount)
         drop_temp(self.connection, temp)
         return count
-
-
-def _identity(row: Any) -> Any:
-    return row
 
 
 def batch_update(
