@@ -19,7 +19,7 @@ def check_bulk_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
 
 
 def _check_database() -> list[CheckMessage]:
-    """COPY, UNNEST and keyset batches are PostgreSQL: a bulk manager elsewhere is an error."""
+    """COPY, temporary tables and keyset batches are PostgreSQL: a bulk manager elsewhere is an error."""
     from django_scaleops.bulk.queryset import BulkQuerySet
 
     users = models_with_queryset(BulkQuerySet)
