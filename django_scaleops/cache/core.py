@@ -83,15 +83,20 @@ def refreshing() -> Iterator[None]:
         _refreshing.reset(token)
 
 
+def cache_is_off(prefix: str) -> bool:
+    """True while ``SCALEOPS_CACHE_ENABLED`` is False: the caller reads the database (said once)."""
+    if conf.SCALEOPS_CACHE_ENABLED:
+        return False
+    if not _said_off:
+        _said_off.append(True)
+        logger.warning(
+            "cached read of %s while SCALEOPS_CACHE_ENABLED is False: cached reads go to the database", prefix
+        )
+    return True
+
+
 def _bypass(entry: Entry) -> bool:
-    if not conf.SCALEOPS_CACHE_ENABLED:
-        if not _said_off:
-            _said_off.append(True)
-            logger.warning(
-                "cached read of %s while SCALEOPS_CACHE_ENABLED is False: cached reads go to the database", entry.prefix
-            )
-        return True
-    return wrote_in_transaction() or _needs_fresh(entry)
+    return cache_is_off(entry.prefix) or wrote_in_transaction() or _needs_fresh(entry)
 
 
 _said_off: list[bool] = []  # once per process

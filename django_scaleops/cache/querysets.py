@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import EmptyResultSet
 from django.db import models
 
-from django_scaleops.cache.core import Entry, fetch_through, timeout_or_default
+from django_scaleops.cache.core import Entry, cache_is_off, fetch_through, timeout_or_default
 from django_scaleops.cache.keys import (
     ALL_TABLES,
     Target,
@@ -130,8 +130,8 @@ class CachedQuerySet(models.QuerySet[M]):
         pk: str | None = None,
     ) -> R:
         seconds = timeout_or_default(timeout)
-        if queryset.query.select_for_update:
-            return evaluate(queryset)
+        if queryset.query.select_for_update or cache_is_off(queryset.model._meta.label_lower):
+            return evaluate(queryset)  # no key to build: the cache is off, or this must lock rows
         using = queryset.db
         try:
             sql, params = queryset.query.get_compiler(using=using).as_sql()
