@@ -53,7 +53,24 @@ def wait_for_replay(timeout: float = 20.0) -> None:
         except Exception:
             connections["replica"].close()
         time.sleep(0.05)
-    raise AssertionError(f"replica did not replay up to {target} within {timeout}s")
+    raise AssertionError(f"replica did not replay up to {target} within {timeout}s: {_replay_diagnosis()}")
+
+
+def _replay_diagnosis() -> str:
+    """What may hold replay back, for the failure message."""
+    try:
+        connections["replica"].close()
+        paused = raw_scalar("replica", "SELECT pg_is_wal_replay_paused()")
+        received = raw_scalar("replica", "SELECT pg_last_wal_receive_lsn()::text")
+        replayed = raw_scalar("replica", "SELECT pg_last_wal_replay_lsn()::text")
+        sessions = raw_scalar(
+            "replica",
+            "SELECT string_agg(format('%s %s %s: %s', pid, state, xact_start, left(query, 80)), '; ')"
+            " FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        return f"paused={paused} received={received} replayed={replayed} sessions=[{sessions}]"
+    except Exception as exc:
+        return f"(no diagnosis: {type(exc).__name__}: {exc})"
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, message: str = "condition") -> None:

@@ -228,6 +228,9 @@ class PostgresServer:
             "wal_level": "replica",
             "max_wal_senders": "10",
             "hot_standby": "on",
+            # A standby query that conflicts with replay (a test's open read while the primary
+            # truncates) is cancelled after 5 s, not PostgreSQL's 30: replay never stalls a suite.
+            "max_standby_streaming_delay": "5s",
             "wal_receiver_status_interval": "1s",
             "timezone": "'UTC'",
         }
