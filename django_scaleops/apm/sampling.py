@@ -16,6 +16,7 @@ from django.conf import settings
 
 from django_scaleops.conf import conf
 from django_scaleops.context import is_safe_request_id, new_request_id
+from django_scaleops.derived_keys import derived_key
 
 # Where the request ID chosen before Django's middleware runs (by the Sentry sampler) is kept, in
 # the WSGI environ or the ASGI scope, so the correlation middleware reuses it.
@@ -37,16 +38,8 @@ def is_excluded(path: str) -> bool:
 def sampling_key() -> bytes:
     """The hash key: from ``SCALEOPS_APM_SAMPLING_SECRET``, else derived from ``SECRET_KEY``."""
     secret = conf.SCALEOPS_APM_SAMPLING_SECRET or str(getattr(settings, "SECRET_KEY", ""))
-    cached = _derived.get(secret)
-    if cached is None:
-        # A key of its own, so the decision reveals nothing about SECRET_KEY itself.
-        cached = hashlib.blake2b(secret.encode(), key=b"django-scaleops apm sampling", digest_size=32).digest()
-        _derived.clear()
-        _derived[secret] = cached
-    return cached
-
-
-_derived: dict[str, bytes] = {}
+    # A key of its own, so the decision reveals nothing about SECRET_KEY itself.
+    return derived_key(secret, "django-scaleops apm sampling")
 
 
 def keep(request_id: str, rate: float, key: bytes | None = None) -> bool:

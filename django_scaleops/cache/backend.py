@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from django_scaleops.cache import scripts, stats
 from django_scaleops.conf import conf
+from django_scaleops.derived_keys import derived_key
 
 logger = logging.getLogger("django_scaleops.cache")
 
@@ -42,20 +43,12 @@ class UnsignedValue(ValueError):
 
 SIGNED = b"scaleops-hmac1:"
 MAC_BYTES = 32
-_signing_keys: dict[str, bytes] = {}
 
 
 def signing_key() -> bytes | None:
     """The HMAC key of cached values, derived from ``SCALEOPS_CACHE_SIGNING_KEY`` (None: unsigned)."""
     secret = conf.SCALEOPS_CACHE_SIGNING_KEY
-    if not secret:
-        return None
-    key = _signing_keys.get(secret)
-    if key is None:
-        key = hashlib.blake2b(secret.encode(), key=b"django-scaleops cache values", digest_size=32).digest()
-        _signing_keys.clear()
-        _signing_keys[secret] = key
-    return key
+    return derived_key(secret, "django-scaleops cache values") if secret else None
 
 
 def new_seed() -> str:

@@ -54,13 +54,8 @@ class ApiKeyThrottleMiddleware(HybridMiddleware):
         try:
             api_key = resolve(raw, request) if raw is not None else None
             anonymous = None if api_key else rl.anonymous_policy()
-        except KeyRejected as rejected:
-            stats.incr(f"rejected_{rejected.reason}")
-            return unauthorized(str(rejected))
-        except AuthThrottled as throttled:
-            return too_many_failures(throttled.retry_after)
-        except DatabaseError as exc:
-            return self._lookup_failed(exc)
+        except (KeyRejected, AuthThrottled, DatabaseError) as exc:
+            return self._lookup_refused(exc)
         plan = self._plan(request, api_key, rules, anonymous)
         decision = self._check(plan) if plan else None
         return self._respond(request, decision, self.get_response)
@@ -74,13 +69,8 @@ class ApiKeyThrottleMiddleware(HybridMiddleware):
         try:
             api_key = await aresolve(raw, request) if raw is not None else None
             anonymous = None if api_key else await rl.aanonymous_policy()
-        except KeyRejected as rejected:
-            stats.incr(f"rejected_{rejected.reason}")
-            return unauthorized(str(rejected))
-        except AuthThrottled as throttled:
-            return too_many_failures(throttled.retry_after)
-        except DatabaseError as exc:
-            return self._lookup_failed(exc)
+        except (KeyRejected, AuthThrottled, DatabaseError) as exc:
+            return self._lookup_refused(exc)
         plan = self._plan(request, api_key, rules, anonymous)
         decision = limiter.leased(plan.identity, plan.policy, plan.slot, plan.record_usage) if plan else None
         if plan and decision is None:
@@ -96,7 +86,13 @@ class ApiKeyThrottleMiddleware(HybridMiddleware):
         return response
 
     @staticmethod
-    def _lookup_failed(exc: DatabaseError) -> HttpResponse:
+    def _lookup_refused(exc: KeyRejected | AuthThrottled | DatabaseError) -> HttpResponse:
+        """The answer when the key cannot be used: 401, 429 (too many failures) or 503."""
+        if isinstance(exc, KeyRejected):
+            stats.incr(f"rejected_{exc.reason}")
+            return unauthorized(str(exc))
+        if isinstance(exc, AuthThrottled):
+            return too_many_failures(exc.retry_after)
         # Only on a cold key (warm keys never query): without the row we cannot know the key's tier.
         stats.incr("lookup_failed")
         logger.warning("API key lookup failed (%s): answering 503", type(exc).__name__)
