@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from django_scaleops.testing.services import free_ports
 from tests.test_logging_corpus import secret_core, secret_corpus
 
 # The worker reads the test database: a django_db mark makes pytest-django create it even when
@@ -105,16 +106,18 @@ def sentry_endpoint(tracing_mode: str) -> Iterator[SentryCollector]:
 
 @pytest.fixture(scope="module")
 def test_agent(tracing_mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
+    # Four distinct ports at once: one at a time, two calls may get the same port (and the agent
+    # then fails to bind its second listener).
+    port, otlp_http, otlp_grpc, web_ui = free_ports(4)
     log = (tmp_path_factory.mktemp("agent") / "agent.log").open("w")
     process = subprocess.Popen(
         [
             str(BIN / "ddapm-test-agent"),
             "--host=127.0.0.1",
             f"--port={port}",
-            f"--otlp-http-port={free_port()}",
-            f"--otlp-grpc-port={free_port()}",
-            f"--web-ui-port={free_port()}",
+            f"--otlp-http-port={otlp_http}",
+            f"--otlp-grpc-port={otlp_grpc}",
+            f"--web-ui-port={web_ui}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -127,7 +130,9 @@ def test_agent(tracing_mode: str, tmp_path_factory: pytest.TempPathFactory) -> I
             break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ddapm-test-agent did not start") from None
+                log.flush()
+                said = Path(log.name).read_text()[-2000:]
+                raise RuntimeError(f"ddapm-test-agent did not start:\n{said}") from None
             time.sleep(0.2)
     try:
         yield url
