@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Worker, compare
+from benchmarks.harness import Worker, compare, wait_for_replay
 
 REQUESTS_PER_ROUND = 300
 
@@ -27,9 +27,12 @@ def prepare() -> None:
 
     call_command("migrate", interactive=False, verbosity=0)
     # Other benchmarks may have filled the chat tables without conversations: seed unless both exist.
-    if Message.objects.count() < 5_000 or not Conversation.objects.exists():
+    # Read the primary: the standby may not have replayed the migrations yet (it lags after the
+    # benchmarks before this one); the workers read through the router once it has.
+    if Message.objects.using("default").count() < 5_000 or not Conversation.objects.using("default").exists():
         with open(os.devnull, "w") as quiet:
             call_command("seed_demo_data", messages=5_000, conversations=20, stdout=quiet)
+    wait_for_replay()
 
 
 def main() -> None:

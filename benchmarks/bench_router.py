@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Worker, compare
+from benchmarks.harness import Worker, compare, wait_for_replay
 
 CLIENTS = 20
 CONVERSATIONS = 200
@@ -212,22 +212,6 @@ def seed() -> None:
     Conversation.objects.using("default").bulk_create(
         Conversation(title="0", created_by=owner) for _ in range(CONVERSATIONS)
     )
-
-
-def wait_for_replay(timeout: float = 30.0) -> None:
-    from django.db import connections
-
-    def scalar(alias: str, sql: str) -> Any:
-        with connections[alias].cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()[0]
-
-    target = scalar("default", "SELECT pg_current_wal_insert_lsn()::text")
-    deadline = time.monotonic() + timeout
-    while not scalar("replica", f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the replica did not catch up")
-        time.sleep(0.05)
 
 
 def workload(names: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -6,8 +6,10 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +84,27 @@ class Worker:
         if self.proc.stdin:
             self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+def wait_for_replay(timeout: float = 60.0) -> None:
+    """Wait until the "replica" alias has replayed everything the primary wrote so far.
+
+    A benchmark that writes (migrate, seeding) and then reads through the replica router would
+    otherwise read a standby that has not replayed the tables yet (it lags after large writes).
+    """
+    from django.db import connections
+
+    if "replica" not in connections.databases:
+        return
+
+    def scalar(alias: str, sql: str) -> Any:
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()[0]
+
+    target = scalar("default", "SELECT pg_current_wal_insert_lsn()::text")
+    deadline = time.monotonic() + timeout
+    while not scalar("replica", f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the replica did not replay the primary's writes within {timeout:.0f} s")
+        time.sleep(0.05)
