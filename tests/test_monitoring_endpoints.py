@@ -106,15 +106,20 @@ def test_prometheus_text(client):
         metrics.unregister_source("test_source")
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.content.decode()
-    assert 'scaleops_queries_total{alias="default"} 4' in text
-    assert 'scaleops_query_duration_seconds_bucket{alias="default",le="+Inf"} 4' in text
-    assert 'scaleops_query_duration_seconds_count{alias="default"} 4' in text
-    assert 'scaleops_query_health{status="unknown"} 1' in text
-    assert "scaleops_test_source_hits 7" in text
-    assert "scaleops_test_source_up 1" in text
-    assert "label" not in text
+    assert "# TYPE scaleops_queries_total counter" in text
+    assert 'scaleops_queries_total{alias="default"} 4.0' in text
+    assert "# TYPE scaleops_query_duration_seconds histogram" in text
+    assert 'scaleops_query_duration_seconds_bucket{alias="default",le="+Inf"} 4.0' in text
+    assert 'scaleops_query_duration_seconds_count{alias="default"} 4.0' in text
+    assert 'scaleops_query_health{status="unknown"} 1.0' in text
+    # A source without a Prometheus translation: its figures as labels of one generic gauge.
+    assert 'scaleops_source_value{figure="hits",source="test_source"} 7.0' in text
+    assert 'scaleops_source_value{figure="up",source="test_source"} 1.0' in text
+    assert 'scaleops_metrics_source_up{source="test_source"} 1.0' in text
+    assert "label" not in text.replace('"', " ").split()  # text figures are not published
+    assert "quantile" not in text
     for line in text.splitlines():
-        assert line.startswith("#") or len(line.split(" ")) == 2, line
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2, line
 
 
 @pytest.mark.django_db(databases=DATABASES)

@@ -223,9 +223,10 @@ def on_ready() -> None:
     from django_scaleops import metrics
     from django_scaleops.apm.checks import check_observability
     from django_scaleops.apm.helpers import metric_figures
+    from django_scaleops.apm.prometheus import prometheus_families
 
     register(check_observability)
-    metrics.register_source("apm", metric_figures)
+    metrics.register_source("apm", metric_figures, families=prometheus_families)
     from django_scaleops import wrappers
     from django_scaleops.apm.tracing import traced_execute
 

@@ -48,7 +48,7 @@ def connect() -> None:
     from django.core.signals import setting_changed
 
     from django_scaleops import metrics, signals
-    from django_scaleops.cache import checks, cluster, invalidation
+    from django_scaleops.cache import checks, cluster, invalidation, prometheus
 
     register(checks.check_cache)
     from django_scaleops.cache.backend import gate
@@ -63,4 +63,4 @@ def connect() -> None:
         invalidation.execute_wrapper,
     )
     signals.bulk_rows_written.connect(invalidation.on_bulk_rows_written, dispatch_uid="scaleops-cache-bulk")
-    metrics.register_source("cache", cluster.metrics_source)
+    metrics.register_source("cache", cluster.metrics_source, families=prometheus.prometheus_families)

@@ -139,7 +139,7 @@ class Limiter:
         """Admit one request from this process's lease of the bucket, if it holds one (no I/O)."""
         decision = self.leases.take(identity, slot, policy, record_usage)
         if decision is not None:
-            stats.incr("allowed_from_lease")
+            stats.incr("allowed_from_lease", tier=policy.name)
         return decision
 
     def check(
@@ -199,11 +199,13 @@ class Limiter:
             revoked=status == REVOKED,
         )
         if counted:
-            stats.incr("revoked" if decision.revoked else "allowed" if decision.allowed else "limited")
+            stats.incr(
+                "revoked" if decision.revoked else "allowed" if decision.allowed else "limited", tier=policy.name
+            )
         return decision
 
     def _degraded(self, identity: str, policy: Policy, slot: str, cost: int, *, reason: str) -> Decision:
-        stats.incr(f"degraded_{policy.failure_mode}")
+        stats.incr(f"degraded_{policy.failure_mode}", tier=policy.name)
         # The identity is a key id or an IP, never a secret.
         logger.warning(
             "rate limiter degraded (%s): %s mode for %s on policy %s",
@@ -216,8 +218,8 @@ class Limiter:
 
     def _invalid(self, identity: str, policy: Policy, slot: str, cost: int) -> Decision:
         """A broken tier row (see ``Tier.problem``): its failure mode decides, Redis is not asked."""
-        stats.incr("invalid_tier")
-        stats.incr(f"degraded_{policy.failure_mode}")
+        stats.incr("invalid_tier", tier=policy.name)
+        stats.incr(f"degraded_{policy.failure_mode}", tier=policy.name)
         now = time.monotonic()
         # One line per tier and process every INVALID_LOG_INTERVAL, not one per request.
         if now >= self._invalid_logged.get(policy.name, 0.0):

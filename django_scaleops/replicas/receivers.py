@@ -12,14 +12,14 @@ from django.core.signals import setting_changed
 from django.db.models.signals import post_migrate, pre_migrate
 
 from django_scaleops import metrics
-from django_scaleops.replicas import routing
+from django_scaleops.replicas import prometheus, routing
 from django_scaleops.replicas.state import set_migrating
 
 
 def connect() -> None:
     setting_changed.connect(on_setting_changed, dispatch_uid="scaleops.router.setting_changed")
     pre_migrate.connect(on_pre_migrate, dispatch_uid="scaleops.router.pre_migrate")
-    metrics.register_source("replicas", routing.metrics_source)
+    metrics.register_source("replicas", routing.metrics_source, families=prometheus.prometheus_families)
 
 
 def on_setting_changed(*, setting: str, **kwargs: Any) -> None:
