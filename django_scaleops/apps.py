@@ -15,6 +15,7 @@ CAPABILITIES_READY = (
     "django_scaleops.cache.connect",
     "django_scaleops.ratelimit.ready.ready",
     "django_scaleops.partitioning.ready.ready",
+    "django_scaleops.dashboard.ready.ready",  # history sampling hook, slow-query call sites
 )
 
 

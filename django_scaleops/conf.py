@@ -644,6 +644,22 @@ class Settings:
         True, bool, "Forget database connections and native pools inherited across os.fork()."
     )
 
+    # ---- operations dashboard (SCALEOPS_DASHBOARD_*)
+
+    SCALEOPS_DASHBOARD_SAMPLE = Setting(
+        False, bool, "Worker processes record the dashboard's history (one point a minute for the fleet)."
+    )
+    SCALEOPS_DASHBOARD_CACHE_ALIAS: Setting[str | None] = Setting(
+        "default", (str, type(None)), "django-redis cache alias that keeps the dashboard's history; None: no history."
+    )
+    SCALEOPS_DASHBOARD_REDIS_PREFIX = Setting("scaleops:dash", str, "Prefix of the dashboard history's Redis keys.")
+    SCALEOPS_DASHBOARD_HISTORY_POINTS = Setting(
+        1440, int, "Per-minute points kept per series (1440: a day); bounds the history's memory.", min=60, max=10080
+    )
+    SCALEOPS_DASHBOARD_REFRESH_SECONDS = Setting(
+        30, int, "Seconds between two reloads of the dashboard page in the browser.", min=10, max=3600
+    )
+
     @classmethod
     def declared(cls) -> dict[str, Setting[Any]]:
         """Every declared setting by name."""

@@ -6,6 +6,7 @@ the module).
 
 from __future__ import annotations
 
+from django_scaleops.dashboard.models import Dashboard
 from django_scaleops.ratelimit.models import ApiKey, ApiKeyManager, ApiKeyQuerySet, ApiKeyUsage, Tier
 
-__all__ = ["ApiKey", "ApiKeyManager", "ApiKeyQuerySet", "ApiKeyUsage", "Tier"]
+__all__ = ["ApiKey", "ApiKeyManager", "ApiKeyQuerySet", "ApiKeyUsage", "Dashboard", "Tier"]

@@ -194,6 +194,7 @@ def test_every_renamed_setting_is_documented_with_its_old_name():
 
 def test_setting_names_follow_the_pattern():
     areas = {"LOG", "APM", "ROUTER", "PARTITION", "THROTTLE", "BULK", "CACHE", "MONITOR", "HTTP", "PGBOUNCER"}
+    areas.add("DASHBOARD")
     for name in Settings.declared():
         assert re.fullmatch(r"SCALEOPS_[A-Z0-9]+_[A-Z0-9_]+", name), name
         assert name.split("_")[1] in areas, f"{name}: unknown area"
