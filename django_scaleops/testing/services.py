@@ -232,6 +232,9 @@ class PostgresServer:
             # truncates) is cancelled after 5 s, not PostgreSQL's 30: replay never stalls a suite.
             "max_standby_streaming_delay": "5s",
             "wal_receiver_status_interval": "1s",
+            # A standby stopped for a while (the bulk benchmark stops it during a million-row
+            # insert) must find the WAL it missed when it starts again, not a removed segment.
+            "wal_keep_size": "2GB",
             "timezone": "'UTC'",
         }
         params.update(extra or {})
