@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITH_SERVICES := $(PY) -m django_scaleops.testing.services run --
 
-.PHONY: install test test-installed test-units fuzz demo bench lint format clean
+.PHONY: install servers test-servers test test-installed test-units fuzz demo bench lint format clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# PostgreSQL, Redis and PgBouncer (and python3 -m venv) installed, or the one command to run; first,
+# before the venv is made.
+# The suite also needs Chromium (browser tests) and promtool (the /metrics test): --tests.
+servers:
+	@VENV=$(VENV) PYTHON=$(PYTHON) sh scripts/ensure-servers.sh
+test-servers:
+	@VENV=$(VENV) PYTHON=$(PYTHON) sh scripts/ensure-servers.sh --tests
+
 # The suite on the checkout, then what users install: the wheel in a fresh virtualenv, its smoke subset
 # (tests marked "installed": stock project, example project, admin, every command) off the source tree.
-test: install
+test: test-servers install
 	$(WITH_SERVICES) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-installed
 
@@ -33,7 +41,7 @@ fuzz: install
 	SCALEOPS_FUZZ_EXAMPLES=$${SCALEOPS_FUZZ_EXAMPLES:-500} SCALEOPS_FUZZ_STEPS=$${SCALEOPS_FUZZ_STEPS:-50} \
 		$(WITH_SERVICES) $(PY) -m pytest tests/test_cache_differential.py $(PYTEST_ARGS)
 
-demo: install
+demo: servers install
 	$(WITH_SERVICES) $(PY) -m example_project.demo
 
 bench: install

@@ -6,7 +6,9 @@ when they are missing, a throwaway set of servers is started for this process.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 from django_scaleops.logging import build_logging
@@ -15,9 +17,39 @@ from django_scaleops.testing.services import ensure_services
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-key-for-local-demo-only")
+
+def _secret_key() -> str:
+    """``DJANGO_SECRET_KEY``, else a random key made once and kept in ``var/secret-key``.
+
+    Never a fixed key: with ``DEBUG=0`` a well-known key would let anyone forge an admin session.
+    Every process of the checkout (gunicorn's workers, ``manage.py`` commands) reads the same file,
+    so sessions and the cache's signed values hold across them.
+    """
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    path = BASE_DIR / "var" / "secret-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: processes starting together all read one whole key.
+        draft = path.with_name(f".secret-key.{os.getpid()}")
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(secrets.token_urlsafe(50))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+# Local addresses only; a server reached by another name adds it: DJANGO_ALLOWED_HOSTS=api.example.com
+ALLOWED_HOSTS = [
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    "testserver",
+    *(host.strip() for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if host.strip()),
+]
 
 # The benchmark of the bare example (no django-scaleops) flips this off.
 WITH_SCALEOPS = os.environ.get("EXAMPLE_SCALEOPS", "1") == "1"
@@ -37,6 +69,9 @@ MIDDLEWARE = [
     # First, so everything below logs with the request ID.
     *(["django_scaleops.logging.middleware.CorrelationIdMiddleware"] if WITH_SCALEOPS else []),
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS and JavaScript) under gunicorn with DEBUG=0, before anything
+    # that would spend a query, a Redis call or quota on them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     # API-key rate limiting: before sessions and auth, so a refused request costs one Redis call.
     *(["django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"] if WITH_SCALEOPS else []),
     # Per-request routing state and the read-your-writes cookie: before anything that reads.
@@ -105,6 +140,8 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+# `manage.py collectstatic` copies the admin's files here (make demo does); WhiteNoise serves them.
+STATIC_ROOT = os.environ.get("EXAMPLE_STATIC_ROOT", str(BASE_DIR / "var" / "staticfiles"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Query monitoring: every query timed; slow ones (>= 100 ms) logged as JSON; figures summed across
@@ -113,6 +150,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SCALEOPS_MONITOR_ENABLED = WITH_SCALEOPS
 SCALEOPS_MONITOR_TOKEN = os.environ.get("SCALEOPS_MONITOR_TOKEN") or None
 SCALEOPS_HTTP_CACHE_PATHS = ["/static/"]
+# The admin dashboard's history (/admin/scaleops/dashboard/): each worker records a point a minute.
+SCALEOPS_DASHBOARD_SAMPLE = WITH_SCALEOPS
 
 
 # JSON log lines with the request ID and secrets masked (readable lines when DEBUG).
@@ -136,7 +175,9 @@ SCALEOPS_THROTTLE_GITHUB_HEADERS = True
 # archive_partitions writes verified partition archives here (an S3Storage alias in production).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Gzip and Brotli copies made by collectstatic; no manifest, so a page never fails for want of
+    # one (an uncollected file is a 404, not a 500).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
     "partition_archive": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": os.environ.get("EXAMPLE_ARCHIVE_DIR", str(BASE_DIR / "var" / "partition-archive"))},

@@ -51,7 +51,9 @@ def main(pytest_args: list[str]) -> int:
         for name in COPIED:
             source = REPO / name
             if source.is_dir():
-                shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "artifacts"))
+                shutil.copytree(
+                    source, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "artifacts")
+                )
             else:
                 shutil.copy2(source, project / name)
         site_packages = subprocess.run(

@@ -8,6 +8,9 @@ Reads that a busy service repeats and whose data changes rarely come from the Re
 (``.cached_get()``, ``@cached_function``), invalidated when their tables change: a conversation by
 id, its summary and a message's delivery figures. Message pages are read fresh (they change with
 every message).
+
+The read views answer HEAD as GET does (the body left out), so a conditional HEAD with the ETag of
+an earlier GET gets 304.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from django_scaleops.cache import cached_function
 
@@ -30,6 +33,7 @@ from .models import Conversation, ConversationMessage, Message, MessageRecipient
 
 MAX_PAGE = 200
 MAX_BODY = 10_000
+MAX_SLOW_MS = 1_000
 
 
 class BadRequest(ValueError):
@@ -62,7 +66,7 @@ def _page_params(request: HttpRequest) -> tuple[int, datetime | None]:
     return int(raw_limit), before
 
 
-@require_GET
+@require_safe
 def conversation_list(request: HttpRequest) -> HttpResponse:
     # No conversation is created in the future: skips the partitions made ahead of time.
     conversations = Conversation.objects.filter(created_at__lte=timezone.now()).order_by("-last_message_at", "-id")[:50]
@@ -99,7 +103,7 @@ def conversation_summary(conversation_id: int) -> dict[str, Any] | None:
     }
 
 
-@require_GET
+@require_safe
 def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
     summary = conversation_summary(conversation_id)
     if summary is None:
@@ -108,7 +112,7 @@ def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpRespo
 
 
 @csrf_exempt  # an API for programs, not browser forms; API keys arrive with the rate-limit release
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def conversation_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conversation = _conversation_or_404(conversation_id)
     try:
@@ -208,9 +212,24 @@ def delivery_stats(message_id: int) -> dict[str, Any] | None:
     }
 
 
-@require_GET
+@require_safe
 def message_delivery(request: HttpRequest, message_id: int) -> HttpResponse:
     stats = delivery_stats(message_id)
     if stats is None:
         raise Http404("no such message")
     return JsonResponse(stats)
+
+
+@require_safe
+def slow_query(request: HttpRequest) -> HttpResponse:
+    """A deliberately slow query (``pg_sleep``), so the demo shows slow queries and their call site.
+
+    ``?ms=150`` by default: above ``SCALEOPS_MONITOR_SLOW_QUERY_MS`` (100), at most one second.
+    """
+    raw_ms = request.GET.get("ms", "150")
+    if not raw_ms.isdigit() or not 1 <= int(raw_ms) <= MAX_SLOW_MS:
+        return _error(f"ms must be a whole number from 1 to {MAX_SLOW_MS}")
+    alias = router.db_for_read(Message)
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [int(raw_ms) / 1000])
+    return JsonResponse({"slept_ms": int(raw_ms), "database": alias})
