@@ -423,3 +423,12 @@ def fast_caches() -> dict[str, Any]:
     default = settings.CACHES["default"]
     options = {**default["OPTIONS"], "SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25}
     return {"default": {**default, "OPTIONS": options}}
+
+
+def test_an_unavailable_reason_never_shows_a_password():
+    from django_scaleops.dashboard.panels import _reason
+
+    secret = "Tr0ub4dor-and-3-more-words"
+    reason = _reason(ConnectionError(f"could not connect to postgresql://app:{secret}@db.internal:5432/app"))
+    assert reason.startswith("ConnectionError: could not connect to")
+    assert secret not in reason

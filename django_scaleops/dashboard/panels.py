@@ -88,9 +88,12 @@ def build_context(now: float, range_name: str) -> Context:
 
 
 def _reason(exc: BaseException) -> str:
+    from django_scaleops.logging.masking import get_masker
+
     if isinstance(exc, sampler.HistoryUnavailable):
         return str(exc)
-    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    # Masked as the logs are: a driver's message may quote a URL with its password.
+    text = get_masker().mask_text(str(exc).splitlines()[0][:160]) if str(exc) else ""
     return f"{type(exc).__name__}{': ' + text if text else ''}"
 
 
