@@ -270,6 +270,54 @@ def generate_traffic(site: LiveSite) -> None:
     assert "wrote" in out.getvalue(), out.getvalue()
 
 
+# The first chart's axis text, first series' stroke and the colour behind them (the nearest
+# ancestor with an opaque background), as the browser computes them.
+CHART_COLOURS_JS = """svg => {
+    const opaque = c => c && c !== 'transparent' && !/rgba\\(.*,\\s*0\\)$/.test(c);
+    let node = svg, background = null;
+    while (node && !opaque(background)) {
+        background = getComputedStyle(node).backgroundColor;
+        node = node.parentElement;
+    }
+    return {
+        text: getComputedStyle(svg.querySelector('text')).fill,
+        series: getComputedStyle(svg.querySelector('[data-points]')).stroke,
+        background: opaque(background) ? background : 'rgb(255, 255, 255)',
+    };
+}"""
+
+
+def luminance(css: str) -> float:
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", css)[:3])
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def contrast(one: str, other: str) -> float:
+    high, low = sorted((luminance(one), luminance(other)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def assert_charts_readable_in_both_themes(page: BrowserPage) -> None:
+    """Axis text at WCAG's 4.5:1 and the first series at 3:1 on the light and the dark admin theme."""
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        # The admin follows the system's scheme unless its toggle chose one ("auto" is the default).
+        page.page.emulate_media(color_scheme=scheme)
+        page.page.evaluate("localStorage.setItem('theme', 'auto')")
+        page.open(DASHBOARD)
+        colours = page.page.locator("svg.scaleops-chart").first.evaluate(CHART_COLOURS_JS)
+        backgrounds[scheme] = colours["background"]
+        assert contrast(colours["text"], colours["background"]) >= 4.5, (scheme, colours)
+        assert contrast(colours["series"], colours["background"]) >= 3.0, (scheme, colours)
+        page.screenshot(f"dashboard-{scheme}", full_page=False)
+    assert backgrounds["light"] != backgrounds["dark"], f"the page did not switch theme: {backgrounds}"
+    page.page.emulate_media(color_scheme="light")
+
+
 def test_admin_index_links_to_the_dashboard(admin_page: BrowserPage) -> None:
     page = admin_page
     link = page.page.locator(f"#content-main a[href='{DASHBOARD}']")
@@ -328,6 +376,7 @@ def test_dashboard_panels_render_with_data_after_traffic(
             full_page=True,
             clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height},
         )
+    assert_charts_readable_in_both_themes(page)
     link.click()
     page.settle()
     free_key = ApiKey.objects.get(name="traffic free")
