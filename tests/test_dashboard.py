@@ -432,3 +432,40 @@ def test_an_unavailable_reason_never_shows_a_password():
     reason = _reason(ConnectionError(f"could not connect to postgresql://app:{secret}@db.internal:5432/app"))
     assert reason.startswith("ConnectionError: could not connect to")
     assert secret not in reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cache_panel_counts_lookups_and_invalidations_of_the_fleet():
+    from django_scaleops.cache import cluster
+    from tests.cacheapp.models import Author
+
+    client = staff_client()  # before the counts: logging in writes rows too
+    cluster.reset()
+    history = History.default()
+    t0 = (time.time() // 60) * 60 + 1
+    assert sample(now=t0, history=history).written  # the counters' baseline
+
+    def fleet() -> dict[str, Any]:
+        cluster.flush()  # this process's counts, as the next cached read would send them
+        return cluster.snapshot()
+
+    Author.objects.create(name="first")
+    first = fleet()["invalidations"]
+    per_write = first  # stamps one committed write to the table bumps (its cascades included)
+    assert per_write >= 1, "a committed write bumped no stamp (or was not counted)"
+    for n in range(3):
+        Author.objects.create(name=f"more {n}")
+    for _ in range(3):  # one miss, then hits
+        assert list(Author.objects.filter(name="first").cached()) != []
+    figures = fleet()
+    assert figures["invalidations"] == 4 * per_write
+    assert figures["prefixes"]["cacheapp.author"]["misses"] == 1
+    assert figures["prefixes"]["cacheapp.author"]["hits"] == 2
+
+    second = sample(now=t0 + 60, history=history)
+    assert second.written, second.errors
+    assert second.points["c.invalidations"][1] == 4 * per_write
+    section = panel(page(client), "cache")
+    assert not is_unavailable(section), section
+    assert f'<span class="invalidations">{4 * per_write}</span>' in section
+    assert re.search(r'<tr data-prefix="cacheapp.author"><td>cacheapp.author</td><td class="hits">2</td>', section)

@@ -35,6 +35,7 @@ from django_scaleops.pgbouncer.aliases import pooled_alias
 from django_scaleops.pgbouncer.metrics import clear_metrics_cache
 from django_scaleops.ratelimit import guard, limiter
 from django_scaleops.ratelimit.policy import Policy
+from django_scaleops.replicas.routing import replica_status
 from django_scaleops.replicas.state import reset_routing_state
 from django_scaleops.routers import use_primary
 from django_scaleops.testing.routing import assert_reads_from
@@ -169,6 +170,7 @@ def fill(client: Client) -> Filled:
     wait_for_replay()
     reset_routing_state()
 
+    connections["pgbouncer"].close()  # one left from the database setup may have been dropped by the pooler
     with connections["pgbouncer"].cursor() as cursor:
         cursor.execute("SELECT 1")
 
@@ -183,6 +185,10 @@ def fill(client: Client) -> Filled:
         refused = Client().get("/styles/sync", HTTP_AUTHORIZATION=f"Api-Key sops_{tag}_not-a-key")
     guard.forget("127.0.0.1")
     assert refused.status_code == 401
+    # The replica's lag comes from its last health check, which reads start in the background:
+    # check now, so the page has a lag to publish (it lacked one once under load).
+    checked = replica_status(refresh=True)["replicas"]["replica"]
+    assert checked["lag_bytes"] is not None and checked["lag_seconds"] is not None, checked
     after = scrape(client)
 
     database = str(connections["default"].settings_dict["NAME"])

@@ -29,7 +29,8 @@ def maybe_flush() -> None:
 
 def flush() -> None:
     deltas = stats.take_deltas()
-    if not deltas:
+    invalidations = stats.take_invalidations()
+    if not deltas and not invalidations:
         return
 
     def run(client: Any) -> None:
@@ -39,28 +40,34 @@ def flush() -> None:
             for name, value in changed.items():
                 pipe.hincrbyfloat(key, name, value)
             pipe.sadd(gate.key("stats:prefixes"), prefix)
+        if invalidations:
+            pipe.incrby(gate.key("stats:invalidations"), invalidations)
         pipe.execute()
 
     try:
         gate.call(run)
     except RedisUnavailable:
         stats.give_back(deltas)
+        stats.give_back_invalidations(invalidations)
 
 
 def snapshot() -> dict[str, Any]:
     """Figures per prefix and in total, summed over every process that flushed to this Redis."""
 
-    def run(client: Any) -> dict[str, dict[str, float]]:
+    def run(client: Any) -> tuple[dict[str, dict[str, float]], int]:
         prefixes = sorted(p.decode() for p in client.smembers(gate.key("stats:prefixes")))
         pipe = client.pipeline(transaction=False)
         for prefix in prefixes:
             pipe.hgetall(gate.key(f"stats:{prefix}"))
-        return {
+        pipe.get(gate.key("stats:invalidations"))
+        *replies, invalidations = pipe.execute()
+        by_prefix = {
             prefix: {k.decode(): float(v) for k, v in figures.items()}
-            for prefix, figures in zip(prefixes, pipe.execute(), strict=True)
+            for prefix, figures in zip(prefixes, replies, strict=True)
         }
+        return by_prefix, int(invalidations or 0)
 
-    by_prefix = gate.call(run)
+    by_prefix, invalidations = gate.call(run)
     totals: dict[str, float] = {}
     for figures in by_prefix.values():
         for name, value in figures.items():
@@ -68,6 +75,7 @@ def snapshot() -> dict[str, Any]:
     return {
         "totals": stats.shape(totals),
         "prefixes": {prefix: stats.shape(figures) for prefix, figures in by_prefix.items()},
+        "invalidations": invalidations,
     }
 
 
@@ -89,7 +97,8 @@ def reset() -> None:
     def run(client: Any) -> None:
         prefixes = client.smembers(gate.key("stats:prefixes"))
         keys = [gate.key(f"stats:{p.decode()}") for p in prefixes]
-        client.delete(gate.key("stats:prefixes"), *keys)
+        client.delete(gate.key("stats:prefixes"), gate.key("stats:invalidations"), *keys)
 
     stats.take_deltas()
+    stats.take_invalidations()
     gate.call(run)

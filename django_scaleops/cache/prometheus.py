@@ -60,6 +60,14 @@ def prometheus_families(figures: Mapping[str, Any]) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "scaleops_cache_redis_available", "1 while this process reaches the cache's Redis.", available
         )
+    # Invalidations are per table, not per prefix: the fleet's count when there is one.
+    invalidations = number(chosen.get("invalidations") if fleet else figures.get("invalidations"))
+    if invalidations is not None:
+        yield CounterMetricFamily(
+            "scaleops_cache_invalidations",
+            "Table stamps bumped after a committed write (each table written and each it cascades to).",
+            invalidations,
+        )
     outages = number(figures.get("outages"))
     if outages is not None:
         yield CounterMetricFamily("scaleops_cache_redis_outages", "Times this process lost the cache's Redis.", outages)

@@ -29,8 +29,10 @@ COUNTERS = (
 MAX_PREFIXES = 200  # beyond this, figures go to "_other": prefixes come from user keys
 _lock = threading.Lock()
 _by_prefix: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys((*COUNTERS, "fetch_seconds"), 0.0))
-_state: dict[str, Any] = {"redis_available": True, "outages": 0}
+_state: dict[str, Any] = {"redis_available": True, "outages": 0, "invalidations": 0}
 _flushed: dict[str, dict[str, float]] = {}
+# Invalidations belong to tables, not to key prefixes: counted apart (stamps bumped after commit).
+_unflushed_invalidations = 0
 
 
 def _bounded(prefix: str) -> str:
@@ -47,6 +49,28 @@ def record_fetch(prefix: str, seconds: float) -> None:
         figures = _by_prefix[_bounded(prefix)]
         figures["fetches"] += 1
         figures["fetch_seconds"] += seconds
+
+
+def count_invalidations(stamps: int) -> None:
+    """``stamps`` table stamps bumped (one per table written, and each table it cascades to)."""
+    global _unflushed_invalidations
+    with _lock:
+        _state["invalidations"] += stamps
+        _unflushed_invalidations += stamps
+
+
+def take_invalidations() -> int:
+    """Invalidations counted since the last call (for the flush to Redis)."""
+    global _unflushed_invalidations
+    with _lock:
+        taken, _unflushed_invalidations = _unflushed_invalidations, 0
+    return taken
+
+
+def give_back_invalidations(count: int) -> None:
+    global _unflushed_invalidations
+    with _lock:
+        _unflushed_invalidations += count
 
 
 def set_redis_available(available: bool) -> None:
@@ -96,10 +120,12 @@ def give_back(deltas: dict[str, dict[str, float]]) -> None:
 
 
 def reset() -> None:
+    global _unflushed_invalidations
     with _lock:
         _flushed.clear()
         _by_prefix.clear()
-        _state.update(redis_available=True, outages=0)
+        _state.update(redis_available=True, outages=0, invalidations=0)
+        _unflushed_invalidations = 0
 
 
 def shape(figures: dict[str, float]) -> dict[str, float | int]:

@@ -375,6 +375,7 @@ def cache_panel(context: Context) -> Panel:
     panel.data = {
         "totals": totals,
         "prefixes": figures["prefixes"],
+        "invalidations": figures["invalidations"],
         "memory": memory,
         "enabled": conf.SCALEOPS_CACHE_ENABLED,
     }
@@ -383,7 +384,11 @@ def cache_panel(context: Context) -> Panel:
     )
     panel.charts = [
         context.chart("Hit rate per prefix", {f"c.{p}.hit_rate": p for p in prefixes}, "%", y_max=1.0),
-        context.chart("Stampedes avoided", {"c.stampedes_avoided": "stampedes avoided"}, "per minute"),
+        context.chart(
+            "Stampedes avoided and invalidations",
+            {"c.stampedes_avoided": "stampedes avoided", "c.invalidations": "table stamps bumped"},
+            "per minute",
+        ),
         context.chart("Redis memory", {"c.redis_memory": "used_memory"}, "bytes"),
     ]
     return panel

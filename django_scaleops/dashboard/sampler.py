@@ -304,6 +304,7 @@ def _read_cache(sample: Sample) -> None:
             counts["hits"] + counts["l1_hits"] + counts["misses"] + counts["stale_served"]
         )
     sample.counters["c.stampedes_avoided"] = figures["totals"]["stampedes_avoided"]
+    sample.counters["c.invalidations"] = figures["invalidations"]
     sample.gauge("c.redis_memory", redis_memory())
 
 
@@ -330,8 +331,9 @@ def to_points(sample: Sample, history: History, *, dry_run: bool = False) -> dic
         if name.startswith("c.") and name.endswith(".lookups") and change > 0:
             prefix = name[: -len(".lookups")]
             points[f"{prefix}.hit_rate"] = (minute, changes.get(f"{prefix}.hits", 0.0) / change)
-    if "c.stampedes_avoided" in changes:
-        points["c.stampedes_avoided"] = (minute, changes["c.stampedes_avoided"])
+    for name in ("c.stampedes_avoided", "c.invalidations"):
+        if name in changes:
+            points[name] = (minute, changes[name])
     for name, xacts in changes.items():
         if name.startswith("pgb.") and name.endswith(".xacts"):
             alias = name[: -len(".xacts")]
