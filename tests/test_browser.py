@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.test import override_settings
 from playwright.sync_api import Locator, expect
 
@@ -410,5 +411,6 @@ def test_pgbouncer_panel_unavailable_while_pgbouncer_is_stopped(
     finally:
         services.pgbouncer.start()
         clear_metrics_cache()
+        connections["pgbouncer"].close()  # the restart dropped it: later tests would get a dead one
     page.open(DASHBOARD)  # back on the next load
     assert not is_unavailable(panel(page, "pgbouncer")), panel(page, "pgbouncer").inner_text()

@@ -413,6 +413,7 @@ def test_pgbouncer_down_makes_only_its_panel_unavailable(services):
     finally:
         services.pgbouncer.start()
         clear_metrics_cache()
+        connections["pgbouncer"].close()  # the restart dropped it: later tests would get a dead one
     section = panel(html, "pgbouncer")
     assert is_unavailable(section) and "unavailable: cannot reach the admin console of pgbouncer" in section
     for panel_id in ("queries", "cache", "ratelimit", "partitions"):

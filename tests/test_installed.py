@@ -40,6 +40,7 @@ COMMANDS: dict[str, list[str]] = {
     "create_api_key": ["smoke", "--tier", "Standard"],
     "rollup_rate_limit_usage": ["--dry-run"],
     "warm_cache": ["--list"],
+    "scaleops_sample": ["--dry-run"],
 }
 
 
@@ -54,8 +55,10 @@ def test_the_package_comes_from_where_this_run_expects():
 
 @pytest.mark.django_db
 def test_templates_and_migrations_are_there():
-    template: Any = get_template("scaleops/apikey_created.html")
-    assert template.origin.name.startswith(str(PACKAGE_DIR))
+    for name in ("scaleops/apikey_created.html", "scaleops/dashboard/dashboard.html"):
+        template: Any = get_template(name)
+        assert template.origin.name.startswith(str(PACKAGE_DIR)), name
+    assert (PACKAGE_DIR / "dashboard" / "grafana.json").exists()
     assert (PACKAGE_DIR / "py.typed").exists()
     call_command("makemigrations", "scaleops", "--check", "--dry-run", verbosity=0)
 
