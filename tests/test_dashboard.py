@@ -470,3 +470,30 @@ def test_cache_panel_counts_lookups_and_invalidations_of_the_fleet():
     assert not is_unavailable(section), section
     assert f'<span class="invalidations">{4 * per_write}</span>' in section
     assert re.search(r'<tr data-prefix="cacheapp.author"><td>cacheapp.author</td><td class="hits">2</td>', section)
+
+
+def test_counter_deltas_keep_large_totals_exact_and_spread_a_gap_over_its_minutes():
+    history = History.default()
+    minute = int(time.time() // 60)
+    assert history.deltas({"big": 123_456_789.0}, minute) == ({}, 1)  # the first sample: a baseline
+    assert history.deltas({"big": 123_456_790.0}, minute + 1) == ({"big": 1.0}, 1)
+    # Ten minutes without a sample (cron stopped): 600 more is 60 a minute, not a spike of 600.
+    assert history.deltas({"big": 123_457_390.0}, minute + 11) == ({"big": 60.0}, 10)
+    assert history.deltas({"big": 5.0}, minute + 12) == ({"big": 5.0}, 1)  # reset: counts from zero
+
+
+@pytest.mark.django_db
+def test_queries_per_minute_after_a_gap_are_an_average():
+    history = History.default()
+    t0 = (time.time() // 60) * 60 + 1
+    assert sample(now=t0, history=history).written
+    before = fleet_stats()
+    with connection.cursor() as cursor:
+        for _ in range(40):
+            cursor.execute("SELECT 1")
+    after = fleet_stats()
+    ran = sum(h.count for h in after.aliases.values()) - sum(h.count for h in before.aliases.values())
+    later = sample(now=t0 + 4 * 60, history=history)
+    assert later.written, later.errors
+    per_minute = later.points["q.count"][1]
+    assert ran / 4 <= per_minute <= (ran + 10) / 4, (ran, per_minute)

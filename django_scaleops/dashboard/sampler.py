@@ -38,6 +38,7 @@ logger = logging.getLogger("django_scaleops.dashboard")
 MAX_PER_FAMILY = 20  # series per dimension (cache prefixes, tiers, replicas, pools)
 LOCK_SECONDS = 120
 HIST_FIELD = "_hist"
+MINUTE_FIELD = "_minute"  # the epoch minute of the totals kept in <p>:last
 
 
 class HistoryUnavailable(Exception):
@@ -127,22 +128,33 @@ class History:
         newest = self.client.zrevrange(self.key("series"), 0, 0, withscores=True)
         return int(newest[0][1]) if newest else None
 
-    def deltas(self, totals: dict[str, float]) -> dict[str, float]:
-        """Per-minute deltas of fleet ``totals`` since the previous sample (none the first time).
+    def deltas(self, totals: dict[str, float], minute: int | None = None) -> tuple[dict[str, float], int]:
+        """Per-minute deltas of fleet ``totals`` since the previous sample (none the first time),
+        and the minutes since that sample (1 when unknown).
 
-        A total lower than before (Redis or the figures were reset) counts from zero.
+        A total lower than before (Redis or the figures were reset) counts from zero. After a gap
+        (no sample for some minutes: cron or every worker stopped) the change is spread over the
+        minutes it took, so a chart "per minute" shows no spike for the catch-up.
         """
         if not totals:
-            return {}
-        previous = self.client.hmget(self.key("last"), list(totals))
-        self.client.hset(self.key("last"), mapping={name: format_value(value) for name, value in totals.items()})
+            return {}, 1
+        fields = [*totals, MINUTE_FIELD]
+        *previous, previous_minute = self.client.hmget(self.key("last"), fields)
+        # Totals at full precision: a fleet's running count passes 10^6 quickly.
+        stored = {name: repr(float(value)) for name, value in totals.items()}
+        if minute is not None:
+            stored[MINUTE_FIELD] = str(minute)
+        self.client.hset(self.key("last"), mapping=stored)
+        gap = 1
+        if minute is not None and previous_minute is not None:
+            gap = max(1, minute - int(_text(previous_minute)))
         changes = {}
         for (name, total), before in zip(totals.items(), previous, strict=True):
             if before is None:
                 continue
             old = float(before)
-            changes[name] = total - old if total >= old else total
-        return changes
+            changes[name] = (total - old if total >= old else total) / gap
+        return changes, gap
 
     def swap_histogram(self, histogram: dict[str, Any]) -> dict[str, Any] | None:
         """Store the fleet's query histogram; return the previous one (None the first time)."""
@@ -323,7 +335,7 @@ def to_points(sample: Sample, history: History, *, dry_run: bool = False) -> dic
     minute = sample.minute
     if dry_run:
         return points  # deltas need the previous totals, which a dry run must not replace
-    changes = history.deltas(sample.counters)
+    changes, gap = history.deltas(sample.counters, minute)
     for name, change in changes.items():
         if name.startswith("q.reads.") or name == "q.n_plus_one":
             points[name] = (minute, change)
@@ -342,11 +354,14 @@ def to_points(sample: Sample, history: History, *, dry_run: bool = False) -> dic
     if sample.histogram is not None:
         previous = history.swap_histogram(sample.histogram)
         if previous is not None:
-            points.update(_histogram_points(sample.histogram, previous, minute))
+            points.update(_histogram_points(sample.histogram, previous, minute, gap))
     return points
 
 
-def _histogram_points(current: dict[str, Any], previous: dict[str, Any], minute: int) -> dict[str, Point]:
+def _histogram_points(
+    current: dict[str, Any], previous: dict[str, Any], minute: int, gap: int = 1
+) -> dict[str, Point]:
+    """Counts per minute (spread over ``gap`` minutes since the previous sample), share and percentiles."""
     from django_scaleops.monitoring.histogram import LogHistogram
 
     now = LogHistogram.from_buckets({int(k): int(v) for k, v in current["b"].items()}, float(current["sum"]))
@@ -356,7 +371,7 @@ def _histogram_points(current: dict[str, Any], previous: dict[str, Any], minute:
         previous = {"slow": 0}
     delta = now.minus(before)
     slow = max(int(current["slow"]) - int(previous["slow"]), 0)
-    points: dict[str, Point] = {"q.count": (minute, float(delta.count)), "q.slow": (minute, float(slow))}
+    points: dict[str, Point] = {"q.count": (minute, delta.count / gap), "q.slow": (minute, slow / gap)}
     if delta.count:
         points["q.slow_share"] = (minute, slow / delta.count)
         for name, micros in delta.quantiles((0.5, 0.95, 0.99)).items():
