@@ -358,9 +358,7 @@ def to_points(sample: Sample, history: History, *, dry_run: bool = False) -> dic
     return points
 
 
-def _histogram_points(
-    current: dict[str, Any], previous: dict[str, Any], minute: int, gap: int = 1
-) -> dict[str, Point]:
+def _histogram_points(current: dict[str, Any], previous: dict[str, Any], minute: int, gap: int = 1) -> dict[str, Point]:
     """Counts per minute (spread over ``gap`` minutes since the previous sample), share and percentiles."""
     from django_scaleops.monitoring.histogram import LogHistogram
 
