@@ -497,3 +497,13 @@ def test_queries_per_minute_after_a_gap_are_an_average():
     assert later.written, later.errors
     per_minute = later.points["q.count"][1]
     assert ran / 4 <= per_minute <= (ran + 10) / 4, (ran, per_minute)
+
+
+def test_call_sites_are_shown_relative_to_their_import_root():
+    import django_scaleops
+    from django_scaleops.dashboard.panels import short_call_site
+
+    package_file = django_scaleops.__file__
+    site = f"{package_file}:12 in handler"
+    assert short_call_site(site) == "django_scaleops/__init__.py:12 in handler"
+    assert short_call_site("<console>:1 in <module>") == "<console>:1 in <module>"

@@ -7,6 +7,8 @@ Every panel is built on its own: a service that is down makes its panel (or its 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +112,16 @@ def guarded(build: Callable[[Context], Panel], panel_id: str, title: str) -> Cal
 # ---- queries
 
 
+def short_call_site(site: str) -> str:
+    """``site`` relative to the import root it is under (``app/views.py:12 in f``), as a reader
+    of the project knows it; the server's own folders say nothing to them."""
+    for root in sorted((p for p in sys.path if p), key=len, reverse=True):
+        prefix = os.path.join(os.path.abspath(root), "")
+        if site.startswith(prefix):
+            return site[len(prefix) :]
+    return site
+
+
 def queries_panel(context: Context) -> Panel:
     from django_scaleops.monitoring.report import current_stats
 
@@ -133,10 +145,11 @@ def queries_panel(context: Context) -> Panel:
     with contextlib.suppress(Exception):  # Redis down: the table goes without call sites
         call_sites, hints = sites.read(sampler.history_client(), conf.SCALEOPS_DASHBOARD_REDIS_PREFIX)
     top = [
-        {**row, "call_site": call_sites.get(row["fingerprint"], "")}
+        {**row, "call_site": short_call_site(call_sites.get(row["fingerprint"], ""))}
         for row in report["top_slow_fingerprints"]
         if row["queries"]
     ]
+    hints = [{**hint, "call_site": short_call_site(str(hint.get("call_site") or ""))} for hint in hints]
     panel = Panel("queries", "Queries", status=health["status"], why=why)
     panel.data = {
         "scope": scope,
