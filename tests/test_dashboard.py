@@ -507,3 +507,20 @@ def test_call_sites_are_shown_relative_to_their_import_root():
     site = f"{package_file}:12 in handler"
     assert short_call_site(site) == "django_scaleops/__init__.py:12 in handler"
     assert short_call_site("<console>:1 in <module>") == "<console>:1 in <module>"
+
+
+def test_chart_labels_from_user_data_are_escaped():
+    from django_scaleops.dashboard.charts import Series, bar_chart, line_chart
+
+    hostile = '"><script>alert(1)</script><svg onload="x'
+    minute = int(time.time() // 60)
+    drawn = [
+        line_chart(
+            hostile, [Series(hostile, [(minute - 1, 1.0), (minute, 2.0)])], start=minute - 5, end=minute, unit=hostile
+        ),
+        bar_chart(hostile, [hostile, "b"], [1.0, 2.0], unit=hostile),
+    ]
+    for html in drawn:
+        assert "<script" not in html and 'onload="' not in html
+        for svg in re.findall(r"<svg.*?</svg>", html, re.S):
+            ET.fromstring(svg)  # still well-formed XML
