@@ -2,7 +2,9 @@
 
 The rule of the PostgreSQL wiki and HikariCP: a server does its best work with about
 ``2 x cores + effective spindles`` connections actually running queries. More clients than that
-should queue in the pooler, not in the server's scheduler.
+should queue in the pooler, not in the server's scheduler. When the load is known, Little's law
+says how many of those a pool needs: ``rate x time in the database per request x headroom``
+(docs/scaling.md, the capacity model).
 """
 
 from __future__ import annotations
@@ -17,6 +19,33 @@ MIN_RESERVED_CONNECTIONS = 5
 RESERVED_SHARE = 0.1
 # Room for a rolling deploy, when old and new workers are connected at the same time.
 CLIENT_HEADROOM = 2
+# Little's law gives the connections busy on average; twice that keeps a pool half busy, so bursts
+# of a Poisson arrival stream rarely wait for a connection (docs/scaling.md).
+DEFAULT_HEADROOM = 2.0
+
+
+def connections_for_load(rate: float, db_time_ms: float, headroom: float = DEFAULT_HEADROOM) -> int:
+    """Server connections a pool needs for ``rate`` requests a second (Little's law, with headroom).
+
+    Args:
+        rate: requests a second that go through the pool.
+        db_time_ms: time each request spends in the database, in milliseconds (the query
+            monitor's sum of query durations per request; ``benchmarks/bench_capacity.py``).
+        headroom: multiple of the average number of busy connections to provide (>= 1).
+
+    Returns:
+        ``ceil(rate x db_time_ms / 1000 x headroom)``: 0 when there is no load.
+
+    Raises:
+        ValueError: a figure is negative, not finite, or ``headroom`` is below 1.
+    """
+    for name, value in (("rate", rate), ("db_time_ms", db_time_ms), ("headroom", headroom)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:  # type: ignore[redundant-expr]
+            raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+    if headroom < 1:
+        raise ValueError(f"headroom must be >= 1 (a pool sized below the average load queues forever), not {headroom}")
+    # round() first: 1000 x 4.2 / 1000 is 4.200000000000001 in floating point, and must not become 5.
+    return math.ceil(round(rate * db_time_ms / 1000 * headroom, 9))
 
 
 @dataclass(frozen=True)
@@ -34,8 +63,11 @@ class PoolRecommendation:
             each worker process: one connection per thread is all a process can use.
         active_target: ``2 x cores + spindles``, the server's sweet spot.
         client_demand: ``workers x threads``, connections the application can use at once.
+        load_demand: ``connections_for_load(rate, db_time_ms, headroom)`` (at least 1), or None
+            when no rate was given.
         server_budget: ``max_connections`` minus reserved connections, or None when unknown.
-        limited_by: what set the pool size: ``"cores"``, ``"clients"`` or ``"max_connections"``.
+        limited_by: what set the pool size: ``"cores"``, ``"clients"``, ``"load"`` or
+            ``"max_connections"``.
         notes: one sentence per decision, for people reading the generated config.
     """
 
@@ -46,6 +78,7 @@ class PoolRecommendation:
     per_process_pool_size: int
     active_target: int
     client_demand: int
+    load_demand: int | None
     server_budget: int | None
     limited_by: str
     notes: tuple[str, ...]
@@ -65,6 +98,9 @@ def calculate_pool_size(
     max_connections: int | None = None,
     reserved_connections: int | None = None,
     pools: int = 1,
+    rate: float | None = None,
+    db_time_ms: float | None = None,
+    headroom: float = DEFAULT_HEADROOM,
 ) -> PoolRecommendation:
     """Recommend PgBouncer pool sizes for one PostgreSQL server.
 
@@ -77,6 +113,10 @@ def calculate_pool_size(
         reserved_connections: connections kept free for superusers, migrations and backups
             (default: 10% of ``max_connections``, at least 5).
         pools: PgBouncer pools that share this server (databases x users x PgBouncer instances).
+        rate: requests a second through this pool; with ``db_time_ms``, the pool is no larger
+            than Little's law needs (:func:`connections_for_load`). None: sized by cores and clients.
+        db_time_ms: time in the database per request, in ms (required with ``rate``).
+        headroom: multiple of the average busy connections to provide (default 2).
 
     Returns:
         A :class:`PoolRecommendation`.
@@ -95,17 +135,37 @@ def calculate_pool_size(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:  # type: ignore[redundant-expr]
             raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    load_demand: int | None = None
+    if rate is not None or db_time_ms is not None:
+        if rate is None or db_time_ms is None:
+            raise ValueError("give rate and db_time_ms together (Little's law needs both)")
+        # A pool of 0 connections would refuse every client: one at least.
+        load_demand = max(1, connections_for_load(rate, db_time_ms, headroom))
     active_target = max(1, 2 * cores + spindles)
     client_demand = workers * threads
     notes = [
         f"2 x {cores} cores + {spindles} spindles = {active_target} connections keep the server busy.",
         f"{workers} workers x {threads} threads = {client_demand} connections the application can use at once.",
     ]
-    if client_demand < active_target:
+    pool_size, limited_by = active_target, "cores"
+    if client_demand < pool_size:
         pool_size, limited_by = client_demand, "clients"
+    if load_demand is not None:
+        notes.append(
+            f"{rate:g} requests/s x {db_time_ms:g} ms in the database x {headroom:g} headroom ="
+            f" {load_demand} connections (Little's law)."
+        )
+        if load_demand < pool_size:
+            pool_size, limited_by = load_demand, "load"
+        elif load_demand > active_target:
+            notes.append(
+                "The load needs more connections than the server can run at once: add standbys for reads,"
+                " or shorten the time in the database (docs/scaling.md)."
+            )
+    if limited_by == "clients":
         notes.append("Pool limited to the client demand: more server connections would stay idle.")
-    else:
-        pool_size, limited_by = active_target, "cores"
+    elif limited_by == "load":
+        notes.append("Pool limited to what the load keeps busy: more server connections would stay idle.")
     server_budget: int | None = None
     if max_connections is not None:
         if reserved_connections is None:
@@ -137,6 +197,7 @@ def calculate_pool_size(
         per_process_pool_size=threads,
         active_target=active_target,
         client_demand=client_demand,
+        load_demand=load_demand,
         server_budget=server_budget,
         limited_by=limited_by,
         notes=tuple(notes),

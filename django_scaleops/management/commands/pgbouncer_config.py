@@ -20,7 +20,7 @@ from django_scaleops.pgbouncer.config import (
     server_entries,
     server_secrets,
 )
-from django_scaleops.pgbouncer.sizing import PoolRecommendation, calculate_pool_size
+from django_scaleops.pgbouncer.sizing import DEFAULT_HEADROOM, PoolRecommendation, calculate_pool_size
 
 
 class Command(BaseCommand):
@@ -45,6 +45,21 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=1, help="Threads per application process.")
         parser.add_argument(
             "--max-connections", type=int, help="The servers' max_connections (default: asked from each server)."
+        )
+        parser.add_argument(
+            "--rate",
+            type=float,
+            help="Requests a second through each pool; with --db-time-ms, pools are no larger than Little's law"
+            " needs (docs/scaling.md).",
+        )
+        parser.add_argument(
+            "--db-time-ms", type=float, help="Time in the database per request, in ms (the query monitor's figure)."
+        )
+        parser.add_argument(
+            "--headroom",
+            type=float,
+            default=DEFAULT_HEADROOM,
+            help=f"Multiple of the average busy connections a pool gets (default {DEFAULT_HEADROOM:g}).",
         )
         parser.add_argument("--admin-user", action="append", default=[], help="Add to admin_users (repeatable).")
         parser.add_argument(
@@ -106,6 +121,8 @@ class Command(BaseCommand):
         for entry in entries:
             server = (entry.host, entry.port)
             per_server[server] = per_server.get(server, 0) + 1
+        if (options["rate"] is None) != (options["db_time_ms"] is None):
+            raise CommandError("give --rate and --db-time-ms together (Little's law needs both)")
         max_connections = options["max_connections"]
         if max_connections is None:
             max_connections = min(self._max_connections(entry.alias) for entry in entries)
@@ -116,6 +133,9 @@ class Command(BaseCommand):
             threads=options["threads"],
             max_connections=max_connections,
             pools=max(per_server.values()),
+            rate=options["rate"],
+            db_time_ms=options["db_time_ms"],
+            headroom=options["headroom"],
         )
 
     def _max_connections(self, alias: str) -> int:
