@@ -297,8 +297,26 @@ class Settings:
     SCALEOPS_ROUTER_REPLICA_ALIASES: Setting[list[str] | tuple[str, ...]] = Setting(
         [], (list, tuple), "Database aliases of the streaming replicas that serve reads.", items=str
     )
+    SCALEOPS_ROUTER_REPLICA_WEIGHTS = Setting[dict[str, int]](
+        {},
+        dict,
+        "Share of reads per replica alias for weighted round robin ({'replica': 1, 'replica2': 3});"
+        " unlisted replicas weigh 1; 0 only when no other replica can serve.",
+    )
     SCALEOPS_ROUTER_CHECK_INTERVAL: Setting[int | float] = Setting(
         30.0, (int, float), "Seconds between replica health checks (jittered by +/-20%).", min=0.01
+    )
+    SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS: Setting[str | None] = Setting(
+        None,
+        (str, type(None)),
+        "CACHES alias (shared by the workers, e.g. Redis) through which one process checks the replicas"
+        " for all; None: each process checks alone.",
+    )
+    SCALEOPS_ROUTER_SHARED_CHECK_INTERVAL: Setting[int | float] = Setting(
+        2.0,
+        (int, float),
+        "Seconds between replica checks (by the lease holder) and snapshot reads (by the others) with shared health.",
+        min=0.01,
     )
     SCALEOPS_ROUTER_CHECK_TIMEOUT: Setting[int | float] = Setting(
         2.0, (int, float), "Seconds a health check may take to connect and to run its query.", min=0.1

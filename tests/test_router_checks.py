@@ -84,3 +84,25 @@ def test_checks_are_bound():
         pytest.raises(SystemCheckError, match=r"scaleops\.E102"),
     ):
         call_command("check")
+
+
+def test_replica_weights_and_the_health_cache_are_checked():
+    database = {**settings.DATABASES["replica"], "OPTIONS": {"connect_timeout": 2}}
+    base = {
+        "DATABASE_ROUTERS": [ROUTER],
+        "SCALEOPS_ROUTER_REPLICA_ALIASES": ["replica"],
+        "DATABASES": databases_with(replica=database),
+    }
+    cases: list[tuple[dict[str, object], list[str]]] = [
+        ({"SCALEOPS_ROUTER_REPLICA_WEIGHTS": {"replica": 0}}, []),
+        ({"SCALEOPS_ROUTER_REPLICA_WEIGHTS": {"replica2": 1}}, ["scaleops.E106"]),
+        ({"SCALEOPS_ROUTER_REPLICA_WEIGHTS": {"replica": -1}}, ["scaleops.E108"]),
+        ({"SCALEOPS_ROUTER_REPLICA_WEIGHTS": {"replica": 1.5}}, ["scaleops.E108"]),
+        ({"SCALEOPS_ROUTER_REPLICA_WEIGHTS": {"replica": True}}, ["scaleops.E108"]),
+        ({"SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS": "default"}, []),
+        ({"SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS": "nowhere"}, ["scaleops.E107"]),
+    ]
+    for extra, expected in cases:
+        with pytest.warns(UserWarning, match="DATABASES"):
+            found = ids(**base, **extra)
+        assert found == expected, extra

@@ -15,7 +15,11 @@ import pytest
 import redis
 from django.core.cache import cache
 from django.db import InternalError, ProgrammingError, connections, transaction
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
+from django_scaleops.testing.redis_cluster import RedisCluster as RedisClusterServers
 from django_scaleops.testing.services import MANIFEST, Services
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "replica", "pgbouncer"])
@@ -167,3 +171,172 @@ def test_a_killed_owner_leaves_nothing_behind(tmp_path: Path):
     for port in (started.primary.port, started.replica.port, started.redis.port, started.pgbouncer.port):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=0.5)
+
+
+# --------------------------------------------------------------------------- Redis Cluster, on demand
+
+
+def cluster_client(url: str) -> RedisCluster:
+    return RedisCluster.from_url(url, socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 1))
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(databases=[])
+def test_cluster_is_three_masters_covering_every_slot(redis_cluster: RedisClusterServers):
+    info = redis_cluster.info(0)
+    assert info["cluster_state"] == "ok"
+    assert info["cluster_known_nodes"] == "3"
+    assert info["cluster_size"] == "3"
+    counts = redis_cluster.slot_counts()
+    assert sorted(counts) == sorted(node.port for node in redis_cluster.nodes)
+    assert sum(counts.values()) == 16384
+    assert all(count > 0 for count in counts.values())
+    assert os.environ["REDIS_CLUSTER_URL"] == redis_cluster.url
+    assert os.environ["REDIS_CLUSTER_URLS"].split(",") == redis_cluster.urls
+    assert Services.attach(os.environ["SCALEOPS_SERVICES_DIR"]).env()["REDIS_CLUSTER_URL"] == redis_cluster.url
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(databases=[])
+def test_cluster_spreads_keys_over_the_three_masters(redis_cluster: RedisClusterServers):
+    client = cluster_client(redis_cluster.url)
+    keys = [f"spread:{i}" for i in range(300)]
+    try:
+        for key in keys:
+            client.set(key, key)
+        held: dict[int, set[str]] = {}
+        for node in redis_cluster.nodes:
+            direct = redis.Redis(port=node.port)
+            held[node.port] = {k.decode() for k in direct.scan_iter("spread:*", count=1000)}
+            direct.close()
+        assert all(held.values()), held  # every master holds some
+        assert sorted(k for part in held.values() for k in part) == sorted(keys)  # each key exactly once
+        for key in keys[:20]:
+            assert key in held[redis_cluster.owner_of(key).port]
+    finally:
+        client.delete(*keys[:1])  # a single-slot DEL; the rest go with the cluster
+        for key in keys[1:]:
+            client.delete(key)
+        client.close()
+
+
+def key_on(cluster: RedisClusterServers, port: int, prefix: str) -> str:
+    return next(k for k in (f"{prefix}:{i}" for i in range(1000)) if cluster.owner_of(k).port == port)
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(databases=[])
+def test_cluster_master_killed_and_restarted(redis_cluster: RedisClusterServers):
+    victim, survivor = redis_cluster.nodes[1], redis_cluster.nodes[0]
+    lost, kept = key_on(redis_cluster, victim.port, "kill"), key_on(redis_cluster, survivor.port, "kill")
+    client = cluster_client(redis_cluster.url)
+    client.set(lost, "1")
+    client.set(kept, "1")
+    redis_cluster.kill(victim)
+    assert not victim.is_running()
+    try:
+        with pytest.raises(redis.RedisError):
+            client.get(lost)
+        # The other masters keep serving their own slots while one is down.
+        assert client.get(kept) == b"1"
+        # The survivors agree it failed within a few node timeouts; its slots are then marked failed.
+        victim_slots = str(redis_cluster.slot_counts()[victim.port])
+        deadline = time.monotonic() + 10
+        while redis_cluster.info(survivor)["cluster_slots_fail"] != victim_slots and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_cluster.info(survivor)["cluster_slots_fail"] == victim_slots
+        assert client.get(kept) == b"1"
+    finally:
+        started = time.monotonic()
+        redis_cluster.restart(victim)
+    assert time.monotonic() - started < 10
+    assert redis_cluster.info(survivor)["cluster_state"] == "ok"
+    assert redis_cluster.info(survivor)["cluster_slots_fail"] == "0"
+    assert redis_cluster.slot_counts()[victim.port] > 0  # same node, same slots
+    fresh = cluster_client(redis_cluster.url)
+    assert fresh.get(lost) is None  # no persistence: its keys died with it
+    fresh.set(lost, "2")
+    assert fresh.get(lost) == b"2"
+    fresh.delete(lost)
+    fresh.delete(kept)
+    fresh.close()
+    client.close()
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(databases=[])
+def test_cluster_reshard_moves_slots_and_keys(redis_cluster: RedisClusterServers):
+    source, target = redis_cluster.nodes[2], redis_cluster.nodes[0]
+    client = cluster_client(redis_cluster.url)
+    keys = [f"reshard:{i}" for i in range(200)]
+    for key in keys:
+        client.set(key, key)
+    before = redis_cluster.slot_counts()
+    redis_cluster.reshard(source, target, 50)
+    after = redis_cluster.slot_counts()
+    assert after[source.port] == before[source.port] - 50
+    assert after[target.port] == before[target.port] + 50
+    try:
+        fresh = cluster_client(redis_cluster.url)
+        assert [fresh.get(k) for k in keys] == [k.encode() for k in keys]  # every key moved with its slot
+        fresh.close()
+    finally:
+        redis_cluster.reshard(target, source, 50)
+        for key in keys:
+            client.delete(key)
+        client.close()
+    assert redis_cluster.slot_counts() == before
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(databases=[])
+def test_on_demand_servers_are_torn_down_with_the_set():
+    """The cluster and a second standby, started by another process's view of the set (attach),
+    are stopped by the owner's teardown, which never saw them start."""
+    saved = dict(os.environ)  # starting them exports their URLs: keep the suite's own
+    owner = Services.start()
+    try:
+        other = Services.attach(owner.root)
+        cluster = other.redis_cluster()
+        standby = other.add_replica()
+        assert standby.sql("SELECT pg_is_in_recovery()") == "t"
+        assert other.env()["REPLICA2_URL"] == standby.url
+        assert other.env()["REDIS_CLUSTER_URLS"].split(",") == cluster.urls
+        ports = [standby.port, *(node.port for node in cluster.nodes)]
+        assert owner.extra_replicas == []  # its own manifest is the one read at start
+    finally:
+        owner.teardown()
+        os.environ.clear()
+        os.environ.update(saved)
+    assert not owner.root.exists()
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5)
+
+
+@pytest.mark.cluster
+@pytest.mark.django_db(databases=[])
+def test_ha_cluster_fails_a_killed_master_over_to_its_replica(redis_cluster_ha: RedisClusterServers):
+    assert len(redis_cluster_ha.nodes) == 6
+    masters = redis_cluster_ha.masters()
+    assert len(masters) == 3
+    assert redis_cluster_ha.info(0)["cluster_size"] == "3"
+    key = "ha:kept"
+    owner = redis_cluster_ha.owner_of(key)
+    direct = redis.Redis(port=owner.port)
+    direct.set(key, "kept")
+    assert direct.wait(1, 2000) == 1  # its replica has it
+    direct.close()
+    redis_cluster_ha.kill(owner)
+    started = time.monotonic()
+    redis_cluster_ha.wait_failover(owner)
+    assert time.monotonic() - started < 15
+    promoted = redis_cluster_ha.owner_of(key)
+    assert promoted != owner
+    assert promoted not in masters  # the replica took over
+    client = cluster_client(redis_cluster_ha.url)
+    assert client.get(key) == b"kept"
+    redis_cluster_ha.restart(owner)
+    assert owner not in redis_cluster_ha.masters()  # back, as a replica of the one that took over
+    client.delete(key)
+    client.close()

@@ -95,6 +95,35 @@ def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="scaleops.W103",
                 )
             )
+    weights: dict[str, object] = dict(conf.SCALEOPS_ROUTER_REPLICA_WEIGHTS)  # values as the project wrote them
+    for alias, weight in weights.items():
+        if alias not in replicas:
+            messages.append(
+                Error(
+                    f"SCALEOPS_ROUTER_REPLICA_WEIGHTS weighs {alias!r}, which is not a replica alias"
+                    " (SCALEOPS_ROUTER_REPLICA_ALIASES).",
+                    hint=f"Weigh only the replica aliases {list(replicas)!r}.",
+                    id="scaleops.E106",
+                )
+            )
+        elif not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+            messages.append(
+                Error(
+                    f"SCALEOPS_ROUTER_REPLICA_WEIGHTS[{alias!r}] must be an int of at least 0, not {weight!r}.",
+                    hint="A weight is a share of reads: 1 for an ordinary replica, 0 for none, more for a bigger one.",
+                    id="scaleops.E108",
+                )
+            )
+    health_cache = conf.SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS
+    if health_cache and health_cache not in settings.CACHES:
+        messages.append(
+            Error(
+                f"SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS names {health_cache!r}, which is not a CACHES alias:"
+                " each process would check the replicas alone.",
+                hint=f"Use a cache all workers share (Redis), one of {sorted(settings.CACHES)!r}, or None.",
+                id="scaleops.E107",
+            )
+        )
     if replicas and MIDDLEWARE_PATH not in middleware_paths():
         messages.append(
             Warning(

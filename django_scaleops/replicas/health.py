@@ -106,6 +106,9 @@ class ReplicaHealth:
     # Reads cancelled by a recovery conflict and answered by the primary (the replica stays in).
     conflicts: int = 0
     probed_at: float = 0.0
+    # When this process last took it out after a failed read or connect (time.time()): a shared
+    # snapshot older than that does not put it back.
+    down_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

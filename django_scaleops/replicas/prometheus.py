@@ -35,6 +35,9 @@ def prometheus_families(figures: Mapping[str, Any]) -> Iterator[Metric]:
     lag_bytes = GaugeMetricFamily(
         "scaleops_replica_lag_bytes", "WAL the replica had not replayed at its last check.", labels=["alias"]
     )
+    weight = GaugeMetricFamily(
+        "scaleops_replica_weight", "The replica's share of reads (SCALEOPS_ROUTER_REPLICA_WEIGHTS).", labels=["alias"]
+    )
     last_check = GaugeMetricFamily(
         "scaleops_replica_last_check_timestamp_seconds", "When the replica was last checked.", labels=["alias"]
     )
@@ -53,7 +56,12 @@ def prometheus_families(figures: Mapping[str, Any]) -> Iterator[Metric]:
     for alias, values in sorted(replicas.items()):
         for name in STATES:
             state.add_metric([alias, name], int(values.get("state") == name))
-        for family, key in ((lag_seconds, "lag_seconds"), (lag_bytes, "lag_bytes"), (last_check, "last_check")):
+        for family, key in (
+            (lag_seconds, "lag_seconds"),
+            (lag_bytes, "lag_bytes"),
+            (last_check, "last_check"),
+            (weight, "weight"),
+        ):
             value = number(values.get(key))
             if value is not None:
                 family.add_metric([alias], value)
@@ -62,7 +70,7 @@ def prometheus_families(figures: Mapping[str, Any]) -> Iterator[Metric]:
         conflicts.add_metric([alias], number(values.get("conflicts")) or 0.0)
     reads.add_metric([primary, "primary"], number(figures.get("primary_reads")) or 0.0)
     reads.add_metric([primary, "failover"], number(figures.get("failover_reads")) or 0.0)
-    yield from (state, lag_seconds, lag_bytes, last_check, reads, failovers, conflicts)
+    yield from (state, lag_seconds, lag_bytes, weight, last_check, reads, failovers, conflicts)
     yield GaugeMetricFamily(
         "scaleops_replicas_degraded", "1 when a replica is not healthy.", int(bool(figures.get("degraded")))
     )

@@ -6,7 +6,6 @@ One pool per process, built lazily from settings on first use and rebuilt when t
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -14,6 +13,7 @@ import time
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -35,6 +35,7 @@ from django_scaleops.replicas.health import (
     fetch_identified,
 )
 from django_scaleops.replicas.lsn import format_lsn, parse_lsn
+from django_scaleops.replicas.shared import SharedHealth
 from django_scaleops.replicas.state import RoutingState, current_state, primary_forced
 
 logger = logging.getLogger("django_scaleops.router")
@@ -63,12 +64,18 @@ class ReplicaPool:
         self._check_params = {alias: dict(connections[alias].get_connection_params()) for alias in replicas}
         self._primary_params = dict(connections[primary].get_connection_params())
         self._check_conns: dict[str, CheckConnection] = {}
-        self._round_robin = itertools.count()
+        # Smooth weighted round robin (nginx's): each pick adds every usable replica's weight to
+        # its credit and takes the one with the most, which then pays the total. Only usable
+        # replicas take part, so a down one's share spreads over the others in proportion.
+        self.weights = _weights(replicas)
+        self._credit = dict.fromkeys(replicas, 0)
         self._lock = threading.Lock()
         self._monitor: HealthMonitor | None = None
         self.all_down = False
         self.primary_reads = 0
         self.fallback_reads = 0
+        self.shared = _shared_health(primary, replicas)
+        self.checks_run = 0  # rounds of checks this process ran itself (not read from the leader)
 
     # ---- routing -----------------------------------------------------------------------
 
@@ -115,15 +122,31 @@ class ReplicaPool:
             self._note_availability(bool(usable))
         if not usable:
             return None
-        start = next(self._round_robin) % len(usable)
         needed = max(state.min_lsn, floor)
-        for alias in usable[start:] + usable[:start]:
+        for alias in self._weighted_order(usable):
             connection = self._ready(alias)
             if connection is not None and self._caught_up(self.health[alias], needed, connection):
                 state.replica = alias
                 self.health[alias].reads += 1
                 return alias
         return None
+
+    def _weighted_order(self, usable: list[str]) -> list[str]:
+        """``usable`` in the order to try: the weighted round robin's pick first, then the others
+        by their credit (the ones that are owed most reads). Weight 0 replicas come last."""
+        ordered: list[str] = []
+        with self._lock:
+            weighted = [alias for alias in usable if self.weights[alias] > 0]
+            if weighted:
+                credit = self._credit
+                for alias in weighted:
+                    credit[alias] += self.weights[alias]
+                chosen = max(weighted, key=credit.__getitem__)
+                credit[chosen] -= sum(self.weights[alias] for alias in weighted)
+                others = sorted((a for a in weighted if a != chosen), key=lambda alias: -credit[alias])
+                ordered = [chosen, *others]
+        # A replica of weight 0 takes reads only as a last resort, before the primary.
+        return ordered + [alias for alias in usable if self.weights[alias] <= 0]
 
     def _to_primary(self) -> str:
         self.primary_reads += 1
@@ -247,7 +270,7 @@ class ReplicaPool:
             return
         with self._lock:
             if self._monitor is None or not self._monitor.is_alive():
-                self._monitor = HealthMonitor(self.check_all, lambda: float(conf.SCALEOPS_ROUTER_CHECK_INTERVAL))
+                self._monitor = HealthMonitor(self.check_round, self.check_interval)
                 self._monitor.start()
 
     def stop(self) -> None:
@@ -256,7 +279,66 @@ class ReplicaPool:
         for conn in self._check_conns.values():
             conn.close()
 
+    def check_interval(self) -> float:
+        if self.shared is not None:
+            return float(conf.SCALEOPS_ROUTER_SHARED_CHECK_INTERVAL)
+        return float(conf.SCALEOPS_ROUTER_CHECK_INTERVAL)
+
+    def check_round(self) -> None:
+        """One round of the monitor: check the replicas, or, with shared health, let the process
+        holding the lease check them and take what it published."""
+        shared = self.shared
+        if shared is not None and not shared.lead():
+            snapshot = shared.read()
+            if snapshot is not None:
+                self.apply_snapshot(snapshot)
+                return
+        self.check_all()
+        if shared is not None and shared.leading:
+            shared.publish(self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a leader publishes: each replica's health as this process knows it."""
+        published = {}
+        for alias, h in self.health.items():
+            with h.lock:
+                server, replay = h.position
+                published[alias] = {
+                    "state": h.state,
+                    "good_checks": h.good_checks,
+                    "lag_seconds": h.lag_seconds,
+                    "lag_bytes": h.lag_bytes,
+                    "last_check": h.last_check,
+                    "last_error": h.last_error,
+                    "position": [list(server) if server else None, replay],
+                    "checked": list(h.checked) if h.checked else None,
+                }
+        return published
+
+    def apply_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Take the leader's findings as this process's own (no check of ours ran)."""
+        taken_at = float(snapshot["at"])
+        for alias, entry in snapshot["replicas"].items():
+            health = self.health.get(alias)
+            if health is None:
+                continue
+            with health.lock:
+                if entry["state"] != DOWN and health.down_at > taken_at:
+                    continue  # we saw it fail after the leader's check: it stays out until the next one
+                server, replay = entry["position"]
+                if server is not None:
+                    self._note_position(health, ServerIdentity(*server), int(replay))
+                health.checked = ServerIdentity(*entry["checked"]) if entry["checked"] else None
+                health.good_checks = int(entry["good_checks"])
+                health.lag_seconds, health.lag_bytes = entry["lag_seconds"], entry["lag_bytes"]
+                health.last_check, health.last_error = entry["last_check"], str(entry["last_error"])
+                old_state, health.state = health.state, str(entry["state"])
+            if old_state != health.state:
+                self._announce(alias, old_state, health.state, health.last_error)
+        self._note_availability(any(h.state == HEALTHY for h in self.health.values()))
+
     def check_all(self) -> None:
+        self.checks_run += 1
         timeout = float(conf.SCALEOPS_ROUTER_CHECK_TIMEOUT)
         primary_lsn: int | None = None
         primary_conn = self._check_conn(self.primary, self._primary_params, timeout)
@@ -357,6 +439,7 @@ class ReplicaPool:
             old_state, health.state = health.state, DOWN
             health.good_checks = 0
             health.last_error = reason
+            health.down_at = time.time()
         if old_state != DOWN:
             self._announce(alias, old_state, DOWN, reason)
             self._note_availability(any(h.state == HEALTHY for h in self.health.values()))
@@ -383,6 +466,7 @@ class ReplicaPool:
         replicas = {
             alias: {
                 "state": h.state,
+                "weight": self.weights[alias],
                 "mirror": h.mirror,
                 "replay_lsn": format_lsn(h.replay_lsn) if h.replay_lsn else None,
                 "server": h.checked._asdict() if h.checked else None,
@@ -405,7 +489,34 @@ class ReplicaPool:
             "all_replicas_down": bool(self.replicas) and not any(h.state == HEALTHY for h in self.health.values()),
             "primary_reads": self.primary_reads,
             "failover_reads": self.fallback_reads,
+            "health": {
+                "shared": self.shared is not None,
+                "role": self.shared.role() if self.shared is not None else "local",
+                "snapshot_at": self.shared.snapshot_at if self.shared is not None else None,
+                "checks_run": self.checks_run,
+            },
         }
+
+
+def _shared_health(primary: str, replicas: list[str]) -> SharedHealth | None:
+    alias = conf.SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS
+    if not alias or not replicas:
+        return None
+    if alias not in settings.CACHES:
+        logger.error("SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS %r is not a CACHES alias: each process checks alone", alias)
+        return None
+    dicts = {a: connections[a].settings_dict for a in (primary, *replicas)}
+    return SharedHealth(alias, dicts, float(conf.SCALEOPS_ROUTER_SHARED_CHECK_INTERVAL))
+
+
+def _weights(replicas: list[str]) -> dict[str, int]:
+    configured: dict[str, object] = dict(conf.SCALEOPS_ROUTER_REPLICA_WEIGHTS)  # as the project wrote them
+    weights = {}
+    for alias in replicas:
+        weight = configured.get(alias, 1)
+        # scaleops.E108 reports a bad weight; at run time it counts as the default, 1.
+        weights[alias] = weight if isinstance(weight, int) and not isinstance(weight, bool) and weight >= 0 else 1
+    return weights
 
 
 def _is_mirror(replica: dict[str, Any], primary: dict[str, Any]) -> bool:

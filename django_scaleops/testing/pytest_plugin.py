@@ -91,6 +91,47 @@ def scaleops_services() -> Any:
     return Services.attach(root)
 
 
+@pytest.fixture
+def redis_cluster(scaleops_services: Any) -> Iterator[Any]:
+    """A Redis Cluster of three masters (``django_scaleops.testing.redis_cluster.RedisCluster``).
+
+    Started on the first test that asks and kept for the run; after each test, a master the test
+    killed or paused is brought back, so the next test finds the whole cluster ``ok``.
+    """
+    cluster = scaleops_services.redis_cluster()
+    yield cluster
+    cluster.heal()
+
+
+@pytest.fixture
+def redis_cluster_ha(scaleops_services: Any) -> Iterator[Any]:
+    """A second Redis Cluster: three masters with a replica each, so a killed master fails over.
+
+    Started on first use; after each test, killed or paused nodes are brought back (as replicas of
+    the masters that took over).
+    """
+    cluster = scaleops_services.redis_cluster(replicas=1)
+    yield cluster
+    cluster.heal()
+
+
+@pytest.fixture
+def second_replica(scaleops_services: Any) -> Iterator[Any]:
+    """A second streaming standby (``replica2``, a ``PostgresServer``), added on first use.
+
+    Kept for the run; after each test it is running again and replays without delay.
+    """
+    extra = scaleops_services.extra_replicas
+    server = extra[0] if extra else scaleops_services.add_replica()
+    os.environ[f"{server.name.upper()}_URL"] = server.url
+    if not server.is_running():
+        server.start()
+    yield server
+    if not server.is_running():
+        server.start()
+    server.set_apply_delay(None)
+
+
 @contextlib.contextmanager
 def use_real_replicas(django_db_blocker: Any) -> Iterator[list[str]]:
     """Point each ``TEST: {"MIRROR": ...}`` alias back at its own server, on the test database.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -32,9 +33,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django_scaleops.testing.redis_cluster import RedisCluster
 
 EXTERNAL_URL_VARS = ("DATABASE_URL", "REPLICA_URL", "REDIS_URL", "PGBOUNCER_URL")
 SERVICES_DIR_VAR = "SCALEOPS_SERVICES_DIR"
@@ -195,6 +199,13 @@ class Manifest:
     replica_port: int
     redis_port: int
     pgbouncer_port: int
+    # Started on demand (``Services.redis_cluster()``, ``Services.add_replica()``), recorded here
+    # so teardown and the reaper stop them too.
+    redis_cluster_ports: list[int] = field(default_factory=list)
+    redis_cluster_bus_ports: list[int] = field(default_factory=list)
+    redis_ha_cluster_ports: list[int] = field(default_factory=list)
+    redis_ha_cluster_bus_ports: list[int] = field(default_factory=list)
+    extra_replica_ports: list[int] = field(default_factory=list)
 
 
 class PostgresServer:
@@ -274,7 +285,8 @@ class PostgresServer:
         """Delay (e.g. ``"200ms"``) or, with None, undelay WAL replay on a standby."""
         extra = {"recovery_min_apply_delay": f"'{delay}'"} if delay else {}
         self.write_config(extra)
-        self.reload()
+        if self.is_running():  # a stopped one reads it when it starts
+            self.reload()
 
     def sql(self, statement: str, dbname: str = DATABASE_NAME) -> str:
         """Run one statement through psql and return its unaligned output."""
@@ -412,6 +424,109 @@ class Services:
         self.redis = RedisServer(self, manifest.redis_port)
         self.pgbouncer = PgBouncerServer(self, manifest.pgbouncer_port)
 
+    # ---- the bigger topology, on demand
+
+    @contextlib.contextmanager
+    def _manifest_lock(self) -> Iterator[None]:
+        """Serialise changes to ``services.json`` across processes, and re-read it inside."""
+        with open(self.root / "services.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.manifest = Manifest(**json.loads((self.root / MANIFEST).read_text()))
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_manifest(self) -> None:
+        tmp = self.root / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(asdict(self.manifest), indent=2))
+        tmp.replace(self.root / MANIFEST)
+
+    def _cluster(self, replicas: int = 0) -> RedisCluster | None:
+        from django_scaleops.testing.redis_cluster import RedisCluster
+
+        manifest = self.manifest
+        ports, bus = (
+            (manifest.redis_ha_cluster_ports, manifest.redis_ha_cluster_bus_ports)
+            if replicas
+            else (manifest.redis_cluster_ports, manifest.redis_cluster_bus_ports)
+        )
+        return RedisCluster(self, ports, bus, replicas=replicas) if ports else None
+
+    def redis_cluster(self, replicas: int = 0) -> RedisCluster:
+        """The set's Redis Cluster of 3 masters, started on first use by any process.
+
+        ``replicas=1`` is another cluster, with one replica per master (a killed master fails
+        over). Puts ``REDIS_CLUSTER_URL`` (one startup node) and ``REDIS_CLUSTER_URLS`` (every
+        node, comma-separated) in ``os.environ``, or ``REDIS_CLUSTER_HA_URL(S)`` for ``replicas=1``.
+        """
+        if replicas not in (0, 1):
+            raise ServiceError(f"replicas per master must be 0 or 1, not {replicas!r}")
+        with self._manifest_lock():
+            cluster = self._cluster(replicas)
+            if cluster is None:
+                count = 3 * (1 + replicas)
+                ports = free_ports(2 * count)
+                self._set_cluster_ports(replicas, ports[:count], ports[count:])
+                self._write_manifest()  # before starting: a failed start is still torn down
+                cluster = self._cluster(replicas)
+                assert cluster is not None
+                try:
+                    cluster.start()
+                except BaseException:
+                    cluster.stop()
+                    self._set_cluster_ports(replicas, [], [])
+                    self._write_manifest()
+                    raise
+        os.environ.update(self._cluster_env())
+        return cluster
+
+    def _set_cluster_ports(self, replicas: int, ports: list[int], bus_ports: list[int]) -> None:
+        if replicas:
+            self.manifest.redis_ha_cluster_ports, self.manifest.redis_ha_cluster_bus_ports = ports, bus_ports
+        else:
+            self.manifest.redis_cluster_ports, self.manifest.redis_cluster_bus_ports = ports, bus_ports
+
+    @property
+    def extra_replicas(self) -> list[PostgresServer]:
+        """The standbys ``add_replica()`` started (``replica2``, ``replica3``, ...), in order."""
+        return [
+            PostgresServer(self, f"replica{number}", port)
+            for number, port in enumerate(self.manifest.extra_replica_ports, start=2)
+        ]
+
+    def add_replica(self) -> PostgresServer:
+        """Start one more streaming standby of the primary (``replica2``, then ``replica3``, ...).
+
+        A fresh ``pg_basebackup`` of the primary as it is now (test databases included), started
+        hot on a free port; recorded in ``services.json`` and stopped by teardown. Puts
+        ``REPLICA<N>_URL`` in ``os.environ``. Each call adds one: tests that share one ask for it
+        through the ``second_replica`` fixture.
+        """
+        with self._manifest_lock():
+            port = free_ports(1)[0]
+            self.manifest.extra_replica_ports.append(port)
+            self._write_manifest()  # before starting: a failed start is still torn down
+            server = self.extra_replicas[-1]
+            shutil.rmtree(server.datadir, ignore_errors=True)
+            self._basebackup(server.datadir)
+            server.write_config()
+            server.start()
+        os.environ.update(self._extra_replicas_env())
+        return server
+
+    def _extra_replicas_env(self) -> dict[str, str]:
+        return {f"{server.name.upper()}_URL": server.url for server in self.extra_replicas}
+
+    def _cluster_env(self) -> dict[str, str]:
+        env = {}
+        for replicas, name in ((0, "REDIS_CLUSTER"), (1, "REDIS_CLUSTER_HA")):
+            cluster = self._cluster(replicas)
+            if cluster is not None:
+                env[f"{name}_URL"] = cluster.url
+                env[f"{name}_URLS"] = ",".join(cluster.urls)
+        return env
+
     # ---- lifecycle
 
     @classmethod
@@ -430,7 +545,9 @@ class Services:
         run_as.chown(root)
         ports = free_ports(4)
         owner_pid = os.getpid() if owned else 0
-        manifest = Manifest(str(root), str(bindir), run_as.uid, run_as.gid, owner_pid, *ports)
+        manifest = Manifest(
+            str(root), str(bindir), run_as.uid, run_as.gid, owner_pid, ports[0], ports[1], ports[2], ports[3]
+        )
         (root / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
         services = cls(manifest)
         if owned:
@@ -530,10 +647,17 @@ class Services:
 
     def teardown(self) -> None:
         """Stop everything and delete the folder. Safe to call twice, from any process."""
+        with contextlib.suppress(Exception):  # what was started on demand since this object was made
+            self.manifest = Manifest(**json.loads((self.root / MANIFEST).read_text()))
+        for replicas in (0, 1):
+            with contextlib.suppress(Exception):
+                cluster = self._cluster(replicas)
+                if cluster is not None:
+                    cluster.stop()
         for service in (self.pgbouncer, self.redis):
             with contextlib.suppress(Exception):
                 service.stop()
-        for server in (self.replica, self.primary):
+        for server in (*self.extra_replicas, self.replica, self.primary):
             with contextlib.suppress(Exception):
                 if server.datadir.exists():
                     server.stop("immediate")
@@ -560,6 +684,8 @@ class Services:
             "PGBOUNCER_URL": self.pgbouncer.url,
             "PGBOUNCER_ADMIN_URL": self.pgbouncer.admin_url,
             SERVICES_DIR_VAR: str(self.root),
+            **self._cluster_env(),
+            **self._extra_replicas_env(),
         }
 
 
