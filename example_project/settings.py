@@ -129,6 +129,8 @@ SCALEOPS_PGBOUNCER_ALIASES = {"pgbouncer": {"pool_mode": "transaction", "direct"
 # Reads go to the streaming replica once it has replayed what the client wrote (see docs/replicas.md).
 DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"] if WITH_SCALEOPS else []
 SCALEOPS_ROUTER_REPLICA_ALIASES = ["replica"]
+# One worker checks the replicas for all (through Redis): a restarted standby is back within seconds.
+SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS = "default"
 
 # Short timeouts: the rate limiter fails over (per tier) quickly when Redis hangs.
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"], SOCKET_CONNECT_TIMEOUT=0.25, SOCKET_TIMEOUT=0.25)}

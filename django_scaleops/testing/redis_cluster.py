@@ -20,10 +20,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from django_scaleops.testing.services import Services
+from django_scaleops.testing.processes import RunAs, require_binary, wait_for_port
 
 CLUSTER_DIR = "redis-cluster"
 HA_CLUSTER_DIR = "redis-cluster-ha"
@@ -85,17 +83,18 @@ class RedisCluster:
     """Three Redis masters joined into one cluster, on loopback ports of the services set.
 
     Args:
-        services: the launcher's set; the cluster lives in its folder and runs as its user.
+        root: the launcher's folder; the cluster lives in a folder of its own there.
+        run_as: who runs the servers (the launcher's user).
         ports: the masters' client ports.
         bus_ports: their cluster bus ports (``cluster-port``; not ``port + 10000``, which may
             be taken or out of range for the ephemeral ports the launcher picks).
         replicas: replicas per master; ``ports`` then holds masters and replicas (3 * (1 + replicas)).
     """
 
-    def __init__(self, services: Services, ports: list[int], bus_ports: list[int], replicas: int = 0) -> None:
-        self.services = services
+    def __init__(self, root: Path, run_as: RunAs, ports: list[int], bus_ports: list[int], replicas: int = 0) -> None:
+        self.run_as = run_as
         self.replicas = replicas
-        self.root = services.root / (HA_CLUSTER_DIR if replicas else CLUSTER_DIR)
+        self.root = root / (HA_CLUSTER_DIR if replicas else CLUSTER_DIR)
         self.nodes = [
             ClusterNode(port, bus, self.root / f"node-{port}") for port, bus in zip(ports, bus_ports, strict=True)
         ]
@@ -115,14 +114,13 @@ class RedisCluster:
 
     def start(self) -> None:
         """Start the masters, join them (all slots assigned) and wait for ``cluster_state:ok``."""
-        from django_scaleops.testing.services import _require_binary
 
-        _require_binary("redis-cli", "redis-tools")
+        require_binary("redis-cli", "redis-tools")
         self.root.mkdir(exist_ok=True)
-        self.services.run_as.chown(self.root)
+        self.run_as.chown(self.root)
         for node in self.nodes:
             node.folder.mkdir(exist_ok=True)
-            self.services.run_as.chown(node.folder)
+            self.run_as.chown(node.folder)
         for node in self.nodes:
             self._start_node(node)
         for node in self.nodes:
@@ -309,11 +307,9 @@ class RedisCluster:
         raise ClusterError(f"no master with index or port {node}")
 
     def _start_node(self, node: ClusterNode) -> None:
-        from django_scaleops.testing.services import _require_binary
-
-        self.services.run_as.run(
+        self.run_as.run(
             [
-                _require_binary("redis-server", "redis-server"),
+                require_binary("redis-server", "redis-server"),
                 "--port", str(node.port),
                 "--cluster-port", str(node.bus_port),
                 "--bind", "127.0.0.1",
@@ -334,7 +330,6 @@ class RedisCluster:
         )  # fmt: skip
 
     def _wait_for_port(self, node: ClusterNode) -> None:
-        from django_scaleops.testing.services import wait_for_port
 
         wait_for_port(node.port, timeout=10)
 
@@ -352,10 +347,9 @@ class RedisCluster:
             node.pidfile.unlink()
 
     def _cli(self, *args: str, timeout: float = 30) -> str:
-        from django_scaleops.testing.services import _require_binary
 
         proc = subprocess.run(
-            [_require_binary("redis-cli", "redis-tools"), "-h", "127.0.0.1", *args],
+            [require_binary("redis-cli", "redis-tools"), "-h", "127.0.0.1", *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

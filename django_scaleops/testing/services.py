@@ -24,7 +24,6 @@ import fcntl
 import glob
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -35,7 +34,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+# Re-exported: callers of the launcher have always imported these from here.
+from django_scaleops.testing.processes import RunAs as RunAs
+from django_scaleops.testing.processes import ServiceError as ServiceError
+from django_scaleops.testing.processes import free_ports as free_ports
+from django_scaleops.testing.processes import require_binary
+from django_scaleops.testing.processes import wait_for_port as wait_for_port
 
 if TYPE_CHECKING:
     from django_scaleops.testing.redis_cluster import RedisCluster
@@ -46,10 +52,6 @@ MANIFEST = "services.json"
 DIR_PREFIX = "scaleops-services-"
 DATABASE_NAME = "scaleops"
 SUPERUSER = "postgres"
-
-
-class ServiceError(RuntimeError):
-    """A service could not be started, stopped or reached."""
 
 
 # --------------------------------------------------------------------------- discovery
@@ -88,36 +90,6 @@ def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in digits.split()) or (0,)
 
 
-def _require_binary(name: str, package: str) -> str:
-    found = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
-    )
-    if not found:
-        raise ServiceError(f"'{name}' not found: install the '{package}' package.")
-    return found
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback ports that were free a moment ago."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise ServiceError(f"nothing answered on 127.0.0.1:{port} within {timeout:.0f}s") from None
-            time.sleep(0.05)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -136,51 +108,6 @@ def _read_pid(path: Path) -> int | None:
 
 
 # --------------------------------------------------------------------------- process helpers
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """Who runs the servers: PostgreSQL and PgBouncer refuse to run as root."""
-
-    uid: int
-    gid: int
-
-    @classmethod
-    def detect(cls) -> RunAs:
-        if os.geteuid() != 0:
-            return cls(os.getuid(), os.getgid())
-        try:
-            entry = pwd.getpwnam("postgres")
-        except KeyError:
-            raise ServiceError(
-                "running as root, but there is no 'postgres' user to run PostgreSQL as; "
-                "install the 'postgresql' package or run as an ordinary user."
-            ) from None
-        return cls(entry.pw_uid, entry.pw_gid)
-
-    def run(self, args: list[str], *, cwd: Path, check: bool = True, timeout: float = 60) -> str:
-        """Run a command as this user and return its output; raise ServiceError on failure."""
-        kwargs: dict[str, Any] = {}
-        if self.uid != os.getuid():
-            kwargs.update(user=self.uid, group=self.gid, extra_groups=[])
-        proc = subprocess.run(
-            args,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            start_new_session=True,  # keep a terminal's Ctrl-C away from the servers
-            env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
-            **kwargs,
-        )
-        if check and proc.returncode != 0:
-            raise ServiceError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-        return str(proc.stdout)
-
-    def chown(self, path: Path) -> None:
-        if self.uid != os.getuid():
-            os.chown(path, self.uid, self.gid)
 
 
 # --------------------------------------------------------------------------- services
@@ -356,7 +283,7 @@ class RedisServer(DaemonService):
 
     def command(self) -> list[str]:
         return [
-            _require_binary("redis-server", "redis-server"),
+            require_binary("redis-server", "redis-server"),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -408,7 +335,7 @@ class PgBouncerServer(DaemonService):
             self.services.run_as.chown(path)
 
     def command(self) -> list[str]:
-        return [_require_binary("pgbouncer", "pgbouncer"), "-d", str(self.services.root / "pgbouncer.ini")]
+        return [require_binary("pgbouncer", "pgbouncer"), "-d", str(self.services.root / "pgbouncer.ini")]
 
 
 class Services:
@@ -451,7 +378,7 @@ class Services:
             if replicas
             else (manifest.redis_cluster_ports, manifest.redis_cluster_bus_ports)
         )
-        return RedisCluster(self, ports, bus, replicas=replicas) if ports else None
+        return RedisCluster(self.root, self.run_as, ports, bus, replicas=replicas) if ports else None
 
     def redis_cluster(self, replicas: int = 0) -> RedisCluster:
         """The set's Redis Cluster of 3 masters, started on first use by any process.
@@ -538,8 +465,8 @@ class Services:
         reap_stale()
         run_as = RunAs.detect()
         bindir = find_postgres_bindir()
-        _require_binary("redis-server", "redis-server")
-        _require_binary("pgbouncer", "pgbouncer")
+        require_binary("redis-server", "redis-server")
+        require_binary("pgbouncer", "pgbouncer")
         root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
         os.chmod(root, 0o755)
         run_as.chown(root)
