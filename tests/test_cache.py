@@ -292,7 +292,10 @@ def test_fifty_concurrent_misses_make_one_database_query():
     assert probe_calls() - start == 1
     totals = stats.snapshot()["totals"]
     assert totals["fetches"] == 1
-    assert totals["stampedes_avoided"] == 49
+    # The 49 others waited for the one fill, or (a thread started late on a loaded machine, or
+    # a second round trip on a cluster) found it stored: never a second fetch.
+    assert totals["stampedes_avoided"] + totals["hits"] + totals["l1_hits"] == 49
+    assert totals["stampedes_avoided"] >= 1
 
 
 def test_stale_value_served_while_another_caller_holds_the_lease():

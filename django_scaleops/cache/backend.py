@@ -20,17 +20,21 @@ from typing import Any, TypeVar
 from django.core.cache import caches
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from django_scaleops.cache import scripts, stats
 from django_scaleops.conf import conf
 from django_scaleops.derived_keys import derived_key
+from django_scaleops.redis_cluster.client import ClusterClient, is_cluster
 
 logger = logging.getLogger("django_scaleops.cache")
 
 T = TypeVar("T")
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, ConnectionInterrupted, OSError)
+# RedisClusterException (no node reachable, slot not covered) is not a RedisError.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, ConnectionInterrupted, OSError)
+
+STAMPS = "stamps"  # on a Redis Cluster, the hash tag group of every stamp and of the L1 channel
 
 
 class RedisUnavailable(Exception):
@@ -68,6 +72,7 @@ class Gate:
         self.channel: Callable[[], str] = lambda: ""
         self._scripts: dict[str, Any] = {}
         self._stamp_keys: dict[tuple[str, str, str], str] = {}
+        self.config_version = 0
 
     # ---- plumbing
 
@@ -83,20 +88,44 @@ class Gate:
         made: str = self.cache.make_key(f"{conf.SCALEOPS_CACHE_PREFIX}:{name}")
         return made
 
+    def clustered(self) -> bool:
+        """True when the cache is a Redis Cluster (``ClusterClient``): keys then carry hash tags."""
+        return isinstance(getattr(self.cache, "client", None), ClusterClient)
+
+    def slot_key(self, group: str, name: str) -> str:
+        """Like :meth:`key`; on a Redis Cluster every key of ``group`` shares one hash slot."""
+        if not self.clustered():
+            return self.key(name)
+        made: str = self.cache.make_key(f"{{{conf.SCALEOPS_CACHE_PREFIX}:{group}}}:{name}")
+        return made
+
     def stamp_key(self, name: str) -> str:
-        """Like :meth:`key`, memoised: stamp names are few (tables) and read on every lookup."""
+        """Like :meth:`key`, memoised: stamp names are few (tables) and read on every lookup.
+
+        On a Redis Cluster every stamp is in one slot, so one script reads (or bumps) them all.
+        """
         slot = (conf.SCALEOPS_CACHE_ALIAS, conf.SCALEOPS_CACHE_PREFIX, name)
         made = self._stamp_keys.get(slot)
         if made is None:
             if len(self._stamp_keys) > 50_000:  # row stamps are many: keep the memo bounded
                 self._stamp_keys.clear()
-            made = self._stamp_keys[slot] = self.key(name)
+            made = self._stamp_keys[slot] = self.slot_key(STAMPS, name)
         return made
+
+    def entry_key(self, name: str) -> str:
+        """The base key of an entry; on a Redis Cluster its versions and lease share its slot."""
+        if not self.clustered():
+            return self.key(name)
+        kind, _, rest = name.partition(":")
+        tag = rest.replace("{", "").replace("}", "") or "-"
+        return self.key(f"{kind}:{{{tag}}}")
 
     def forget_keys(self, setting: str = "", **kwargs: Any) -> None:
         """``setting_changed`` receiver: a new cache configuration may make other keys."""
         if setting in ("CACHES", "SCALEOPS_CACHE_ALIAS", "SCALEOPS_CACHE_PREFIX", ""):
             self._stamp_keys.clear()
+            # Another Redis (or channel): the L1 listener subscribes again, L1 is off meanwhile.
+            self.config_version += 1
 
     def encode(self, value: Any) -> bytes:
         # The cache's own serializer and compressor (CACHES OPTIONS), so compression is configured there.
@@ -182,6 +211,8 @@ class Gate:
 
     def read(self, stamps: list[str], base: str, token: str) -> tuple[str, bytes | None, int, bool]:
         def run(client: Any) -> tuple[str, bytes | None, int, bool]:
+            if is_cluster(client):
+                return self._cluster_read(client, stamps, base, token)
             full, raw, pttl, leased = self._run(
                 client, scripts.READ, stamps, [base, token, conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS, new_seed()]
             )
@@ -189,16 +220,52 @@ class Gate:
 
         return self.call(run)
 
+    def _cluster_read(
+        self, client: Any, stamps: list[str], base: str, token: str
+    ) -> tuple[str, bytes | None, int, bool]:
+        # Two scripts, one per slot: the stamps, then the entry they name. A bump between them
+        # only means this read used the stamps of a moment earlier, as a read racing a write does.
+        versions = self._run(client, scripts.CLUSTER_STAMPS, stamps, [new_seed()])
+        full = base + "@" + ".".join(v.decode() for v in versions)
+        raw, pttl, leased = self._run(
+            client, scripts.CLUSTER_READ, [full, f"{full}:lease"], [token, conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS]
+        )
+        return full, raw or None, int(pttl), bool(leased)
+
+    def _cluster_store(self, client: Any, stamps: list[str], full: str, token: str, raw: bytes | str, px: int) -> int:
+        # The stamps are checked before the set, not atomically with it: a bump landing between
+        # the two leaves the value under the old versions' key, which no reader builds any more
+        # (readers read the stamps first), so it is never served and expires.
+        if raw != "":
+            versions = client.mget(*stamps)
+            if any(v is None for v in versions) or full != full.rsplit("@", 1)[0] + "@" + ".".join(
+                v.decode() for v in versions
+            ):
+                self._run(client, scripts.CLUSTER_STORE, [full, f"{full}:lease"], [token, "", 0])
+                return 0
+        return int(self._run(client, scripts.CLUSTER_STORE, [full, f"{full}:lease"], [token, raw, px]))
+
     def try_lease(self, full: str, token: str) -> bool:
         return bool(
             self.call(lambda c: c.set(f"{full}:lease", token, nx=True, px=conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS))
         )
 
     def store(self, stamps: list[str], full: str, token: str, raw: bytes, px: int) -> int:
-        return int(self.call(lambda c: self._run(c, scripts.STORE, stamps, [full, token, raw, px])))
+        def run(client: Any) -> int:
+            if is_cluster(client):
+                return self._cluster_store(client, stamps, full, token, raw, px)
+            return int(self._run(client, scripts.STORE, stamps, [full, token, raw, px]))
+
+        return self.call(run)
 
     def release(self, stamps: list[str], full: str, token: str) -> None:
-        self.call(lambda c: self._run(c, scripts.STORE, stamps, [full, token, "", 0]))
+        def run(client: Any) -> None:
+            if is_cluster(client):
+                self._cluster_store(client, stamps, full, token, "", 0)
+            else:
+                self._run(client, scripts.STORE, stamps, [full, token, "", 0])
+
+        self.call(run)
 
     def bump(self, stamps: Iterable[str], channel: str, message: str) -> None:
         """Bump stamps now; if Redis is unreachable they are owed and bumped on recovery."""
@@ -212,10 +279,24 @@ class Gate:
                 self._owed.update(keys)
 
     def _bump(self, client: Any, keys: list[str], channel: str, message: str) -> None:
-        self._run(client, scripts.BUMP, keys, [new_seed(), channel, message])
+        # On a Redis Cluster the stamps share one slot, and the L1 channel is a shard channel of it.
+        self._run(
+            client, scripts.CLUSTER_BUMP if is_cluster(client) else scripts.BUMP, keys, [new_seed(), channel, message]
+        )
 
     def delete(self, stamps: list[str], base: str, channel: str, message: str) -> None:
-        self.call(lambda c: self._run(c, scripts.DELETE, stamps, [base, channel, message]))
+        def run(client: Any) -> None:
+            if not is_cluster(client):
+                self._run(client, scripts.DELETE, stamps, [base, channel, message])
+                return
+            versions = client.mget(*stamps)
+            if any(v is None for v in versions):
+                return
+            client.delete(base + "@" + ".".join(v.decode() for v in versions))
+            if channel:
+                client.spublish(channel, message)
+
+        self.call(run)
 
     def reset_state(self) -> None:
         """Forget an outage and owed bumps (tests, and after the cache was flushed by hand)."""

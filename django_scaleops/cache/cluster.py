@@ -14,6 +14,13 @@ _lock = threading.Lock()
 _last_flush = 0.0
 
 
+def _key(name: str) -> str:
+    # On a Redis Cluster (the Redis kind, unrelated to this module's fleet of processes) every
+    # statistics key shares one hash slot, so a flush is one pipeline to one node: it succeeds or
+    # fails whole, and deltas given back after a failure are never counted twice.
+    return gate.slot_key("stats", name)
+
+
 def maybe_flush() -> None:
     """Flush the deltas when the interval has passed (one cheap clock read otherwise)."""
     global _last_flush
@@ -36,12 +43,12 @@ def flush() -> None:
     def run(client: Any) -> None:
         pipe = client.pipeline(transaction=False)
         for prefix, changed in deltas.items():
-            key = gate.key(f"stats:{prefix}")
+            key = _key(f"stats:{prefix}")
             for name, value in changed.items():
                 pipe.hincrbyfloat(key, name, value)
-            pipe.sadd(gate.key("stats:prefixes"), prefix)
+            pipe.sadd(_key("stats:prefixes"), prefix)
         if invalidations:
-            pipe.incrby(gate.key("stats:invalidations"), invalidations)
+            pipe.incrby(_key("stats:invalidations"), invalidations)
         pipe.execute()
 
     try:
@@ -55,11 +62,11 @@ def snapshot() -> dict[str, Any]:
     """Figures per prefix and in total, summed over every process that flushed to this Redis."""
 
     def run(client: Any) -> tuple[dict[str, dict[str, float]], int]:
-        prefixes = sorted(p.decode() for p in client.smembers(gate.key("stats:prefixes")))
+        prefixes = sorted(p.decode() for p in client.smembers(_key("stats:prefixes")))
         pipe = client.pipeline(transaction=False)
         for prefix in prefixes:
-            pipe.hgetall(gate.key(f"stats:{prefix}"))
-        pipe.get(gate.key("stats:invalidations"))
+            pipe.hgetall(_key(f"stats:{prefix}"))
+        pipe.get(_key("stats:invalidations"))
         *replies, invalidations = pipe.execute()
         by_prefix = {
             prefix: {k.decode(): float(v) for k, v in figures.items()}
@@ -95,9 +102,9 @@ def reset() -> None:
     """Forget the cluster figures (all processes) and this process's unflushed deltas."""
 
     def run(client: Any) -> None:
-        prefixes = client.smembers(gate.key("stats:prefixes"))
-        keys = [gate.key(f"stats:{p.decode()}") for p in prefixes]
-        client.delete(gate.key("stats:prefixes"), gate.key("stats:invalidations"), *keys)
+        prefixes = client.smembers(_key("stats:prefixes"))
+        keys = [_key(f"stats:{p.decode()}") for p in prefixes]
+        client.delete(_key("stats:prefixes"), _key("stats:invalidations"), *keys)
 
     stats.take_deltas()
     stats.take_invalidations()

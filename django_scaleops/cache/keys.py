@@ -121,7 +121,7 @@ def row_stamp_key(table: str, pk: object) -> str:
 
 
 def entry_key(kind: str, name: str) -> str:
-    return gate.key(f"{kind}:{name}")
+    return gate.entry_key(f"{kind}:{name}")
 
 
 def table_of(target: Target) -> str:

@@ -17,8 +17,9 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from django_scaleops.cache.backend import REDIS_ERRORS, gate
+from django_scaleops.cache.backend import REDIS_ERRORS, STAMPS, gate
 from django_scaleops.conf import conf
+from django_scaleops.redis_cluster.client import is_cluster
 
 logger = logging.getLogger("django_scaleops.cache")
 
@@ -34,6 +35,7 @@ class LocalTier:
         # arrived must not be put into L1 after it.
         self.generation = 0
         self.live = False
+        self.config = -1  # the gate's config_version this subscription listens under
         self._thread: threading.Thread | None = None
 
     def get(self, key: str) -> Any:
@@ -102,18 +104,34 @@ class LocalTier:
         while True:
             pubsub = None
             try:
-                pubsub = gate.client().pubsub(ignore_subscribe_messages=False)
-                pubsub.subscribe(channel())
+                config = gate.config_version
+                client = gate.client()
+                sharded = is_cluster(client)
+                pubsub = client.pubsub(ignore_subscribe_messages=False)
+                if sharded:  # Redis Cluster: sharded pub/sub on the node serving the channel's slot
+                    pubsub.ssubscribe(channel())
+                else:
+                    pubsub.subscribe(channel())
                 while True:
-                    message = pubsub.get_message(timeout=1.0)
+                    read = pubsub.get_sharded_message if sharded else pubsub.get_message
+                    message = read(timeout=1.0)
+                    if config != gate.config_version:
+                        raise ConnectionError("the cache configuration changed")
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
+                    kind = message["type"]
+                    kind = kind.decode() if isinstance(kind, bytes) else kind
+                    if kind in ("subscribe", "ssubscribe"):
                         self.flush()
+                        self.config = config
                         self.live = True
                         delay = 0.1
-                    elif message["type"] == "message":
+                    elif kind in ("message", "smessage"):
                         self._hear(message["data"])
+                    elif kind == "sunsubscribe":
+                        # The slot moved to another master (reshard, failover): broadcasts may be
+                        # missed until we subscribe there, so L1 goes off and is flushed.
+                        raise ConnectionError("the L1 shard channel moved")
             except REDIS_ERRORS as exc:
                 if self.live:
                     logger.warning("L1 invalidation channel lost (%s); L1 off until it is back", type(exc).__name__)
@@ -155,7 +173,8 @@ def enabled() -> bool:
 
 
 def channel() -> str:
-    return gate.key("l1-invalidate")
+    # On a Redis Cluster, a shard channel (SPUBLISH) in the stamps' slot: the bump script publishes it.
+    return gate.slot_key(STAMPS, "l1-invalidate")
 
 
 def usable() -> bool:
@@ -163,7 +182,7 @@ def usable() -> bool:
     if not enabled():
         return False
     tier.ensure_listening()
-    return tier.live
+    return tier.live and tier.config == gate.config_version
 
 
 def drop_stamps(stamps: list[str]) -> None:

@@ -64,3 +64,53 @@ local deleted = redis.call('DEL', ARGV[1] .. '@' .. table.concat(versions, '.'))
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return deleted
 """
+
+# ---- Redis Cluster: a script may touch one slot only. The stamps share one hash tag (one slot),
+# and an entry, its versions and its lease share the entry's tag; a read is then two scripts, one
+# per slot, and a store checks the stamps before it sets (see docs/cache.md, "Redis Cluster").
+
+# KEYS: the stamps (one slot). ARGV: seed for missing stamps. Returns their values.
+CLUSTER_STAMPS = """
+local versions = redis.call('MGET', unpack(KEYS))
+for i, v in ipairs(versions) do
+  if not v then
+    redis.call('SET', KEYS[i], ARGV[1], 'NX')
+    versions[i] = redis.call('GET', KEYS[i])
+  end
+end
+return versions
+"""
+
+# KEYS: full key, its lease (one slot). ARGV: lease token ("" = none), lease ms.
+# Returns {value or false, PTTL of the value, 1 if the caller now holds the lease}.
+CLUSTER_READ = """
+local value = redis.call('GET', KEYS[1])
+local pttl = -2
+if value then pttl = redis.call('PTTL', KEYS[1]) end
+local leased = 0
+if ARGV[1] ~= '' and not value then
+  if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then leased = 1 end
+end
+return {value, pttl, leased}
+"""
+
+# KEYS: full key, its lease. ARGV: lease token, value ("" = release only), PX.
+# Returns 1 stored, -1 lease lost, 2 released (the stamps were checked just before).
+CLUSTER_STORE = """
+local ours = redis.call('GET', KEYS[2]) == ARGV[1]
+if ours then redis.call('DEL', KEYS[2]) end
+if ARGV[2] == '' then return 2 end
+if not ours then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: stamps to bump (one slot). ARGV: seed for missing stamps, shard channel in the stamps'
+# slot ("" = none), message. Like BUMP, with sharded pub/sub (SPUBLISH, Redis 7).
+CLUSTER_BUMP = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('INCR', key) else redis.call('SET', key, ARGV[1]) end
+end
+if ARGV[2] ~= '' then redis.call('SPUBLISH', ARGV[2], ARGV[3]) end
+return #KEYS
+"""

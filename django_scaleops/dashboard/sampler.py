@@ -32,6 +32,7 @@ from typing import Any
 from django.db import connections
 
 from django_scaleops.conf import conf
+from django_scaleops.redis_cluster.client import slot_prefix
 
 logger = logging.getLogger("django_scaleops.dashboard")
 
@@ -66,7 +67,9 @@ class History:
 
     def __init__(self, client: Any, prefix: str | None = None, points: int | None = None) -> None:
         self.client = client
-        self.prefix = prefix if prefix is not None else conf.SCALEOPS_DASHBOARD_REDIS_PREFIX
+        # On a Redis Cluster the prefix becomes a hash tag: every key of the history shares one
+        # slot, so each pipeline below goes to one node whole instead of being split.
+        self.prefix = slot_prefix(client, prefix if prefix is not None else conf.SCALEOPS_DASHBOARD_REDIS_PREFIX)
         self.points = points if points is not None else conf.SCALEOPS_DASHBOARD_HISTORY_POINTS
 
     @classmethod

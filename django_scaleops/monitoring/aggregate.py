@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from django_scaleops.conf import conf
 from django_scaleops.monitoring.histogram import LogHistogram
 from django_scaleops.monitoring.stats import QueryStats
+from django_scaleops.redis_cluster.client import slot_prefix
 
 
 class Flushable(Protocol):
@@ -60,6 +61,7 @@ def flush(monitor: Flushable) -> bool:
 
 
 def push(client: Any, prefix: str, delta: QueryStats) -> None:
+    prefix = slot_prefix(client, prefix)  # Redis Cluster: one slot, so the pipeline is not split
     pipe = client.pipeline(transaction=False)
     for alias, hist in delta.aliases.items():
         if hist.count:
@@ -97,6 +99,7 @@ def _push_histogram(pipe: Any, key: str, hist: LogHistogram, slow: int) -> None:
 def read(client: Any, prefix: str, *, now: float | None = None, max_fingerprints: int | None = None) -> QueryStats:
     """The fleet's figures. Fingerprints are capped (most executed first) so the bound holds fleet-wide."""
     now = time.time() if now is None else now
+    prefix = slot_prefix(client, prefix)
     window = 2 * max(conf.SCALEOPS_MONITOR_HEALTH_WINDOW, 60)
     limit = conf.SCALEOPS_MONITOR_MAX_FINGERPRINTS if max_fingerprints is None else max_fingerprints
     aliases = sorted(_text(a) for a in client.smembers(f"{prefix}:aliases"))
@@ -148,5 +151,6 @@ def _text(value: Any) -> str:
 
 def clear(client: Any, prefix: str) -> int:
     """Delete every key of ``prefix`` (tests, and a fresh start); returns how many."""
+    prefix = slot_prefix(client, prefix)  # Redis Cluster: one slot, so the pipeline is not split
     keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
     return int(client.delete(*keys)) if keys else 0

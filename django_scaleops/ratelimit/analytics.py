@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from django_scaleops.conf import conf
 from django_scaleops.ratelimit.redis_keys import key_identity, redis_connection, usage_key
+from django_scaleops.redis_cluster.client import is_cluster
 
 logger = logging.getLogger("django_scaleops.ratelimit")
 
@@ -205,7 +206,8 @@ def _commit_batch(client: Any, lock: RollupLock, batch: list[tuple[int, dict[int
         if not lock.held():
             raise RollupLockLost("the usage rollup lost its lock; this batch was rolled back, its counts stay in Redis")
     subtract = client.register_script(_SUBTRACT)
-    pipe = client.pipeline(transaction=False)
+    # A Redis Cluster pipeline cannot carry scripts (redis-py refuses EVALSHA there): one call a key.
+    pipe = client if is_cluster(client) else client.pipeline(transaction=False)
     for key_id, done in batch:
         args: list[int | str] = []
         for minute, (allowed, limited) in done.items():
@@ -213,7 +215,8 @@ def _commit_batch(client: Any, lock: RollupLock, batch: list[tuple[int, dict[int
                 if count:
                     args += [field, count]
         subtract(keys=[usage_key(key_identity(key_id))], args=args, client=pipe)
-    pipe.execute()
+    if pipe is not client:
+        pipe.execute()
 
 
 def get_analytics(api_key: object, since: datetime, until: datetime) -> list[UsagePoint]:
