@@ -132,6 +132,15 @@ def is_read(sql: str) -> bool:
 def track_writes(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     try:
         return execute(sql, params, many, context)
+    except DatabaseError as exc:
+        connection: BaseDatabaseWrapper = context["connection"]
+        if failure_kind(exc) == CONNECTION and not connection.in_atomic_block:
+            # The primary went away (stopped, failed over). Django would keep the dead connection
+            # until the request ends, failing every statement; closed now, the next statement
+            # connects again, to whichever host accepts writes (target_session_attrs). This one
+            # is not retried: a write may have committed before the connection died.
+            close_quietly(connection)
+        raise
     finally:
         if many or not is_read(sql):
             pool = _active_pool()

@@ -43,7 +43,7 @@ class ReplicaRoutingMiddleware(HybridMiddleware):
         try:
             get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
             response = await get_response(request)
-            if state.wrote or state.min_lsn > state.incoming_lsn or state.pin_until > time.time():
+            if state.wrote or _moved(state) or state.pin_until > time.time():
                 await sync_to_async(self.finish)(state, request, response)
             return response
         finally:
@@ -58,10 +58,14 @@ class ReplicaRoutingMiddleware(HybridMiddleware):
             max_age=conf.SCALEOPS_ROUTER_COOKIE_MAX_AGE,
         )
         if value:
-            lsn, _, pin_until = value.partition(";")
+            # "LSN", "LSN;PIN" or "LSN;PIN;TIMELINE" (PIN may be empty); cookies written before
+            # timelines were recorded have no third field and are compared by LSN alone.
+            lsn, _, rest = value.partition(";")
+            pin_until, _, timeline = rest.partition(";")
             try:
                 state.min_lsn = state.incoming_lsn = parse_lsn(lsn)
                 state.pin_until = float(pin_until or 0)
+                state.timeline = state.incoming_timeline = int(timeline) if timeline else None
             except ValueError:
                 pass  # a cookie we did not write (signed, so only an old format): ignore it
         return state
@@ -71,8 +75,10 @@ class ReplicaRoutingMiddleware(HybridMiddleware):
         if pool is not None and state.wrote:
             pool.resolve_write_position(state)
         pinned = state.pin_until > time.time()
-        if state.min_lsn > state.incoming_lsn or pinned:
+        if _moved(state) or pinned:
             value = format_lsn(state.min_lsn) + (f";{state.pin_until:.0f}" if pinned else "")
+            if state.timeline is not None:
+                value += f"{'' if pinned else ';'};{state.timeline}"
             response.set_signed_cookie(
                 conf.SCALEOPS_ROUTER_COOKIE_NAME,
                 value,
@@ -82,6 +88,11 @@ class ReplicaRoutingMiddleware(HybridMiddleware):
                 httponly=True,
                 samesite="Lax",
             )
+
+
+def _moved(state: RoutingState) -> bool:
+    # A new position, or the same client's position replaced by one of the new timeline.
+    return state.min_lsn > state.incoming_lsn or state.timeline != state.incoming_timeline
 
 
 __all__ = ["ReplicaRoutingMiddleware"]

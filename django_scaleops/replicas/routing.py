@@ -48,6 +48,10 @@ PROBE_INTERVAL = 0.01
 _SERVER_ATTR = "_scaleops_server"
 _UNSEEN: tuple[None, None] = (None, None)
 
+# The primary's write position and the timeline it is on: a WAL file name starts with the timeline
+# in hex. pg_control_checkpoint() would lag behind a promotion until the next checkpoint.
+POSITION_SQL = "SELECT pg_current_wal_insert_lsn()::text, pg_walfile_name(pg_current_wal_insert_lsn())"
+
 
 class ReplicaPool:
     def __init__(self, primary: str, replicas: list[str]) -> None:
@@ -76,6 +80,10 @@ class ReplicaPool:
         self.fallback_reads = 0
         self.shared = _shared_health(primary, replicas)
         self.checks_run = 0  # rounds of checks this process ran itself (not read from the leader)
+        # The primary's timeline as last seen (a write position or a check); it changes when a
+        # standby is promoted. And the server the health check's primary connection reached.
+        self.primary_timeline: int | None = None
+        self.primary_server: dict[str, Any] | None = None
 
     # ---- routing -----------------------------------------------------------------------
 
@@ -90,6 +98,8 @@ class ReplicaPool:
         if state.wrote:
             self.resolve_write_position(state)
         if state.pin_until and time.time() < state.pin_until:
+            return self._to_primary()
+        if state.timeline is not None and state.timeline != self.primary_timeline and self._old_timeline(state):
             return self._to_primary()
         if not self.replicas:
             return self.primary
@@ -251,16 +261,67 @@ class ReplicaPool:
             return  # not committed yet; taken after the commit, when reads may leave the primary
         state.wrote = False
         try:
-            primary.ensure_connection()
-            # The insert position, not the write position: with synchronous_commit off the commit
-            # record may still sit in WAL buffers, past pg_current_wal_lsn().
-            row = primary.connection.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
-            assert row is not None
-            state.min_lsn = max(state.min_lsn, parse_lsn(row[0]))
+            lsn, timeline = self._primary_position()
         except (DatabaseError, psycopg.Error) as exc:
             # The position is unknown: fall back to a time pin, the safety net.
             state.pin_until = time.time() + float(conf.SCALEOPS_ROUTER_PIN_SECONDS)
             logger.warning("could not read the primary's WAL position (%s); reads pinned by time", type(exc).__name__)
+            return
+        # Positions of two timelines do not compare: the newer timeline's replaces the other.
+        same = state.timeline in (None, timeline)
+        state.min_lsn = max(state.min_lsn, lsn) if same else lsn
+        state.timeline = timeline
+
+    def _primary_position(self) -> tuple[int, int]:
+        """The primary's WAL insert position and timeline, read now on the Django connection."""
+        primary = connections[self.primary]
+        try:
+            primary.ensure_connection()
+            # The insert position, not the write position: with synchronous_commit off the commit
+            # record may still sit in WAL buffers, past pg_current_wal_lsn().
+            row = primary.connection.execute(POSITION_SQL).fetchone()
+        except psycopg.Error as exc:
+            if failover.failure_kind(exc) == failover.CONNECTION and not primary.in_atomic_block:
+                failover.close_quietly(primary)  # the next use connects to the new primary
+            raise
+        assert row is not None
+        lsn, timeline = parse_lsn(row[0]), int(row[1][:8], 16)
+        self._note_primary_timeline(timeline)
+        return lsn, timeline
+
+    def _note_primary_timeline(self, timeline: int) -> None:
+        if self.primary_timeline is not None and timeline != self.primary_timeline:
+            logger.warning(
+                "the primary %s is on timeline %d (was %d): a standby was promoted; positions of"
+                " timeline %d are not trusted any more",
+                self.primary,
+                timeline,
+                self.primary_timeline,
+                self.primary_timeline,
+            )
+        self.primary_timeline = timeline
+
+    def _old_timeline(self, state: RoutingState) -> bool:
+        """The client's position is of another timeline than the primary's (or the primary's is
+        not known yet): True when it is, after which the position is the primary's current one.
+
+        Replay positions of two timelines do not compare (the promoted standby's history forks
+        from the old primary's), so this read goes to the primary; later reads need replicas
+        that have replayed the new primary's position, which includes all that survived.
+        """
+        try:
+            lsn, timeline = self._primary_position()
+        except (DatabaseError, psycopg.Error):
+            return True  # the primary answers (or fails) this read; the position stays for the next
+        if timeline == state.timeline:
+            return False
+        logger.info(
+            "a read-your-writes position of timeline %s arrived; the primary is on %d: read from the primary",
+            state.timeline,
+            timeline,
+        )
+        state.min_lsn, state.timeline = lsn, timeline
+        return True
 
     # ---- health ------------------------------------------------------------------------
 
@@ -343,7 +404,18 @@ class ReplicaPool:
         primary_lsn: int | None = None
         primary_conn = self._check_conn(self.primary, self._primary_params, timeout)
         try:
-            primary_lsn = parse_lsn(primary_conn.fetchone("SELECT pg_current_wal_insert_lsn()::text")[0])
+            text, walfile = primary_conn.fetchone(POSITION_SQL)
+            primary_lsn = parse_lsn(text)
+            self._note_primary_timeline(int(walfile[:8], 16))
+            # With several hosts in HOST (target_session_attrs=read-write), which one answers.
+            info = primary_conn.conn.info if primary_conn.conn is not None else None
+            identity = primary_conn.identity
+            self.primary_server = {
+                "host": info.host if info else None,
+                "port": info.port if info else None,
+                "timeline": self.primary_timeline,
+                "system_identifier": identity.system_identifier if identity else None,
+            }
         except psycopg.Error:
             logger.warning("health check could not read the primary's WAL position")
         for alias in self.replicas:
@@ -484,6 +556,7 @@ class ReplicaPool:
         return {
             "configured": True,
             "primary": self.primary,
+            "primary_server": self.primary_server,
             "replicas": replicas,
             "degraded": any(h.state != HEALTHY for h in self.health.values()),
             "all_replicas_down": bool(self.replicas) and not any(h.state == HEALTHY for h in self.health.values()),

@@ -32,6 +32,10 @@ class RoutingState:
     replica: str | None = None
     # What the request arrived with (cookie), to know whether to send a new cookie.
     incoming_lsn: int = 0
+    # The primary's timeline min_lsn was read on (None: not known, a position from before
+    # timelines were recorded). A position from another timeline is not trusted (failover).
+    timeline: int | None = None
+    incoming_timeline: int | None = None
 
 
 _state: ContextVar[RoutingState | None] = ContextVar("scaleops_routing_state", default=None)

@@ -208,6 +208,10 @@ class PostgresServer:
     def reload(self) -> None:
         self._pg_ctl("reload")
 
+    def promote(self) -> None:
+        """Promote this standby to a primary (a new timeline); returns once it accepts writes."""
+        self._pg_ctl("-w", "-t", "60", "promote")
+
     def set_apply_delay(self, delay: str | None) -> None:
         """Delay (e.g. ``"200ms"``) or, with None, undelay WAL replay on a standby."""
         extra = {"recovery_min_apply_delay": f"'{delay}'"} if delay else {}
