@@ -19,8 +19,9 @@ from django.test import RequestFactory
 from django_scaleops.replicas.health import DOWN, HEALTHY
 from django_scaleops.replicas.lsn import format_lsn
 from django_scaleops.replicas.middleware import COOKIE_SALT, ReplicaRoutingMiddleware
+from django_scaleops.replicas.router import capture_read_position
 from django_scaleops.replicas.routing import ReplicaPool, get_pool
-from django_scaleops.replicas.state import RoutingState, current_state, routing_state
+from django_scaleops.replicas.state import RoutingState, current_state, restore_read_position, routing_state
 from django_scaleops.routers import replica_status
 from django_scaleops.testing.env import database_from_url
 from django_scaleops.testing.services import PostgresServer, Services
@@ -92,6 +93,8 @@ def test_writes_follow_the_promoted_standby(failover_set: Services, pool: Replic
     pool.resolve_write_position(state)
     written = (state.min_lsn, state.timeline)
     assert state.timeline == 1 and pool.primary_timeline == 1
+    handed_over = capture_read_position()  # as a view hands it to a background task
+    assert handed_over == f"{format_lsn(written[0])};;1"
     # The replica alias lists both hosts too; prefer-standby reaches the standby.
     wait_until(lambda: reads_from() == REPLICA, message="the standby replaying the write")
     assert connections[REPLICA].connection.info.port == standby.port
@@ -131,6 +134,10 @@ def test_writes_follow_the_promoted_standby(failover_set: Services, pool: Replic
         assert reads_from() == PRIMARY
         assert carried.timeline == 2
     assert cookie_after_request(f"{format_lsn(written[0])};;{written[1]}").endswith(";;2")
+    # And the position a task was handed before the failover.
+    with restore_read_position(handed_over):
+        assert reads_from() == PRIMARY
+        assert current_state().timeline == 2
     # It comes back when it is a standby again (here: never), not because it answers.
     assert pool.health[REPLICA].state != HEALTHY
 

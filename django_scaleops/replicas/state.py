@@ -123,10 +123,19 @@ def restore_read_position(position: str | None) -> Iterator[None]:
     """
     state = RoutingState()
     if position:
-        state.min_lsn = state.incoming_lsn = parse_lsn(position)
+        # "LSN" (captured before timelines were recorded) or "LSN;;TIMELINE", the cookie's format.
+        lsn, _, rest = position.partition(";")
+        timeline = rest.partition(";")[2]
+        state.min_lsn = state.incoming_lsn = parse_lsn(lsn)
+        state.timeline = state.incoming_timeline = int(timeline) if timeline else None
     with routing_state(state):
         yield
 
 
 def describe(state: RoutingState) -> str | None:
-    return format_lsn(state.min_lsn) if state.min_lsn else None
+    """The position to hand over: ``LSN;;TIMELINE`` (the cookie's format, no pin), or ``LSN`` when
+    the timeline is not known; a position of another timeline than the primary's is not trusted."""
+    if not state.min_lsn:
+        return None
+    lsn = format_lsn(state.min_lsn)
+    return f"{lsn};;{state.timeline}" if state.timeline is not None else lsn
