@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,33 +242,31 @@ class RedisCluster:
             if node.is_running() and self.command(node, "ROLE").splitlines()[:1] == ["master"]
         ]
 
-    def slot_counts(self) -> dict[int, int]:
-        """How many slots each node (by port) serves, from the first running node's view."""
-        counts = {node.port: 0 for node in self.nodes}
+    def slot_ranges(self) -> Iterator[tuple[int, int, int]]:
+        """``(port, first slot, last slot)`` of each range a master serves, from the first running
+        node's ``CLUSTER NODES``; slots being migrated or imported (``[...]``) are left out."""
         viewer = next(node for node in self.nodes if node.is_running())
         for line in self.command(viewer, "CLUSTER", "NODES").splitlines():
             fields = line.split()
             port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
             for part in fields[8:]:
-                if part.startswith("["):
-                    continue  # a slot being migrated or imported
-                first, _, last = part.partition("-")
-                counts[port] = counts.get(port, 0) + int(last or first) - int(first) + 1
+                if not part.startswith("["):
+                    first, _, last = part.partition("-")
+                    yield port, int(first), int(last or first)
+
+    def slot_counts(self) -> dict[int, int]:
+        """How many slots each node (by port) serves."""
+        counts = {node.port: 0 for node in self.nodes}
+        for port, first, last in self.slot_ranges():
+            counts[port] = counts.get(port, 0) + last - first + 1
         return counts
 
     def owner_of(self, key: str) -> ClusterNode:
         """The master serving ``key``'s slot now."""
         slot = int(self.command(0, "CLUSTER", "KEYSLOT", key))
-        viewer = next(node for node in self.nodes if node.is_running())
-        for line in self.command(viewer, "CLUSTER", "NODES").splitlines():
-            fields = line.split()
-            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-            for part in fields[8:]:
-                if part.startswith("["):
-                    continue
-                first, _, last = part.partition("-")
-                if int(first) <= slot <= int(last or first):
-                    return self._node(port)
+        for port, first, last in self.slot_ranges():
+            if first <= slot <= last:
+                return self._node(port)
         raise ClusterError(f"no master serves slot {slot} of {key!r}")
 
     def command(self, node: ClusterNode | int, *args: str) -> str:
