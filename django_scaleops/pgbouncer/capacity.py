@@ -15,6 +15,7 @@ section has the same names as :class:`CapacityInputs`); the formulas are the one
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -247,30 +248,21 @@ def plan(
     workers_per_bouncer = math.ceil(processes / bouncers)
     # Without standbys the primary serves the reads too.
     read_share = inputs.read_share if replicas else 0.0
-    primary_pool = calculate_pool_size(
+    # Both pools are sized alike; only the load each one carries differs.
+    pool_for = functools.partial(
+        calculate_pool_size,
         cores=server_cores,
         spindles=spindles,
         workers=workers_per_bouncer,
         threads=threads,
         max_connections=max_connections,
         pools=bouncers,
-        rate=rate / bouncers,
-        db_time_ms=inputs.db_time_ms * (1 - read_share),
         headroom=headroom,
     )
-    standby_pool = None
-    if replicas:
-        standby_pool = calculate_pool_size(
-            cores=server_cores,
-            spindles=spindles,
-            workers=workers_per_bouncer,
-            threads=threads,
-            max_connections=max_connections,
-            pools=bouncers,
-            rate=rate / bouncers / replicas,
-            db_time_ms=inputs.db_time_ms * read_share,
-            headroom=headroom,
-        )
+    primary_pool = pool_for(rate=rate / bouncers, db_time_ms=inputs.db_time_ms * (1 - read_share))
+    standby_pool = (
+        pool_for(rate=rate / bouncers / replicas, db_time_ms=inputs.db_time_ms * read_share) if replicas else None
+    )
     primary_connections = bouncers * primary_pool.max_db_connections
     standby_connections = bouncers * standby_pool.max_db_connections if standby_pool else 0
     return CapacityPlan(
