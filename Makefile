@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITH_SERVICES := $(PY) -m django_scaleops.testing.services run --
 
-.PHONY: install servers test-servers test test-installed test-units fuzz demo bench lint format clean
+.PHONY: install servers test-servers test test-installed test-units fuzz demo bench bench-smoke bench-report lint format clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,22 @@ fuzz: install
 demo: servers install
 	$(WITH_SERVICES) $(PY) -m example_project.demo
 
+# Every benchmark against its peer, each in a database of its own; figures in benchmarks/results/*.json.
 bench: install
 	# The peers we compare against (DRF, django-ratelimit's rivals, cacheops, ...).
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(WITH_SERVICES) sh -c 'set -e; for bench in benchmarks/bench_*.py; do $(PY) "$$bench"; done'
+
+# Every benchmark with tiny sizes and one round, no figure judged: proves each still runs (CI runs it).
+bench-smoke: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	SCALEOPS_BENCH_SMOKE=1 $(WITH_SERVICES) sh -c 'set -e; for bench in benchmarks/bench_*.py; do \
+		echo "== $$bench"; $(PY) "$$bench"; done'
+
+# The latest results as a Markdown table and charts (docs/benchmarks.md, docs/images/benchmarks/).
+bench-report: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m benchmarks.report
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-from benchmarks.harness import compare
+from benchmarks.harness import compare, own_database
 
 ROWS = int(os.environ.get("BENCH_BULK_ROWS", "20000"))
 UPDATE_ROWS = int(os.environ.get("BENCH_BULK_UPDATE_ROWS", "5000"))
@@ -448,6 +448,7 @@ def comparisons() -> None:
 
 
 if __name__ == "__main__":
+    own_database("bulk")
     if sys.argv[1:2] == ["--probe"]:
         setup()
         print(json.dumps(probe(sys.argv[2])))

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Worker, compare
+from benchmarks.harness import Worker, compare, own_database
 
 ROLE = os.environ.get("BENCH_CACHE_ROLE", "main")
 CONCURRENCY = 50
@@ -395,6 +395,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("cache")
     if ROLE == "cacheops":
         cacheops_worker()
     else:

@@ -57,6 +57,7 @@ os.environ["EXAMPLE_SCALEOPS"] = "1"
 os.environ.setdefault("DJANGO_DEBUG", "0")
 
 from benchmarks.bench_example_api import prepare
+from benchmarks.harness import own_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "capacity.json"
@@ -490,4 +491,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("capacity")
     main()

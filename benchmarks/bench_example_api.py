@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Worker, compare, wait_for_replay
+from benchmarks.harness import Worker, compare, own_database, wait_for_replay
 
 REQUESTS_PER_ROUND = 300
 
@@ -56,4 +56,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("example_api")
     main()

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Worker, compare
+from benchmarks.harness import Worker, compare, own_database
 
 RECORDS_PER_ROUND = 20_000
 REQUESTS_PER_ROUND = 300
@@ -294,4 +294,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("logging")
     main()

@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 os.environ["EXAMPLE_SCALEOPS"] = "1"
 
-import django
+from benchmarks.harness import own_database
+
+own_database("monitoring")
+
+import django  # noqa: E402
 
 django.setup()
 

@@ -31,7 +31,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import compare
+from benchmarks.harness import compare, own_database
 
 ROWS = int(os.environ.get("BENCH_PARTITION_ROWS", "1000000"))
 MONTHS = 24
@@ -290,4 +290,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("partitioning")
     main()

@@ -27,7 +27,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import compare
+from benchmarks.harness import compare, own_database
 
 CONNECTIONS_PER_ROUND = 100
 CLIENTS = 320
@@ -129,4 +129,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("pgbouncer")
     main()

@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import ROOT, compare
+from benchmarks.harness import ROOT, compare, own_database
 
 LIMIT = 100  # per minute, as in the anchors
 LEASED_LIMIT = 1_000_000  # large enough for leases (0.1% of it is more than SCALEOPS_THROTTLE_LEASE_MAX)
@@ -454,4 +454,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("ratelimit")
     main()

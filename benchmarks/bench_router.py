@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import Worker, compare, wait_for_replay
+from benchmarks.harness import Worker, compare, own_database, wait_for_replay
 
 CLIENTS = 20
 CONVERSATIONS = 200
@@ -346,6 +346,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    own_database("router")
     mode = os.environ.get(MODE_VAR)
     if mode:
         worker(mode)
