@@ -57,17 +57,17 @@ os.environ["EXAMPLE_SCALEOPS"] = "1"
 os.environ.setdefault("DJANGO_DEBUG", "0")
 
 from benchmarks.bench_example_api import prepare
-from benchmarks.harness import own_database
+from benchmarks.harness import SMOKE, own_database, rounds_for, sized
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "capacity.json"
-ROUNDS = 3
-REQUESTS_PER_ROUND = 150
+ROUNDS = rounds_for(3)
+REQUESTS_PER_ROUND = sized(150, 5)
 # A chat API's day: mostly pages of messages, some conversation summaries (cached), some posts.
 MIX = {"messages_page": 0.7, "conversation": 0.2, "post_message": 0.1}
-PGBENCH_SECONDS = 4
+PGBENCH_SECONDS = 1 if SMOKE else 4
 PGBENCH_CLIENTS = 16
-REDIS_BENCHMARK_REQUESTS = 100_000
+REDIS_BENCHMARK_REQUESTS = sized(100_000, 1_000)
 TARGETS = (1_000, 10_000)
 # The servers the worked example of docs/scaling.md assumes.
 PLAN_OPTIONS: dict[str, Any] = {"threads": 4, "server_cores": 16, "max_connections": 200}

@@ -36,12 +36,12 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
-from benchmarks.harness import compare  # noqa: E402
+from benchmarks.harness import compare, rounds_for, sized  # noqa: E402
 from django_scaleops.dashboard.sampler import History  # noqa: E402
 
 PREFIX = "bench-dash"
 DAY = 1440
-REQUESTS_PER_ROUND = 5
+REQUESTS_PER_ROUND = sized(5, 1)
 TARGET_MS = 300.0
 
 SERIES = [
@@ -104,7 +104,7 @@ def main() -> None:
                 )
             for label in results:
                 page_url = "/admin/scaleops/dashboard/" + ("?range=24h" if label.startswith("24") else "")
-                rounds = [timed(client, page_url) for _ in range(11)]
+                rounds = [timed(client, page_url) for _ in range(rounds_for(11))]
                 median = statistics.median(rounds)
                 verdict = "under" if median < TARGET_MS else "OVER"
                 print(f"  dashboard {label}: median {median:.1f} ms ({verdict} the {TARGET_MS:.0f} ms target)")

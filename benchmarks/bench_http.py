@@ -37,10 +37,10 @@ from django.middleware.gzip import GZipMiddleware  # noqa: E402
 from django.middleware.http import ConditionalGetMiddleware as DjangoConditionalGet  # noqa: E402
 from django.test import Client, RequestFactory  # noqa: E402
 
-from benchmarks.harness import compare  # noqa: E402
+from benchmarks.harness import compare, sized  # noqa: E402
 from django_scaleops.http.middleware import CompressionMiddleware, ConditionalGetMiddleware  # noqa: E402
 
-CALLS_PER_ROUND = 1_000
+CALLS_PER_ROUND = sized(1_000, 20)
 BODY = json.dumps(
     {
         "messages": [

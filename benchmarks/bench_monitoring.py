@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -37,11 +38,11 @@ django.setup()
 from django.db import DEFAULT_DB_ALIAS, connection, connections  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
-from benchmarks.harness import compare  # noqa: E402
+from benchmarks.harness import compare, rounds_for, sized  # noqa: E402
 from django_scaleops.monitoring.monitor import monitor, uninstall  # noqa: E402
 
-CALLS_PER_ROUND = 50_000
-QUERIES_PER_ROUND = 2_000
+CALLS_PER_ROUND = sized(50_000, 500)
+QUERIES_PER_ROUND = sized(2_000, 20)
 SQL = 'SELECT "chat_message"."id", "chat_message"."body" FROM "chat_message" WHERE "chat_message"."id" = %s'
 
 
@@ -105,8 +106,8 @@ def main() -> None:
         monitor.active = True
         monitor.configure()
         silk = SilkStyleWrapper()
-        bare = [per_call_us(None) for _ in range(5)]
-        print(f"\nNo wrapper: {sorted(bare)[2]:.3f} µs per call (the cost of calling execute itself)")
+        bare = [per_call_us(None) for _ in range(rounds_for(5))]
+        print(f"\nNo wrapper: {statistics.median(bare):.3f} µs per call (the cost of calling execute itself)")
         compare(
             f"Wrapper overhead per query, no-op execute ({CALLS_PER_ROUND:,} calls a round)",
             lambda: per_call_us(monitor),

@@ -27,12 +27,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import compare, own_database
+from benchmarks.harness import SMOKE, compare, own_database, sized
 
-CONNECTIONS_PER_ROUND = 100
-CLIENTS = 320
+CONNECTIONS_PER_ROUND = sized(100, 5)
+CLIENTS = sized(320, 8)
 PROCESSES = 4
-ROUND_SECONDS = 3.0
+ROUND_SECONDS = 0.3 if SMOKE else 3.0
 
 
 def connect_and_select(url: str) -> float:
