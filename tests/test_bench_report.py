@@ -1,0 +1,108 @@
+"""The benchmark results files and ``make bench-report``: what the harness writes is what the report reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import harness, report
+
+pytestmark = pytest.mark.units
+
+
+def results_file(folder: Path, name: str, *, smoke: bool = False) -> Path:
+    """Run two comparisons and a figure through the harness and write its file as a script would."""
+    harness._results.clear()
+    rounds = iter([10.0, 20.0, 30.0, 40.0])
+    harness.compare(
+        "faster than the peer", lambda: 200.0, lambda: 100.0, rounds=3, key="fast", target=1.5, ours_name="us"
+    )
+    harness.compare(
+        "slower than the peer (lower is better)",
+        lambda: next(rounds, 50.0),
+        lambda: 5.0,
+        rounds=3,
+        unit="µs",
+        higher_is_better=False,
+        key="slow",
+        target=1.0,
+        peer_name="them | pipes",
+    )
+    harness.record("decision", 1.2, "µs", higher_is_better=False, target=1.5)
+    document = {"benchmark": name, "smoke": smoke, "machine": {"cores": 2}, "results": list(harness._results)}
+    harness._results.clear()
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_report_tables_targets_and_charts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results, images, page = tmp_path / "results", tmp_path / "images", tmp_path / "benchmarks.md"
+    results.mkdir()
+    results_file(results, "bench_alpha")
+    results_file(results, "bench_smoke_only", smoke=True)
+    assert report.main(["--results", str(results), "--output", str(page), "--images", str(images)]) == 0
+    text = page.read_text()
+    assert "## bench_alpha" in text and "bench_smoke_only" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| faster") or line.startswith("| slower")]
+    assert len(rows) == 2
+    assert "2.00x" in rows[0] and "1.50x met" in rows[0]
+    # Ours took 20 µs (median of 10, 20, 30) against 5: a quarter as good, the target missed.
+    assert "0.25x" in rows[1] and "**missed**" in rows[1]
+    assert "them \\| pipes" in rows[1], "a pipe in a name must not break the table"
+    assert "| decision | 1.20 | µs | 1.50 met |" in text
+    charts = sorted(path.name for path in images.iterdir())
+    assert charts == ["bench_alpha.png", "headline.png"]
+    assert all((images / name).read_bytes().startswith(b"\x89PNG") for name in charts)
+
+
+def test_report_before_column_matches_by_key(tmp_path: Path) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir()
+    after.mkdir()
+    earlier = results_file(before, "bench_alpha")
+    document = json.loads(earlier.read_text())
+    document["results"][0]["as_good"] = 1.25
+    earlier.write_text(json.dumps(document))
+    results_file(after, "bench_alpha")
+    page = tmp_path / "page.md"
+    arguments = ["--results", str(after), "--baseline", str(before), "--output", str(page)]
+    assert report.main([*arguments, "--images", str(tmp_path / "images")]) == 0
+    row = next(line for line in page.read_text().splitlines() if line.startswith("| faster"))
+    assert "| 1.25x | 2.00x |" in row
+
+
+def test_report_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main(["--results", str(empty), "--output", str(tmp_path / "x.md")]) == 2
+    assert "run `make bench` first" in capsys.readouterr().err
+    (empty / "bench_broken.json").write_text("{not json")
+    assert report.main(["--results", str(empty), "--output", str(tmp_path / "x.md")]) == 2
+    assert "bench_broken.json is not JSON" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
+
+
+def test_smoke_mode_runs_one_round_and_writes_aside(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.argv[0] = 'bench_tiny.py'\n"
+        "from benchmarks import harness\n"
+        "harness.RESULTS_DIR = __import__('pathlib').Path(sys.argv[1])\n"
+        "calls = []\n"
+        "harness.compare('t', lambda: calls.append(1) or 2.0, lambda: 1.0, rounds=9, key='t', target=5.0)\n"
+        "assert len(calls) == 1, calls\n"
+        "assert harness.sized(1000, 3) == 3\n"
+    )
+    env = {"SCALEOPS_BENCH_SMOKE": "1", "PATH": "/usr/bin:/bin"}
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "target" not in done.stdout.split("ratio", 1)[1], "smoke mode judges no figure"
+    written = json.loads((tmp_path / "smoke" / "bench_tiny.json").read_text())
+    assert written["smoke"] is True and written["results"][0]["rounds"] == 1
