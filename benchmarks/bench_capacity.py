@@ -60,7 +60,8 @@ from benchmarks.bench_example_api import prepare
 from benchmarks.harness import SMOKE, own_database, rounds_for, sized
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "capacity.json"
+# A smoke run (make bench-smoke) writes aside: its figures are not the capacity model's inputs.
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / ("smoke" if SMOKE else "") / "capacity.json"
 ROUNDS = rounds_for(3)
 REQUESTS_PER_ROUND = sized(150, 5)
 # A chat API's day: mostly pages of messages, some conversation summaries (cached), some posts.
