@@ -9,9 +9,14 @@
 * A latest-month query bounded by ``created_at``, and the same query without the bound.
 * Index size: every index of every partition vs the plain table's indexes, as grown by inserts
   and after REINDEX.
+* A lookup by id through the ORM, with 24 and then 36 monthly partitions (and a default one):
+  ``TimeOrderedIdField``'s derived ``created_at`` bound (one partition) vs the same table's lookup
+  by id alone, as before (every partition's primary-key index), and the partitions each plan touches.
 
 Scale: BENCH_PARTITION_ROWS rows (default 1,000,000) over 24 months, so the run takes a few
 minutes on 2 cores; the issue's 5M+ figure needs BENCH_PARTITION_ROWS=5000000 and patience.
+Under ``SCALEOPS_BENCH_SMOKE=1`` everything is tiny (a few thousand rows, one round);
+``BENCH_PARTITION_ONLY=ids`` runs only the lookups by id and the insert cost of time-ordered ids.
 Run with ``make bench``, or alone:
 ``python -m django_scaleops.testing.services run -- python benchmarks/bench_partitioning.py``.
 """
@@ -31,12 +36,16 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import compare, own_database
+from benchmarks.harness import compare, own_database, record, sized
 
-ROWS = int(os.environ.get("BENCH_PARTITION_ROWS", "1000000"))
+ROWS = sized(int(os.environ.get("BENCH_PARTITION_ROWS", "1000000")), 4_800)
 MONTHS = 24
 ROUNDS = 5  # months removed by each side
-QUERIES_PER_ROUND = 200
+QUERIES_PER_ROUND = sized(200, 10)
+ID_LOOKUP_MONTHS = (24, 36)
+ID_ROWS_PER_MONTH = sized(10_000, 100)
+INSERT_ROWS = sized(50_000, 500)
+ID_LOOKUPS_PER_ROUND = sized(200, 20)
 FIRST = datetime(2023, 1, 1, tzinfo=UTC)
 NOW = datetime(2025, 1, 15, tzinfo=UTC)  # the 24 months of data are 2023 and 2024
 PLAIN = "bench_message_plain"
@@ -138,9 +147,19 @@ def bench_queries(senders: list[int]) -> None:
     def runner(template: str, table: str, bound: bool) -> Any:
         return lambda: timed(template, table, bound)
 
-    for template, bound, title in (
-        (bounded, True, "Latest-month query of one sender, bounded by created_at (ms per query)"),
-        (unbounded, False, "The same query without a created_at bound (ms per query)"),
+    for template, bound, title, key in (
+        (
+            bounded,
+            True,
+            "Latest-month query of one sender, bounded by created_at (ms per query)",
+            "partitioning.latest_month_bounded_vs_plain",
+        ),
+        (
+            unbounded,
+            False,
+            "The same query without a created_at bound (ms per query)",
+            "partitioning.latest_month_unbounded_vs_plain",
+        ),
     ):
         compare(
             title,
@@ -150,7 +169,214 @@ def bench_queries(senders: list[int]) -> None:
             higher_is_better=False,
             ours_name="partitioned",
             peer_name="plain",
+            key=key,
         )
+
+
+def id_lookup_table(months: int) -> tuple[str, list[int]]:
+    """A table partitioned by month over ``months`` months plus a default partition, with
+    time-ordered ids (the trigger, as the example's migration installs it); returns a sample of ids."""
+    from django_scaleops.partitioning import intervals
+    from django_scaleops.partitioning.ids import install_sql
+
+    table = f"bench_ids_{months}"
+    sql(f"DROP TABLE IF EXISTS {table} CASCADE")
+    sql(
+        f"CREATE TABLE {table} (id bigint NOT NULL, body text NOT NULL, created_at timestamptz NOT NULL,"
+        " PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)"
+    )
+    sql(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
+    start = FIRST
+    for _ in range(months):
+        end = intervals.add(start, "month")
+        name = f"{table}_{intervals.suffix(start, 'month')}"
+        sql(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM (%s) TO (%s)", [start, end])
+        start = end
+    for statement in install_sql(table, "created_at"):
+        sql(statement)
+    rows = ID_ROWS_PER_MONTH * months
+    sql(
+        f"INSERT INTO {table} (body, created_at)"
+        " SELECT 'message ' || g, %s::timestamptz + (g::float8 / %s) * (%s::timestamptz - %s::timestamptz)"
+        " FROM generate_series(0, %s - 1) g",
+        [FIRST, rows, start, FIRST, rows],
+    )
+    sql(f"VACUUM ANALYZE {table}")
+    sample = [int(r[0]) for r in sql(f"SELECT id FROM {table} ORDER BY random() LIMIT 2000")]
+    return table, sample
+
+
+def lookup_models(table: str) -> tuple[type[Any], type[Any]]:
+    """Two unmanaged models over ``table``: with ``TimeOrderedIdField`` (ours) and with the plain
+    ``BigAutoField`` every partitioned model had before (a lookup by id alone)."""
+    from django.db import models
+
+    from django_scaleops.partitioning import TimeOrderedIdField
+
+    def model(name: str, pk: models.Field[Any, Any]) -> type[Any]:
+        meta = type("Meta", (), {"app_label": "chat", "managed": False, "db_table": table})
+        fields = {"id": pk, "body": models.TextField(), "created_at": models.DateTimeField()}
+        return type(name, (models.Model,), {"__module__": __name__, "Meta": meta, **fields})
+
+    camel = table.title().replace("_", "")
+    return model(f"{camel}TimeOrdered", TimeOrderedIdField()), model(
+        f"{camel}IdAlone", models.BigAutoField(primary_key=True)
+    )
+
+
+def partitions_in_plan(queryset: Any, table: str) -> int:
+    from django.db import connection
+
+    statement, params = queryset.query.get_compiler(connection=connection).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        plan = cursor.fetchone()[0]
+
+    def relations(node: dict[str, Any]) -> set[str]:
+        found = {node["Relation Name"]} if "Relation Name" in node else set()
+        for child in node.get("Plans", []):
+            found |= relations(child)
+        return found
+
+    return sum(1 for name in relations(plan[0]["Plan"]) if name.startswith(f"{table}_"))
+
+
+def server_side(ours_model: Any, peer_model: Any, picks: list[int], months: int) -> None:
+    """Planning and execution time as the server reports them (EXPLAIN ANALYZE), per lookup:
+    less disturbed by a busy client than wall time, and it shows where the difference is."""
+    from django.db import connection
+
+    for name, model in (("derived bound", ours_model), ("id alone", peer_model)):
+        planning, execution = [], []
+        for pk in picks:
+            text, params = model.objects.filter(pk=pk).query.get_compiler(connection=connection).as_sql()
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {text}", params)
+                report = cursor.fetchone()[0][0]
+            planning.append(report["Planning Time"] * 1000)
+            execution.append(report["Execution Time"] * 1000)
+        plan_us, exec_us = statistics.median(planning), statistics.median(execution)
+        print(f"  {months} months, {name}: server planning {plan_us:,.0f} µs, execution {exec_us:,.0f} µs (medians)")
+        for what, value in (("planning", plan_us), ("execution", exec_us)):
+            record(
+                f"Lookup by id, {months} monthly partitions: server {what} time ({name})",
+                value,
+                "µs",
+                higher_is_better=False,
+            )
+
+
+def bench_id_lookups() -> None:
+    rng = random.Random(11)
+    for months in ID_LOOKUP_MONTHS:
+        table, sample = id_lookup_table(months)
+        ours_model, peer_model = lookup_models(table)
+        touched = {
+            "derived bound": partitions_in_plan(ours_model.objects.filter(pk=sample[0]), table),
+            "id alone": partitions_in_plan(peer_model.objects.filter(pk=sample[0]), table),
+        }
+        print(
+            f"\nLookup by id, {months} monthly partitions + default, {ID_ROWS_PER_MONTH * months:,} rows:"
+            f" partitions in the plan: derived bound {touched['derived bound']}, id alone {touched['id alone']}"
+        )
+        for name, count in touched.items():
+            record(
+                f"Lookup by id, {months} monthly partitions: partitions in the plan ({name})",
+                count,
+                "partitions",
+                higher_is_better=False,
+            )
+
+        server_side(ours_model, peer_model, [rng.choice(sample) for _ in range(ID_LOOKUPS_PER_ROUND)], months)
+
+        # On the primary: the example's router would send reads to a replica that lags while
+        # the tables load. The same random ids for both sides in each round.
+        def orm(model: Any, picks: list[int]) -> Any:
+            def one_round() -> float:
+                started = time.perf_counter()
+                for pk in picks:
+                    model.objects.using("default").get(pk=pk)
+                return (time.perf_counter() - started) * 1_000_000 / len(picks)
+
+            return one_round
+
+        def statement(model: Any, picks: list[int]) -> Any:
+            """The statement the ORM compiles, run by psycopg alone: the database's share."""
+            import psycopg
+            from django.db import connection
+
+            compiled = [model.objects.filter(pk=pk).query.get_compiler(connection=connection).as_sql() for pk in picks]
+            raw = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+
+            def one_round() -> float:
+                started = time.perf_counter()
+                for text, params in compiled:
+                    raw.execute(text, params).fetchall()
+                return (time.perf_counter() - started) * 1_000_000 / len(compiled)
+
+            return one_round
+
+        for how, runner, key in (
+            ("through the ORM", orm, f"partitioning.id_lookup_{months}_months"),
+            ("statement alone (psycopg)", statement, f"partitioning.id_lookup_{months}_months_sql"),
+        ):
+            picks = [rng.choice(sample) for _ in range(ID_LOOKUPS_PER_ROUND)]
+            compare(
+                f"Lookup by id {how}, {months} monthly partitions + default (µs per lookup)",
+                runner(ours_model, picks),
+                runner(peer_model, picks),
+                unit="µs",
+                higher_is_better=False,
+                ours_name="derived created_at bound",
+                peer_name="id alone (before)",
+                key=key,
+            )
+
+
+def bench_insert_cost() -> None:
+    """What the trigger costs a write: the same INSERT ... SELECT into two partitioned tables,
+    one with an identity column (before), one computing time-ordered ids (ours)."""
+    from django_scaleops.partitioning.ids import install_sql
+
+    def make(table: str, time_ordered: bool) -> None:
+        sql(f"DROP TABLE IF EXISTS {table} CASCADE")
+        identity = "" if time_ordered else " GENERATED BY DEFAULT AS IDENTITY"
+        sql(
+            f"CREATE TABLE {table} (id bigint{identity} NOT NULL, body text NOT NULL, created_at timestamptz NOT NULL,"
+            " PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at)"
+        )
+        sql(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
+        if time_ordered:
+            for statement in install_sql(table, "created_at"):
+                sql(statement)
+
+    make("bench_insert_ours", True)
+    make("bench_insert_identity", False)
+
+    def runner(table: str) -> Any:
+        def one_round() -> float:
+            sql(f"TRUNCATE {table}")
+            started = time.perf_counter()
+            sql(
+                f"INSERT INTO {table} (body, created_at)"
+                " SELECT 'message ' || g, %s::timestamptz + g * interval '1 second' FROM generate_series(1, %s) g",
+                [FIRST, INSERT_ROWS],
+            )
+            return (time.perf_counter() - started) * 1_000_000 / INSERT_ROWS
+
+        return one_round
+
+    compare(
+        f"Inserting {INSERT_ROWS:,} rows in one INSERT ... SELECT (µs per row)",
+        runner("bench_insert_ours"),
+        runner("bench_insert_identity"),
+        rounds=5,
+        unit="µs",
+        higher_is_better=False,
+        ours_name="time-ordered id (trigger)",
+        peer_name="identity column (before)",
+        key="partitioning.insert_time_ordered_vs_identity",
+    )
 
 
 def bench_month_removal() -> None:
@@ -248,6 +474,7 @@ def bench_month_removal() -> None:
             higher_is_better=False,
             ours_name="archive (detach+drop)",
             peer_name="DELETE + VACUUM",
+            key="partitioning.month_removal_lock_vs_delete_vacuum",
         )
         with mock.patch.object(archive, "run_with_lock_timeout", real):  # not a removal step: untimed above
             began = time.perf_counter()
@@ -281,6 +508,10 @@ def bench_month_removal() -> None:
 
 def main() -> None:
     setup()
+    bench_id_lookups()
+    bench_insert_cost()
+    if os.environ.get("BENCH_PARTITION_ONLY") == "ids":
+        return
     senders = prepare()
     report_index_sizes("grown by inserts")
     bench_queries(senders)

@@ -1,4 +1,4 @@
-"""System checks for partitioned models (IDs scaleops.E401-E405, W405)."""
+"""System checks for partitioned models (IDs scaleops.E401-E407, W405)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.db import models
+from django.db import connections, models
 
 from django_scaleops.checks import postgres_problem, write_alias
 from django_scaleops.conf import conf
 from django_scaleops.partitioning.config import PartitionedModel, config_for
 from django_scaleops.partitioning.errors import PartitioningError
+from django_scaleops.partitioning.ids import TimeOrderedIdField
 
 
 def check_partitioned_models(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     labels = set()
     for model in apps.get_models():
+        messages += _time_ordered_ids(model, kwargs.get("databases"))
         if not issubclass(model, PartitionedModel):
             continue
         labels.add(model._meta.label)
@@ -97,4 +99,48 @@ def _unique_without_key(model: type[models.Model], key: str) -> list[CheckMessag
         )
         for what, names in found
         if key not in names
+    ]
+
+
+def _time_ordered_ids(model: type[models.Model], databases: Any) -> list[CheckMessage]:
+    """A ``TimeOrderedIdField`` needs a DateTimeField key; with ``--database``, the table's CHECK
+    (without it an explicit id could break the scheme, and a lookup by it would miss the row)."""
+    pk = model._meta.pk
+    if not isinstance(pk, TimeOrderedIdField):
+        return []
+    try:
+        key = model._meta.get_field(pk.key)
+    except Exception:
+        key = None
+    if not isinstance(key, models.DateTimeField):
+        return [
+            Error(
+                f"{model._meta.label}: TimeOrderedIdField(key={pk.key!r}) needs {pk.key!r} to be a DateTimeField"
+                " of the model.",
+                hint="Give key= the model's partition key (created_at by default).",
+                obj=model,
+                id="scaleops.E406",
+            )
+        ]
+    alias = write_alias(model)
+    if not databases or alias not in databases or connections[alias].vendor != "postgresql":
+        return []
+    constraint = f"{model._meta.db_table}_id_time_ordered"
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(quote_ident(%s)) AND conname = %s",
+            [model._meta.db_table, constraint],
+        )
+        installed = cursor.fetchone() is not None
+    if installed:
+        return []
+    return [
+        Error(
+            f"{model._meta.label} has a TimeOrderedIdField but its table has no CHECK {constraint!r} on"
+            f" database {alias!r}: its ids are not computed from {pk.key!r} by the database.",
+            hint=f'Add UseTimeOrderedIds("{model.__name__}") to a migration (in place of the AlterField'
+            " makemigrations writes) and migrate.",
+            obj=model,
+            id="scaleops.E407",
+        )
     ]

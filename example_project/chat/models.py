@@ -11,6 +11,9 @@ co-partitioned, and a ``PartitionedForeignKey`` on ``(message_id, created_at)`` 
 foreign key (Django's ``ForeignKey`` keeps ``db_constraint=False``: it would point at ``id`` alone).
 References to a conversation carry no such key (a conversation is older than its messages), so they
 are plain ``db_constraint=False`` references that Django's ``on_delete`` maintains.
+
+Ids are time-ordered (``TimeOrderedIdField``, migration 0002): the database computes each from the
+row's ``created_at``, so a lookup by id alone visits one partition.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from django_scaleops.partitioning import PartitionedForeignKey, PartitionedModel
+from django_scaleops.partitioning import PartitionedForeignKey, PartitionedModel, TimeOrderedIdField
 
 
 class MonthlyPartitions:
@@ -28,6 +31,7 @@ class MonthlyPartitions:
 
 
 class Conversation(PartitionedModel):
+    id = TimeOrderedIdField()  # carries created_at: a lookup by id visits one partition
     title = models.CharField(max_length=200)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     # The link table cannot have a database FK to a partitioned table on id alone.
@@ -48,6 +52,7 @@ class Conversation(PartitionedModel):
 
 
 class Message(PartitionedModel):
+    id = TimeOrderedIdField()  # carries created_at: a lookup by id visits one partition
     sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="messages_sent")
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
@@ -66,6 +71,7 @@ class Message(PartitionedModel):
 
 
 class ConversationMessage(PartitionedModel):
+    id = TimeOrderedIdField()  # carries created_at: a lookup by id visits one partition
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="entries", db_constraint=False
     )
@@ -100,6 +106,7 @@ class MessageRecipient(PartitionedModel):
         DELIVERED = "delivered"
         READ = "read"
 
+    id = TimeOrderedIdField()  # carries created_at: a lookup by id visits one partition
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients", db_constraint=False)
     recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENT)

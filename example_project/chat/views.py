@@ -2,7 +2,8 @@
 
 The tables are partitioned by month on ``created_at``, so every query that can carries a
 ``created_at`` bound, which lets PostgreSQL skip the other partitions. Lookups by id alone (the
-URL gives nothing else) check each partition's primary-key index instead.
+URL gives nothing else) take theirs from the id: ids are time-ordered (``TimeOrderedIdField``), so
+``filter(pk=...)`` visits one partition. tests/test_partition_pruning.py checks every query here.
 
 Reads that a busy service repeats and whose data changes rarely come from the Redis cache
 (``.cached_get()``, ``@cached_function``), invalidated when their tables change: a conversation by
