@@ -19,6 +19,7 @@ from psycopg import IsolationLevel
 from django_scaleops import metrics
 from django_scaleops.cache import (
     cached_function,
+    core,
     declare_dependency,
     invalidate,
     invalidate_key,
@@ -298,12 +299,16 @@ def test_fifty_concurrent_misses_make_one_database_query():
     assert totals["stampedes_avoided"] >= 1
 
 
-def test_stale_value_served_while_another_caller_holds_the_lease():
+def test_stale_value_served_while_another_caller_holds_the_lease(monkeypatch):
     with override_settings(SCALEOPS_CACHE_STALE_GRACE=30):
         assert with_cache("stale:k", lambda: "old", 1) == "old"
         redis = get_redis_connection("default")
         (full,) = [k for k in redis.keys("*") if b":k:" in k]
-        redis.pexpire(full, 29_000)  # past its one-second timeout, inside the grace
+        # Two seconds later: past its one-second timeout, inside the grace. Redis' TTL (the
+        # script's PTTL) and the expiry inside the value (a one-MGET hit) both say so.
+        redis.pexpire(full, 29_000)
+        clock = core.wall_clock
+        monkeypatch.setattr(core, "wall_clock", lambda: clock() + 2)
         redis.set(full + b":lease", b"someone-else", px=5000)
         assert with_cache("stale:k", lambda: "new", 1) == "old"
         assert stats.snapshot()["prefixes"]["stale"]["stale_served"] == 1

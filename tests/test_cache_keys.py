@@ -343,3 +343,107 @@ def test_signed_values_round_trip_and_unsigned_ones_are_recomputed(django_assert
             assert [d.title for d in Doc.objects.all().cached(60)] == ["x"]  # rejected, read again
         with django_assert_num_queries(0):
             assert [d.title for d in Doc.objects.all().cached(60)] == ["x"]  # now signed: a hit
+
+
+# ---- the per-queryset key memo and the one-MGET hit (issue 22)
+
+
+def test_a_held_queryset_read_in_two_time_zones_gets_each_zones_rows():
+    """``__date`` compiles the active zone into the parameters: the memo is keyed by the zone."""
+    from django.utils import timezone
+
+    Doc.objects.create(title="late", at=datetime.datetime(2026, 1, 1, 23, 30, tzinfo=datetime.UTC))
+    held: Any = Doc.objects.filter(at__date=datetime.date(2026, 1, 1)).values_list("title", flat=True)
+    for zone in ("UTC", "Asia/Tokyo", "UTC", "Asia/Tokyo"):  # UTC+9: the row falls on 2 January
+        with timezone.override(zone):
+            assert held.cached(60) == list(held.all()), zone
+    with timezone.override("UTC"):
+        assert held.cached(60) == ["late"]
+    with timezone.override("Asia/Tokyo"):
+        assert held.cached(60) == []
+
+
+def test_a_refined_clone_of_a_held_queryset_gets_its_own_entry():
+    Doc.objects.create(title="a")
+    Doc.objects.create(title="b")
+    held: Any = Doc.objects.order_by("pk").values_list("title", flat=True)
+    assert held.cached(60) == ["a", "b"]
+    assert held.filter(title="b").cached(60) == ["b"]  # a clone: no memo of its own yet
+    assert held.exclude(title="b").cached(60) == ["a"]
+    assert held[:1].cached(60) == ["a"]
+    assert held.cached(60) == ["a", "b"]
+
+
+def test_a_held_queryset_whose_query_was_replaced_is_keyed_again():
+    Doc.objects.create(title="a")
+    Doc.objects.create(title="b")
+    held: Any = Doc.objects.filter(title="a")
+    assert [d.title for d in held.cached(60)] == ["a"]
+    held.query = Doc.objects.filter(title="b").query
+    assert [d.title for d in held.cached(60)] == ["b"]
+
+
+class ToPgBouncer:
+    """Sends every read to the "pgbouncer" alias: another server than "default"."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return "pgbouncer"
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "pgbouncer"])
+def test_a_held_queryset_routed_to_another_server_does_not_reuse_its_key(django_assert_num_queries):
+    from django.test import override_settings
+
+    Doc.objects.create(title="x")
+    held: Any = Doc.objects.all()
+    assert [d.title for d in held.cached(60)] == ["x"]
+    routed = override_settings(DATABASE_ROUTERS=[f"{__name__}.ToPgBouncer"])
+    with routed, django_assert_num_queries(1, connection=connections["pgbouncer"]):
+        held.cached(60)  # a miss: another server's entry, not the memoised key of "default"
+
+
+def test_a_hit_is_one_mget_and_no_script():
+    from django_redis import get_redis_connection
+
+    Doc.objects.create(title="x")
+    held: Any = Doc.objects.all()
+    held.cached(60)  # the miss: the READ and STORE scripts
+    held.cached(60)  # a hit, which also tells this process the stamps' versions
+    client = get_redis_connection("default")
+    client.config_resetstat()
+    assert [d.title for d in held.cached(60)] == ["x"]
+    calls = {name: figures["calls"] for name, figures in client.info("commandstats").items()}
+    assert calls.get("cmdstat_mget") == 1
+    assert "cmdstat_evalsha" not in calls and "cmdstat_eval" not in calls and "cmdstat_get" not in calls
+
+
+def test_a_stamp_bumped_by_another_process_voids_this_processes_guess(django_assert_num_queries):
+    """A one-MGET hit checks the stamps it read against the versions it guessed."""
+    from django_redis import get_redis_connection
+
+    from django_scaleops.cache.keys import stamp_key
+
+    Doc.objects.create(title="x")
+    held: Any = Doc.objects.values_list("title", flat=True)
+    assert held.cached(60) == ["x"]
+    assert held.cached(60) == ["x"]  # this process now guesses the versions
+    get_redis_connection("default").incr(stamp_key(Doc._meta.db_table))  # another process's commit
+    with django_assert_num_queries(1):
+        assert held.cached(60) == ["x"]  # a miss: the guess was out of date
+    with django_assert_num_queries(0):
+        assert held.cached(60) == ["x"]
+
+
+def test_a_value_stored_without_its_expiry_by_an_older_release_is_still_served(django_assert_num_queries):
+    from django_redis import get_redis_connection
+
+    from django_scaleops.cache.backend import gate
+
+    Doc.objects.create(title="x")
+    held: Any = Doc.objects.values_list("title", flat=True)
+    assert held.cached(60) == ["x"]
+    client = get_redis_connection("default")
+    (full,) = [k for k in client.keys("*") if b":q:" in k and not k.endswith(b":lease")]
+    client.set(full, gate.encode((["x"], 0.01, 30)), keepttl=True)  # the three-item form
+    with django_assert_num_queries(0):
+        assert held.cached(60) == ["x"]

@@ -72,6 +72,8 @@ class Gate:
         self.channel: Callable[[], str] = lambda: ""
         self._scripts: dict[str, Any] = {}
         self._stamp_keys: dict[tuple[str, str, str], str] = {}
+        # Stamp key -> the version this process last read: the guess of read_hit(), always checked.
+        self._versions: dict[str, str] = {}
         self.config_version = 0
 
     # ---- plumbing
@@ -124,6 +126,7 @@ class Gate:
         """``setting_changed`` receiver: a new cache configuration may make other keys."""
         if setting in ("CACHES", "SCALEOPS_CACHE_ALIAS", "SCALEOPS_CACHE_PREFIX", ""):
             self._stamp_keys.clear()
+            self._versions.clear()
             # Another Redis (or channel): the L1 listener subscribes again, L1 is off meanwhile.
             self.config_version += 1
 
@@ -209,6 +212,38 @@ class Gate:
 
     # ---- operations
 
+    def read_hit(self, stamps: list[str], base: str) -> tuple[str, bytes] | None:
+        """A hit in one plain ``MGET`` of the stamps and the entry, or None (then :meth:`read`).
+
+        The entry's full key is built from the versions of the stamps last seen by this process,
+        and the same ``MGET`` reads the stamps themselves: the value counts only if they still
+        hold those versions, which is what the ``READ`` script would have found. A guess that is
+        out of date (a write bumped a stamp), a stamp never seen, a miss or a Redis Cluster
+        (stamps and entry are in two slots) take the script instead.
+        """
+        versions = self._versions
+        guess = [versions.get(stamp) for stamp in stamps]
+        if None in guess:
+            return None
+        full = base + "@" + ".".join(guess)  # type: ignore[arg-type]
+
+        def run(client: Any) -> tuple[str, bytes] | None:
+            if is_cluster(client):
+                return None
+            *current, raw = client.mget(*stamps, full)
+            for stamp, seen, now in zip(stamps, guess, current, strict=True):
+                if now is None or now.decode() != seen:
+                    versions.pop(stamp, None)
+                    return None
+            return (full, raw) if raw is not None else None
+
+        return self.call(run)
+
+    def _remember_versions(self, stamps: list[str], full: str) -> None:
+        if len(self._versions) > 50_000:  # row stamps are many: keep the memo bounded
+            self._versions.clear()
+        self._versions.update(zip(stamps, full.rsplit("@", 1)[1].split("."), strict=True))
+
     def read(self, stamps: list[str], base: str, token: str) -> tuple[str, bytes | None, int, bool]:
         def run(client: Any) -> tuple[str, bytes | None, int, bool]:
             if is_cluster(client):
@@ -216,7 +251,9 @@ class Gate:
             full, raw, pttl, leased = self._run(
                 client, scripts.READ, stamps, [base, token, conf.SCALEOPS_CACHE_LEASE_TIMEOUT_MS, new_seed()]
             )
-            return full.decode(), raw, int(pttl), bool(leased)
+            full = full.decode()
+            self._remember_versions(stamps, full)
+            return full, raw, int(pttl), bool(leased)
 
         return self.call(run)
 

@@ -1,12 +1,13 @@
 """Cache-aside with leases and XFetch: the read path every cached queryset and function takes.
 
-A read is one Lua call: it reads the entry's version stamps, builds the versioned key and gets
-the value, and on a miss hands the caller a lease. Only the lease holder reads the database; the
-others poll briefly for its result, take a stale value if one exists, or read the database
-themselves after ``SCALEOPS_CACHE_LEASE_WAIT_MS``. The holder's set is refused when any stamp moved
-since the read (a write landed in between), so a result fetched before a write is never stored.
-Before expiry, XFetch (Vattani et al., VLDB 2015) lets one caller refresh early with a probability
-that grows as expiry nears and with the cost of the fetch.
+A hit is one plain ``MGET`` of the entry's version stamps and of the versioned key built from the
+versions this process last saw (``Gate.read_hit``). Otherwise a read is one Lua call: it reads the
+stamps, builds the versioned key and gets the value, and on a miss hands the caller a lease. Only
+the lease holder reads the database; the others poll briefly for its result, take a stale value if
+one exists, or read the database themselves after ``SCALEOPS_CACHE_LEASE_WAIT_MS``. The holder's
+set is refused when any stamp moved since the read (a write landed in between), so a result fetched
+before a write is never stored. Before expiry, XFetch (Vattani et al., VLDB 2015) lets one caller
+refresh early with a probability that grows as expiry nears and with the cost of the fetch.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def _bypass(entry: Entry) -> bool:
 _said_off: list[bool] = []  # once per process
 
 
+def wall_clock() -> float:
+    """The Unix time an entry's expiry is written in and read against (a seam for the tests)."""
+    return time.time()
+
+
 def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     """The cached value of ``entry``, computing it with ``fetch`` at most once across callers."""
     cluster.maybe_flush()
@@ -122,11 +128,41 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
             if gate.try_lease(full, token):
                 return _refresh(entry, full, token, fetch, generation)
             return fetch()
-        full, raw, pttl, leased = gate.read(entry.stamps, entry.base, token)
+        # A hit is one MGET (read_hit); a miss, a write since this process last looked, or a
+        # value stored by an older release (no expiry in it) takes the READ script.
+        hit = gate.read_hit(entry.stamps, entry.base)
+        raw: bytes | None = None
+        stored = None
+        if hit is not None:
+            full, raw = hit
+            stored = _decode(hit[1], entry.prefix)
+            if stored is not None and len(stored) == 3:
+                hit = None
+        if hit is None:
+            full, raw, pttl, leased = gate.read(entry.stamps, entry.base, token)
+            stored = _decode(raw, entry.prefix) if raw is not None else None
     except RedisUnavailable:
         stats.incr(entry.prefix, "bypassed")
         return fetch()
-    stored = _decode(raw, entry.prefix) if raw is not None else None
+    if hit is not None:
+        # The value carries its expiry (see _refresh): no PTTL to ask Redis for.
+        pttl = max(int((stored[3] - wall_clock()) * 1000), 0) if stored is not None else -2
+        leased = False
+    return _after_read(entry, full, raw, stored, pttl, leased, token, fetch, generation, use_l1)
+
+
+def _after_read(
+    entry: Entry,
+    full: str,
+    raw: bytes | None,
+    stored: tuple[Any, ...] | None,
+    pttl: int,
+    leased: bool,
+    token: str,
+    fetch: Callable[[], T],
+    generation: int,
+    use_l1: bool,
+) -> T:
     if stored is not None:
         return _from_stored(entry, full, stored, pttl, token, fetch, generation, use_l1)
     if raw is not None:  # undecodable (e.g. pickled by an older release): recompute it
@@ -138,7 +174,7 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     return _wait_for_holder(entry, token, fetch, generation)
 
 
-def _decode(raw: bytes, prefix: str) -> tuple[Any, float, int] | None:
+def _decode(raw: bytes, prefix: str) -> tuple[Any, ...] | None:
     try:
         stored = gate.decode(raw)
     except UnsignedValue:
@@ -148,7 +184,8 @@ def _decode(raw: bytes, prefix: str) -> tuple[Any, float, int] | None:
     except Exception as exc:
         logger.warning("undecodable cache entry (%s); reading the database", type(exc).__name__)
         return None
-    if isinstance(stored, tuple) and len(stored) == 3:
+    # (value, fetch seconds, grace, expiry as a Unix time); an older release stored no expiry.
+    if isinstance(stored, tuple) and len(stored) in (3, 4):
         return stored
     return None
 
@@ -156,14 +193,14 @@ def _decode(raw: bytes, prefix: str) -> tuple[Any, float, int] | None:
 def _from_stored(
     entry: Entry,
     full: str,
-    stored: tuple[Any, float, int],
+    stored: tuple[Any, ...],
     pttl: int,
     token: str,
     fetch: Callable[[], T],
     generation: int,
     use_l1: bool,
 ) -> T:
-    value, delta, grace = stored
+    value, delta, grace = stored[:3]
     fresh_for = pttl / 1000 - grace if pttl >= 0 else math.inf
     if fresh_for > 0:
         beta = float(conf.SCALEOPS_CACHE_XFETCH_BETA)
@@ -221,10 +258,13 @@ def _refresh(entry: Entry, full: str, token: str, fetch: Callable[[], T], genera
     delta = time.perf_counter() - started
     stats.record_fetch(entry.prefix, delta)
     grace = max(int(conf.SCALEOPS_CACHE_STALE_GRACE), 0)
+    lifetime = entry.timeout + grace
+    # The expiry goes into the value so that a hit read by read_hit() (one MGET) needs no PTTL.
+    # It is this machine's clock: skew between servers only moves XFetch's early refreshes and
+    # the grace a little, never the time Redis keeps the value.
+    encoded = gate.encode((value, delta, grace, wall_clock() + lifetime))
     try:
-        outcome = gate.store(
-            entry.stamps, full, token, gate.encode((value, delta, grace)), (entry.timeout + grace) * 1000
-        )
+        outcome = gate.store(entry.stamps, full, token, encoded, lifetime * 1000)
     except RedisUnavailable:
         return value
     if outcome == 0:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
+from django.utils import timezone
 
 from django_scaleops.cache.backend import gate
 from django_scaleops.cache.encoding import encode, encode_sql_param
@@ -31,13 +34,76 @@ def digest(*parts: Any) -> str:
     return hasher.hexdigest()
 
 
-def queryset_digest(kind: str, queryset: models.QuerySet[Any, Any], sql: str, params: Sequence[Any]) -> str:
-    """A hash of everything that decides a queryset's result (see docs/cache.md, "Keys")."""
+def _kind_digest(kind: str, query_digest: bytes) -> str:
     hasher = hashlib.blake2b(digest_size=20)
     hasher.update(encode(kind))
-    hasher.update(encode(database_identity(queryset.db)))
-    _update_with_queryset(hasher, queryset, sql, params)
+    hasher.update(query_digest)
     return hasher.hexdigest()
+
+
+def _query_digest(queryset: models.QuerySet[Any, Any], using: str, sql: str, params: Sequence[Any]) -> bytes:
+    hasher = hashlib.blake2b(digest_size=20)
+    hasher.update(encode(database_identity(using)))
+    _update_with_queryset(hasher, queryset, sql, params)
+    return hasher.digest()
+
+
+@dataclass(frozen=True)
+class QueryKey:
+    """What a queryset's SQL gives the cache: its key material and the tables it reads.
+
+    ``digest`` is None when the query can match no row (``EmptyResultSet``): nothing to cache.
+    """
+
+    digest: bytes | None
+    tables: frozenset[str]
+
+    def entry_digest(self, kind: str) -> str:
+        assert self.digest is not None
+        return _kind_digest(kind, self.digest)
+
+
+# The compile-time context of a query besides the query itself: the alias and the server behind
+# it (a router may send the same queryset elsewhere), and the time zone (``__date``, ``Trunc`` and
+# friends compile the active zone's name into the parameters).
+def _compile_context(using: str) -> tuple[Any, ...]:
+    return (using, database_identity(using), settings.USE_TZ, timezone.get_current_timezone_name())
+
+
+_MEMO = "_scaleops_query_keys"
+
+
+def query_key(queryset: models.QuerySet[Any, Any], using: str) -> QueryKey:
+    """The ``QueryKey`` of ``queryset`` read from ``using``, compiled once per queryset object and context.
+
+    Its digest is a hash of everything that decides the result (see docs/cache.md, "Keys").
+
+    Django never changes a queryset in place: ``filter()``, ``values()``, slicing and every other
+    refinement return a clone, and a clone starts without this memo. So a queryset object held and
+    reused (a module-level queryset, a view attribute) pays for the compile once. The memo also
+    names the ``Query`` object it was built from, so a queryset whose ``query`` was replaced
+    compiles again, and it is keyed by the compile context (alias, server, time zone).
+    """
+    query = queryset.query  # applies a related manager's deferred filter before anything is memoised
+    context = _compile_context(using)
+    memo: tuple[Any, dict[tuple[Any, ...], QueryKey]] | None = queryset.__dict__.get(_MEMO)
+    if memo is not None and memo[0] is query:
+        found = memo[1].get(context)
+        if found is not None:
+            return found
+    else:
+        memo = (query, {})
+        queryset.__dict__[_MEMO] = memo
+    try:
+        sql, params = query.get_compiler(using=using).as_sql()
+    except EmptyResultSet:
+        made = QueryKey(None, frozenset())
+    else:
+        made = QueryKey(_query_digest(queryset, using, sql, params), frozenset(tables_of_queryset(queryset, sql)))
+    if len(memo[1]) > 8:  # one entry per alias and time zone in use: bounded all the same
+        memo[1].clear()
+    memo[1][context] = made
+    return made
 
 
 def _update_with_queryset(hasher: Any, queryset: models.QuerySet[Any, Any], sql: str, params: Sequence[Any]) -> None:

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.core.exceptions import EmptyResultSet
 from django.db import models
 
 from django_scaleops.cache.core import Entry, cache_is_off, fetch_through, timeout_or_default
@@ -14,12 +13,11 @@ from django_scaleops.cache.keys import (
     ALL_TABLES,
     Target,
     entry_key,
-    queryset_digest,
+    query_key,
     row_stamp_key,
     rows_stamp_key,
     stamp_key,
     tables_of,
-    tables_of_queryset,
 )
 from django_scaleops.conf import conf
 
@@ -133,12 +131,11 @@ class CachedQuerySet(models.QuerySet[M]):
         if queryset.query.select_for_update or cache_is_off(queryset.model._meta.label_lower):
             return evaluate(queryset)  # no key to build: the cache is off, or this must lock rows
         using = queryset.db
-        try:
-            sql, params = queryset.query.get_compiler(using=using).as_sql()
-        except EmptyResultSet:
-            return evaluate(queryset)
-        tables = tables_of_queryset(queryset, sql) | tables_of(depends_on)
-        base = entry_key("q", queryset_digest(kind, queryset, sql, params))
+        key = query_key(queryset, using)
+        if key.digest is None:
+            return evaluate(queryset)  # the query can match no row: Django runs nothing either
+        tables = key.tables | tables_of(depends_on) if depends_on else key.tables
+        base = entry_key("q", key.entry_digest(kind))
         table = queryset.model._meta.db_table
         if pk is not None and tables == {table}:
             # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.
@@ -153,10 +150,14 @@ class CachedQuerySet(models.QuerySet[M]):
             tables=frozenset(tables),
             using=using,
         )
-        # With replicas, filling from the primary keeps replication lag out of the cache. An
-        # explicit .using() on the queryset is the caller's choice and is kept.
-        fill_using = None if getattr(queryset, "_db", None) else conf.SCALEOPS_CACHE_FILL_USING or router_primary()
-        return fetch_through(entry, lambda: evaluate(queryset.using(fill_using) if fill_using else queryset.all()))
+
+        def fill() -> R:
+            # With replicas, filling from the primary keeps replication lag out of the cache. An
+            # explicit .using() on the queryset is the caller's choice and is kept.
+            fill_using = None if getattr(queryset, "_db", None) else conf.SCALEOPS_CACHE_FILL_USING or router_primary()
+            return evaluate(queryset.using(fill_using) if fill_using else queryset.all())
+
+        return fetch_through(entry, fill)
 
 
 _CachedManagerBase = models.Manager.from_queryset(CachedQuerySet)
