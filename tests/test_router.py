@@ -19,7 +19,7 @@ from django.test import AsyncClient, Client, override_settings
 from django_scaleops.replicas.lsn import format_lsn, parse_lsn
 from django_scaleops.replicas.middleware import COOKIE_SALT
 from django_scaleops.replicas.routing import get_pool
-from django_scaleops.replicas.state import current_state, primary_forced
+from django_scaleops.replicas.state import current_state, primary_forced, routing_state, set_migrating
 from django_scaleops.routers import (
     PrimaryReplicaRouter,
     capture_read_position,
@@ -37,6 +37,7 @@ from tests.router_helpers import (
     replay_paused,
     router_settings,
     wait_for_replay,
+    wait_until,
 )
 from tests.routerapp.models import Note
 from tests.routerapp.views import read_note
@@ -306,3 +307,95 @@ def test_a_test_mirror_is_served_read_only_and_kept_out_of_transactions():
         pool.check_all()
         assert replica_status()["replicas"][mirror_alias]["state"] == "healthy"
         assert replica_status()["replicas"][mirror_alias]["mirror"] is True
+
+
+# ---- the fast path: a context whose reads already go to a replica notices every change at once
+
+
+def routed_context(note: Note) -> None:
+    """Read twice from the replica: this context now has a route (the router's fast path)."""
+    with assert_reads_from("replica", at_least=2):
+        assert read_note(note.pk) is not None
+        assert read_note(note.pk) is not None
+    assert current_state().route is not None
+
+
+def test_a_routed_context_notices_transactions_use_primary_migrations_and_writes(router):
+    note = committed_note()
+    routed_context(note)
+    with transaction.atomic(), assert_reads_from("default"):
+        assert read_note(note.pk) is not None
+    with use_primary(), assert_reads_from("default"):
+        assert read_note(note.pk) is not None
+    set_migrating(True)
+    try:
+        with assert_reads_from("default"):
+            assert read_note(note.pk) is not None
+    finally:
+        set_migrating(False)
+    with assert_reads_from("replica"):
+        assert read_note(note.pk) is not None
+    with replay_paused():
+        Note.objects.filter(pk=note.pk).update(body="mine")
+        with assert_reads_from("default", at_least=2):
+            assert read_note(note.pk) == {"body": "mine", "port": port_of("default")}
+            assert read_note(note.pk) == {"body": "mine", "port": port_of("default")}
+    wait_for_replay()
+    # Replayed: the position is checked on the fast path too, and holds.
+    with assert_reads_from("replica", at_least=3):
+        for _ in range(3):
+            assert read_note(note.pk) == {"body": "mine", "port": port_of("replica")}
+
+
+def test_a_routed_context_notices_health_settings_and_a_closed_connection(router):
+    note = committed_note()
+    routed_context(note)
+    pool = get_pool()
+    assert pool is not None
+    pool.mark_down("replica", "taken out by the test")
+    with assert_reads_from("default"):
+        assert read_note(note.pk) is not None
+    wait_until(lambda: pool.health["replica"].state == "healthy", message="re-admission after good checks")
+    with assert_reads_from("replica", at_least=2):
+        assert read_note(note.pk) is not None
+        assert read_note(note.pk) is not None
+    connections["replica"].close()
+    with assert_reads_from("replica", at_least=2):
+        assert read_note(note.pk) is not None
+        assert read_note(note.pk) is not None
+    route = current_state().route
+    assert route is not None and route.raw is connections["replica"].connection is not None
+    with override_settings(SCALEOPS_ROUTER_REPLICA_ALIASES=[]), assert_reads_from("default"):
+        assert read_note(note.pk) is not None
+    with assert_reads_from("replica"):
+        assert read_note(note.pk) is not None
+
+
+def test_a_route_taken_in_one_thread_is_not_followed_in_another(router):
+    """Two threads may share a routing state (a copied context): each has its own connections,
+    so a transaction open in one must send that thread's reads to the primary."""
+    note = committed_note()
+    routed_context(note)
+    shared = current_state()
+    seen: dict[str, Any] = {}
+
+    def in_a_transaction() -> None:
+        try:
+            with routing_state(shared), transaction.atomic(), record_reads() as log:
+                # A read before any write: only the transaction keeps it on the primary.
+                seen["first"] = read_note(note.pk)
+                Note.objects.filter(pk=note.pk).update(body="in the other thread")
+                seen["read"] = read_note(note.pk)
+                seen["aliases"] = log.aliases
+        except Exception as exc:  # reported by the assertion below
+            seen["error"] = exc
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=in_a_transaction)
+    worker.start()
+    worker.join()
+    assert "error" not in seen, seen.get("error")
+    assert seen["first"] == {"body": "seen by all", "port": port_of("default")}
+    assert seen["read"] == {"body": "in the other thread", "port": port_of("default")}
+    assert seen["aliases"] == ["default", "default"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from asyncio import _get_running_loop
+from threading import get_ident
 from typing import Any
 
 from django.db.models import Model
 
-from django_scaleops.replicas.routing import get_pool
-from django_scaleops.replicas.state import current_state, describe
+from django_scaleops.replicas import routing
+from django_scaleops.replicas.failover import retry_elsewhere, track_writes
+from django_scaleops.replicas.health import HEALTHY
+from django_scaleops.replicas.routing import get_pool, known_caught_up
+from django_scaleops.replicas.state import _migrating, _primary_depth, _state, current_state, describe
 
 
 class PrimaryReplicaRouter:
@@ -21,6 +26,36 @@ class PrimaryReplicaRouter:
     routes_to_replicas = True  # how the replica pool finds this router among DATABASE_ROUTERS
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
+        # The fast path: this context's previous read went to a replica and nothing it depended
+        # on changed. Every condition of the full decision (``ReplicaPool.db_for_read``) is
+        # checked again, on objects the route keeps instead of looking them up: the same pool
+        # (settings unchanged), thread and replica; no transaction, write, pin, use_primary() or
+        # migration; the primary's timeline; the replica healthy, on the same connection, the
+        # failover wrappers in place and the write position replayed. Anything else: the full
+        # decision, which takes a new route.
+        state = _state.get()
+        if (
+            state is not None
+            and (route := state.route) is not None
+            and (pool := routing._pool) is not None
+            and route.pool is pool
+            and route.alias is state.replica
+            and route.thread == get_ident()
+            and not (state.wrote or state.pin_until or _primary_depth.get() or _migrating.get())
+            and (state.timeline is None or state.timeline == pool.primary_timeline)
+            and _get_running_loop() is None  # an event loop's connections are per task, not per thread
+        ):
+            primary, replica, health = route.primary, route.replica, route.health
+            if (
+                not (primary.in_atomic_block or primary.needs_rollback)
+                and health.state == HEALTHY
+                and replica.connection is route.raw
+                and track_writes in primary.execute_wrappers
+                and retry_elsewhere in replica.execute_wrappers
+                and (not state.min_lsn or health.mirror or known_caught_up(health, state.min_lsn, replica))
+            ):
+                health.reads += 1
+                return route.alias
         pool = get_pool()
         return pool.db_for_read() if pool is not None else None
 

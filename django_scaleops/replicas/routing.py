@@ -36,7 +36,7 @@ from django_scaleops.replicas.health import (
 )
 from django_scaleops.replicas.lsn import format_lsn, parse_lsn
 from django_scaleops.replicas.shared import SharedHealth
-from django_scaleops.replicas.state import RoutingState, current_state, primary_forced
+from django_scaleops.replicas.state import ReadRoute, RoutingState, current_state, primary_forced
 
 logger = logging.getLogger("django_scaleops.router")
 
@@ -88,7 +88,8 @@ class ReplicaPool:
     # ---- routing -----------------------------------------------------------------------
 
     def db_for_read(self) -> str:
-        # Runs for every ORM read: keep the common path to a few attribute and dict lookups.
+        # The router's fast path answers most reads from the route this sets (state.route); this
+        # is the first read of a context, and any read after something changed.
         primary = connections[self.primary]
         if failover.track_writes not in primary.execute_wrappers:
             failover.ensure_installed(primary, failover.track_writes)
@@ -97,8 +98,10 @@ class ReplicaPool:
         state = current_state()
         if state.wrote:
             self.resolve_write_position(state)
-        if state.pin_until and time.time() < state.pin_until:
-            return self._to_primary()
+        if state.pin_until:
+            if time.time() < state.pin_until:
+                return self._to_primary()
+            state.pin_until = 0.0  # expired (everything compares it with now): the fast path may run
         if state.timeline is not None and state.timeline != self.primary_timeline and self._old_timeline(state):
             return self._to_primary()
         if not self.replicas:
@@ -116,11 +119,15 @@ class ReplicaPool:
                 and self._caught_up(health, state.min_lsn, connection)
             ):
                 health.reads += 1
+                state.route = ReadRoute(self, threading.get_ident(), sticky, primary, connection, health)
                 return sticky
             # Moving on: the next replica must be as far as this one was, so reads never go back.
             floor = max(floor, health.replay_lsn)
         chosen = self.pick_replica(state, floor=floor)
-        return chosen or self._to_primary()
+        if chosen is None:
+            return self._to_primary()
+        state.route = ReadRoute(self, threading.get_ident(), chosen, primary, connections[chosen], self.health[chosen])
+        return chosen
 
     def db_for_write(self) -> str:
         failover.ensure_installed(connections[self.primary], failover.track_writes)
@@ -178,15 +185,9 @@ class ReplicaPool:
         return connection
 
     def _caught_up(self, health: ReplicaHealth, lsn: int, connection: BaseDatabaseWrapper) -> bool:
-        if not lsn or health.mirror:
+        if not lsn or health.mirror or known_caught_up(health, lsn, connection):
             return True
-        # The remembered position counts only on a connection known to reach the server it was
-        # read from: a connection to a re-cloned standby or another server behind the same
-        # address is probed instead.
-        server, replay = health.position
         seen: tuple[Any, ServerIdentity | None] = getattr(connection, _SERVER_ATTR, _UNSEEN)
-        if replay >= lsn and seen[1] is server and seen[0] is connection.connection:
-            return True  # runs for most reads of a client that wrote: keep it to these lookups
         return self._probe(health, lsn, connection, seen)
 
     def _probe(
@@ -569,6 +570,19 @@ class ReplicaPool:
                 "checks_run": self.checks_run,
             },
         }
+
+
+def known_caught_up(health: ReplicaHealth, lsn: int, connection: BaseDatabaseWrapper) -> bool:
+    """Whether the replica is known, without asking it, to have replayed ``lsn`` (a replica's
+    answer, not a mirror's: ``lsn`` is not 0).
+
+    The remembered position counts only on a connection known to reach the server it was read
+    from: a connection to a re-cloned standby or another server behind the same address is
+    probed instead. Runs for most reads of a client that wrote: keep it to these lookups.
+    """
+    server, replay = health.position
+    seen: tuple[Any, ServerIdentity | None] = getattr(connection, _SERVER_ATTR, _UNSEEN)
+    return replay >= lsn and seen[1] is server and seen[0] is connection.connection
 
 
 def _shared_health(primary: str, replicas: list[str]) -> SharedHealth | None:

@@ -11,13 +11,49 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from inspect import iscoroutinefunction
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django_scaleops.replicas.lsn import format_lsn, parse_lsn
 
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ReadRoute:
+    """What the router found when it last sent this context's reads to its replica, so that the
+    next read can skip the work that found it (``PrimaryReplicaRouter.db_for_read``'s fast path).
+
+    It remembers objects, never a verdict: each read still checks, on these objects, everything
+    that may have changed since (the pool, the thread, the transaction, the replica's health,
+    its connection and the write position). ``connections[alias]`` costs more than all of that,
+    and the wrappers it returns belong to one thread: hence ``thread``.
+    """
+
+    __slots__ = ("alias", "health", "pool", "primary", "raw", "replica", "thread")
+
+    def __init__(
+        self,
+        pool: Any,
+        thread: int,
+        alias: str,
+        primary: BaseDatabaseWrapper,
+        replica: BaseDatabaseWrapper,
+        health: Any,
+    ) -> None:
+        # pool and health: routing's ReplicaPool and health's ReplicaHealth (they import this module).
+        self.pool = pool
+        self.thread = thread
+        self.alias = alias
+        self.primary = primary
+        self.replica = replica
+        # The replica's psycopg connection when the route was taken: another one (reconnected,
+        # closed) has not been made read-only or probed yet.
+        self.raw = replica.connection
+        self.health = health
 
 
 @dataclass
@@ -36,6 +72,8 @@ class RoutingState:
     # timelines were recorded). A position from another timeline is not trusted (failover).
     timeline: int | None = None
     incoming_timeline: int | None = None
+    # The last read's route to ``replica``, kept to check rather than to find it again.
+    route: ReadRoute | None = field(default=None, repr=False, compare=False)
 
 
 _state: ContextVar[RoutingState | None] = ContextVar("scaleops_routing_state", default=None)
