@@ -72,3 +72,29 @@ def test_the_middleware_uses_the_keyed_decision():
 def test_a_short_secret_is_reported():
     with override_settings(SCALEOPS_APM_SAMPLING_SECRET="short"), pytest.raises(SystemCheckError, match="W014"):
         call_command("check", fail_level="WARNING")
+
+
+def test_bypass_routes_dropped_requests_past_the_vendors_patch() -> None:
+    from django_scaleops.apm import bypass, tracing
+
+    class Client:
+        def execute_command(self, *args: object) -> tuple[str, tuple[object, ...]]:
+            return "plain", args
+
+    original = Client.__dict__["execute_command"]
+    captured: bypass.Originals = {(Client, "execute_command"): original}
+
+    def instrumented(self: Client, *args: object) -> tuple[str, tuple[object, ...]]:
+        return "vendor", args
+
+    Client.execute_command = instrumented  # type: ignore[method-assign]
+    assert bypass.install(captured) == 1
+    assert bypass.install(captured) == 0  # installed once only
+    client = Client()
+    assert client.execute_command("GET", "k") == ("vendor", ("GET", "k"))
+    token = tracing._dropped.set(True)
+    try:
+        assert client.execute_command("GET", "k") == ("plain", ("GET", "k"))
+    finally:
+        tracing._dropped.reset(token)
+    assert client.execute_command("GET") == ("vendor", ("GET",))

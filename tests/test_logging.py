@@ -276,3 +276,63 @@ def test_readable_formatter_masks_exception_text_cached_by_another_handler() -> 
     assert record.exc_text and "battery" in record.exc_text
     text = ReadableFormatter("%(message)s").format(record)
     assert "ValueError: password=[MASKED]" in text and "battery" not in text
+
+
+def _library_path_formatter(**kwargs: Any) -> JsonFormatter:
+    class LibraryPath(JsonFormatter):
+        """Overrides a step: keeps python-json-logger's own format, add_fields and json.dumps."""
+
+        def add_fields(self, *args: Any) -> None:
+            super().add_fields(*args)
+
+    formatter = LibraryPath(use_orjson=False, **kwargs)
+    assert formatter._fast_plan is None
+    return formatter
+
+
+@pytest.mark.parametrize("use_orjson", [True, False])
+def test_one_pass_format_writes_what_the_library_path_writes(use_orjson: bool) -> None:
+    import datetime
+    import decimal
+    import uuid
+
+    fast, library = JsonFormatter(use_orjson=use_orjson), _library_path_formatter()
+    assert fast._fast_plan is not None
+    record = logging.LogRecord("x.y", logging.ERROR, __file__, 1, "héllo %s password=%s", ("wörld", "hunter2"), None)
+    record.exc_text = "Traceback: token=abcdef0123456789"
+    record.stack_info = "Stack (most recent call last)"
+    record.__dict__.update(
+        payload={"a": 1.5, 2: [1, None], "api_key": "k"},
+        when=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        ident=uuid.UUID(int=7),
+        amount=decimal.Decimal("1.50"),
+        huge=2**70,  # beyond orjson's 64 bits: the json module writes it
+        secret_token="abc",
+        _private="never written",
+        user_id=3,
+    )
+    with request_id_scope("fast-1"):
+        fast_line, library_line = fast.format(record), library.format(record)
+    assert json.loads(fast_line) == json.loads(library_line)
+    parsed = json.loads(fast_line)
+    assert parsed["message"] == "héllo wörld password=[MASKED]" and parsed["secret_token"] == "[MASKED]"
+    assert parsed["payload"]["api_key"] == "[MASKED]" and "_private" not in parsed and parsed["huge"] == 2**70
+    assert parsed["request_id"] == "fast-1" and "abcdef0123456789" not in fast_line
+
+
+def test_orjson_lines_are_ascii_and_compact_like_the_json_module_lines() -> None:
+    pytest.importorskip("orjson")
+    fast, plain = JsonFormatter(), JsonFormatter(use_orjson=False)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain %s", ("text",), None)
+    record.created = 0.0
+    assert fast.format(record) == plain.format(record)
+    accented = logging.LogRecord("x", logging.INFO, __file__, 1, "café", None, None)
+    assert fast.format(accented).isascii() and "caf\\u00e9" in fast.format(accented)
+
+
+def test_custom_options_keep_the_library_path() -> None:
+    formatter = JsonFormatter(static_fields={"service": "api"})
+    assert formatter._fast_plan is None
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "password=hunter2", None, None)
+    parsed = json.loads(formatter.format(record))
+    assert parsed["service"] == "api" and parsed["message"] == "password=[MASKED]"

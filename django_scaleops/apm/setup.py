@@ -42,11 +42,19 @@ def setup_apm() -> list[str]:
     """Start each enabled vendor whose SDK is installed. Returns the vendors started."""
     started = []
     enabled = set(conf.SCALEOPS_APM_ENABLED)
+    ours = not vendor_tracing()
+    if ours:
+        from django_scaleops.apm import bypass
+
+        unpatched = bypass.capture()  # before either SDK patches the Redis client
     if "sentry" in enabled and not state.sentry_active and _setup_sentry():
         started.append("sentry")
     if "datadog" in enabled and not state.datadog_active and _setup_datadog():
         started.append("datadog")
-    if started and not vendor_tracing() and not state.request_tracing:
+    if started and ours:
+        # Dropped requests call Redis past both SDKs' instrumentation (apm/bypass.py).
+        bypass.install(unpatched)
+    if started and ours and not state.request_tracing:
         from django_scaleops.apm.tracing import setup_request_tracing
 
         setup_request_tracing()

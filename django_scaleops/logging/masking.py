@@ -171,9 +171,9 @@ _SCHEME = rf"(?i:\b(?:{'|'.join(_SCHEME_NAMES)})[ \t]+)(?P<scheme_value>[A-Za-z0
 _SSN = r"(?<![\w-])(?!000|666|9\d\d)\d{3}(?P<ssn_sep>[- ])(?!00)\d{2}(?P=ssn_sep)(?!0000)\d{4}(?![\w-])"
 # Settings-style keys, lower-cased (the key rule itself is case-sensitive about them).
 _SETTINGS_TRIGGERS = ("_url", "_uri", "_key", "location")
-# Both digit rules need four digits in a row, and a run of 11 or more digits, spaces and dashes
-# (an SSN has 11, a card 13+); the first check is the cheapest, the second spares most numbers.
-_FOUR_DIGITS = re.compile(r"\d\d\d\d")
+# Both digit rules need a run of 11 or more digits, spaces and dashes from a digit to a digit (an
+# SSN has 11, a card 13+): one search spares most numbers. (A first search for four digits in a
+# row cost more than it spared: most log lines have an ID that long.)
 _DIGIT_CANDIDATE = re.compile(r"\d[\d -]{9,}\d")
 # Percent-escapes: such text is checked once more, decoded.
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -373,7 +373,7 @@ class Masker:
                 masked = self._rules[index].sub(self._replace, masked)
         for regex in self._extra_rules:
             masked = regex.sub(self._replace, masked)
-        if _FOUR_DIGITS.search(masked) is not None and _DIGIT_CANDIDATE.search(masked) is not None:
+        if _DIGIT_CANDIDATE.search(masked) is not None:
             for regex in self._digit_rules:
                 masked = regex.sub(self._replace, masked)
         return masked
@@ -385,7 +385,14 @@ class Masker:
         cached = self._recent.get(text)
         if cached is not None:
             return cached
-        masked = self._mask_shapes(text)
+        if (
+            self._screen.search(text.lower()) is None
+            and not self._extra_rules
+            and _DIGIT_CANDIDATE.search(text) is None
+        ):
+            masked = text  # _mask_shapes' answer when no rule can match: most log text
+        else:
+            masked = self._mask_shapes(text)
         if ("%" in masked and _PERCENT_ESCAPE.search(masked) is not None) or ("+" in masked and "=" in masked):
             # A query string or URL hides its secrets behind escapes ("%3D", "+" for a space): look
             # again, decoded, and show the decoded text only when that finds something.
@@ -417,11 +424,14 @@ class Masker:
             return value
         if isinstance(value, str):
             return self.mask_text(value)
-        if depth >= self.max_depth and isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        # dict and list first: isinstance() against the Mapping ABC costs several times more.
+        is_mapping = kind is dict or (kind is not list and isinstance(value, Mapping))
+        is_sequence = not is_mapping and (kind is list or isinstance(value, (list, tuple, set, frozenset)))
+        if depth >= self.max_depth and (is_mapping or is_sequence):
             return TRUNCATED
         # Items: plain numbers and strings are handled here, not by a call per item.
         mask_text, is_sensitive_key, deeper = self.mask_text, self.is_sensitive_key, depth + 1
-        if isinstance(value, Mapping):
+        if is_mapping:
             result: dict[Any, Any] = {}
             for index, (key, item) in enumerate(value.items()):
                 if index >= self.max_items:
@@ -435,7 +445,7 @@ class Masker:
                 else:
                     result[name] = mask_text(item) if type(item) is str else self.mask(item, deeper)
             return result
-        if isinstance(value, (list, tuple, set, frozenset)):
+        if is_sequence:
             items = [
                 item
                 if type(item) in _PLAIN_TYPES
