@@ -1,10 +1,17 @@
 """Bulk operations vs Django's own: batch_create / bulk_create, batch_update / bulk_update,
 batch_delete / QuerySet.delete() (with and without a post_delete receiver). Run with ``make bench``.
 
-Rows/s come from alternating rounds in this process (medians printed by the harness). Peak memory
-comes from one fresh subprocess per operation: the growth of its peak RSS (VmHWM) over the
-RSS it had just before the operation (the kernel's peak mark is reset there), so nothing else
-in this process blurs it.
+The headline is the example project's own ``chat.Message``: partitioned by month, a two-column
+primary key, secondary indexes and a foreign key to its sender, as a real table is. Its
+rounds run in a subprocess under ``example_project.settings`` (:class:`MessageRounds`), with the
+partitions of the generated months created first; the comparisons and their results stay here.
+The index-free ``bulkapp_item`` (tests.settings) follows: what the client side costs when the
+server has little to do.
+
+Rows/s come from alternating rounds (medians printed by the harness). Peak memory comes from one
+fresh subprocess per operation: the growth of its peak RSS (VmHWM) over the RSS it had just
+before the operation (the kernel's peak mark is reset there), so nothing else in this process
+blurs it (under ``make bench-smoke``, which judges no figure, the probes share one subprocess).
 
 The issue's goals speak of 1M rows; on a 2-core machine Django's peers would need minutes per
 round at that size, so the timed rounds use the scale printed at the start (set BENCH_BULK_ROWS to
@@ -18,6 +25,7 @@ import datetime as dt
 import functools
 import gc
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -33,15 +41,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-from benchmarks.harness import compare, own_database
+from benchmarks.harness import ROOT, SMOKE, compare, own_database, record, sized
 
-ROWS = int(os.environ.get("BENCH_BULK_ROWS", "20000"))
-UPDATE_ROWS = int(os.environ.get("BENCH_BULK_UPDATE_ROWS", "5000"))
-DELETE_ROWS = int(os.environ.get("BENCH_BULK_DELETE_ROWS", "50000"))
-PROBE_ROWS = int(os.environ.get("BENCH_BULK_PROBE_ROWS", "1000000"))
+ROWS = sized(int(os.environ.get("BENCH_BULK_ROWS", "20000")), 300)
+MESSAGE_ROWS = sized(int(os.environ.get("BENCH_BULK_MESSAGE_ROWS", "50000")), 300)
+UPDATE_ROWS = sized(int(os.environ.get("BENCH_BULK_UPDATE_ROWS", "5000")), 200)
+DELETE_ROWS = sized(int(os.environ.get("BENCH_BULK_DELETE_ROWS", "50000")), 300)
+PROBE_ROWS = sized(int(os.environ.get("BENCH_BULK_PROBE_ROWS", "1000000")), 1000)
 ROUNDS = int(os.environ.get("BENCH_BULK_ROUNDS", "3"))
-# BENCH_BULK_ONLY=create runs only the create comparisons (no update, delete or memory probes);
-# BENCH_BULK_ONLY=workers only the two with workers.
+# BENCH_BULK_ONLY=messages runs only the chat.Message comparisons; =create only the create
+# comparisons (no update, delete or memory probes); =workers only the two with workers.
 ONLY = os.environ.get("BENCH_BULK_ONLY", "")
 CREATE_BATCH = 5000  # ours, for the generator and tuple rounds; the pre-built round uses the default 1,000
 # batch_create(workers=WORKERS): batches COPY'd on worker connections while this thread reads the next.
@@ -49,6 +58,16 @@ WORKERS = int(os.environ.get("BENCH_BULK_WORKERS", "2"))
 FIELDS = ["sku", "name", "quantity", "price", "tags", "created_at"]
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 MIB = 1024 * 1024
+
+# chat.Message rows: a sender among SENDERS users, a body of 20-110 characters, created_at rising
+# over MESSAGE_SPAN from MESSAGE_FIRST (four monthly partitions), as messages arrive.
+MESSAGE_FIELDS = ["sender_id", "body", "created_at"]
+MESSAGE_FIRST = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+MESSAGE_SPAN = dt.timedelta(days=100)
+SENDERS = 200
+UNINDEXED = "bench_message_unindexed"
+INDEXED = "bench_message_indexed"
+MESSAGE_SETTINGS = "example_project.settings"
 
 
 @contextlib.contextmanager
@@ -75,12 +94,13 @@ def replica_paused() -> Iterator[None]:
         replica.start()
 
 
-def setup() -> None:
+def setup(*, migrate: bool = True) -> None:
     import django
     from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", run_syncdb=True, interactive=False, verbosity=0)
+    if migrate:  # a probe's parent has migrated the database already
+        call_command("migrate", run_syncdb=True, interactive=False, verbosity=0)
 
 
 def truncate() -> None:
@@ -238,6 +258,376 @@ def delete_round(ours: bool, receiver: bool) -> float:
         post_delete.disconnect(on_delete, sender=Item)
 
 
+# ---- chat.Message: rounds run in a subprocess under the example project's settings
+
+
+def message_setup() -> list[int]:
+    """Migrate the example's tables, create the partitions of the generated months, an unindexed
+    copy of the table and the senders; returns the senders' ids."""
+    import django
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    django.setup()
+    # Every 5,000-row COPY and 1,000-row INSERT here passes the example's 100 ms slow-query mark:
+    # the lines would bury the figures.
+    logging.getLogger("django_scaleops.monitoring.slow").setLevel(logging.ERROR)
+    call_command("migrate", interactive=False, verbosity=0)
+    with open(os.devnull, "w") as quiet:
+        call_command(
+            "ensure_partitions",
+            model=["chat.Message"],
+            since=MESSAGE_FIRST.isoformat(),
+            now=(MESSAGE_FIRST + MESSAGE_SPAN).isoformat(),
+            stdout=quiet,
+        )
+    with connection.cursor() as cursor:
+        # Plain copies of the table: with its indexes (no partitions, no foreign key), and with
+        # nothing but its columns, defaults and row triggers (chat.Message's id may be given by
+        # one): what the server's own work for a row is when only the heap and WAL are written.
+        cursor.execute(f"DROP TABLE IF EXISTS {UNINDEXED}, {INDEXED}")
+        like = "LIKE chat_message INCLUDING DEFAULTS INCLUDING IDENTITY"
+        cursor.execute(f"CREATE TABLE {UNINDEXED} ({like})")
+        cursor.execute(f"CREATE TABLE {INDEXED} ({like} INCLUDING INDEXES)")
+        cursor.execute(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'chat_message'::regclass"
+            " AND NOT tgisinternal"
+        )
+        for (definition,) in cursor.fetchall():
+            for copy in (UNINDEXED, INDEXED):
+                cursor.execute(definition.replace(" ON public.chat_message ", f" ON {copy} "))
+    User = get_user_model()
+    users = User.objects.using("default").bulk_create(User(username=f"sender{n}") for n in range(SENDERS))
+    return [user.pk for user in users]
+
+
+def message_tuples(count: int, senders: list[int]) -> Iterator[tuple[Any, ...]]:
+    step = MESSAGE_SPAN / max(count, 1)
+    for n in range(count):
+        yield senders[n % len(senders)], f"message {n}: " + "lorem ipsum " * (1 + n % 8), MESSAGE_FIRST + n * step
+
+
+def message_instances(count: int, senders: list[int]) -> Iterator[Any]:
+    from example_project.chat.models import Message
+
+    return (
+        Message(sender_id=sender, body=body, created_at=created_at)
+        for sender, body, created_at in message_tuples(count, senders)
+    )
+
+
+def message_truncate(table: str = "chat_message") -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {table} RESTART IDENTITY CASCADE")
+
+
+def message_raw_copy(senders: list[int], table: str = "chat_message", *, instances: bool = False) -> float:
+    """psycopg's binary COPY of the tuple round's rows, straight from the generator, CREATE_BATCH
+    rows a COPY (each its own transaction), into ``table``: the columns and fill-in values
+    batch_create writes for them (whatever the model's defaults are), nothing checked.
+
+    ``instances``: from the instance round's generator instead, the values read from each
+    instance's attributes while the COPY runs: what any writer given that generator could reach.
+    """
+    from operator import attrgetter
+
+    from django.db import connection
+
+    from django_scaleops.bulk.columns import table_columns
+    from django_scaleops.bulk.reading import RowForms
+    from example_project.chat.models import Message
+
+    message_truncate(table)
+    forms = RowForms(Message, MESSAGE_FIELDS, encode_json=False)
+    form = forms.tuples
+    assert form is not None
+    if instances:  # the fields batch_create writes for these instances
+        form = forms.of(next(message_instances(1, senders)))  # type: ignore[assignment]
+    catalog = table_columns(connection, "chat_message")
+    types = [catalog[column].oid for column in form.columns]
+    sql = f"COPY {table} ({', '.join(form.columns)}) FROM STDIN (FORMAT BINARY)"
+    read = attrgetter(*(f.attname for f in form.fields))
+
+    def copy() -> None:
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            if instances:
+                objs = message_instances(MESSAGE_ROWS, senders)
+                while (first := next(objs, None)) is not None:
+                    with cursor.copy(sql) as copy:
+                        copy.set_types(types)
+                        copy.write_row(read(first))
+                        for obj in islice(objs, CREATE_BATCH - 1):
+                            copy.write_row(read(obj))
+                return
+            rows = message_tuples(MESSAGE_ROWS, senders)
+            while batch := list(islice(rows, CREATE_BATCH)):
+                with cursor.copy(sql) as copy:
+                    copy.set_types(types)
+                    for row in form.read_values()(batch):
+                        copy.write_row(row)
+
+    return timed(copy, MESSAGE_ROWS)
+
+
+class CpuTimes:
+    """Client and server CPU per row of each round (the server's: the backend of this process's
+    connection, read from /proc when PostgreSQL runs on this machine); wall time includes waiting."""
+
+    def __init__(self) -> None:
+        self.per_row: dict[str, list[tuple[float, float | None]]] = {}
+
+    @staticmethod
+    def backend_seconds() -> float | None:
+        from django.db import connection
+
+        connection.ensure_connection()
+        try:
+            with open(f"/proc/{connection.connection.info.backend_pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # a server elsewhere
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def measure(self, name: str, run: Any) -> float:
+        server, client = self.backend_seconds(), time.process_time()
+        speed: float = run()
+        client = time.process_time() - client
+        after = self.backend_seconds()
+        # Workers write on connections of their own, whose backends this does not see.
+        server = None if server is None or after is None or "workers" in name else after - server
+        rows = MESSAGE_ROWS / 1e6
+        self.per_row.setdefault(name, []).append((client / rows, None if server is None else server / rows))
+        return speed
+
+    def medians(self) -> dict[str, dict[str, float | None]]:
+        figures: dict[str, dict[str, float | None]] = {}
+        for name, samples in self.per_row.items():
+            servers = [s for _, s in samples if s is not None]
+            figures[name] = {
+                "client": statistics.median(c for c, _ in samples),
+                "server": statistics.median(servers) if servers else None,
+            }
+        return figures
+
+
+def message_rounds(senders: list[int]) -> dict[str, Any]:
+    from example_project.chat.models import Message
+
+    def ours_instances() -> float:
+        message_truncate()
+        rows = message_instances(MESSAGE_ROWS, senders)
+        return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH), MESSAGE_ROWS)
+
+    def ours_tuples() -> float:
+        message_truncate()
+        rows = message_tuples(MESSAGE_ROWS, senders)
+        return timed(
+            lambda: Message.objects.batch_create(rows, fields=MESSAGE_FIELDS, batch_size=CREATE_BATCH), MESSAGE_ROWS
+        )
+
+    def peer_instances() -> float:
+        message_truncate()
+        return timed(
+            lambda: Message.objects.bulk_create(list(message_instances(MESSAGE_ROWS, senders)), batch_size=1000),
+            MESSAGE_ROWS,
+        )
+
+    def ours_instances_workers() -> float:
+        message_truncate()
+        rows = message_instances(MESSAGE_ROWS, senders)
+        return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH, workers=WORKERS), MESSAGE_ROWS)
+
+    return {
+        "ours_instances": ours_instances,
+        "ours_instances_workers": ours_instances_workers,
+        "ours_tuples": ours_tuples,
+        "peer_instances": peer_instances,
+        "raw_copy": lambda: message_raw_copy(senders),
+        "raw_copy_instances": lambda: message_raw_copy(senders, instances=True),
+        "raw_copy_indexed": lambda: message_raw_copy(senders, INDEXED),
+        "raw_copy_unindexed": lambda: message_raw_copy(senders, UNINDEXED),
+    }
+
+
+def serve_message_rounds() -> None:
+    """The subprocess: set up, say "ready", then run each round named on stdin and print its figure."""
+    senders = message_setup()
+    rounds = message_rounds(senders)
+    cpu = CpuTimes()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "cpu":
+            print(json.dumps(cpu.medians()), flush=True)
+        else:
+            print(cpu.measure(name, rounds[name]), flush=True)
+    message_truncate()
+
+
+class MessageRounds:
+    """The chat.Message rounds, run by a subprocess under the example project's settings (this
+    process has the test settings, whose apps do not include the example's)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--messages"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": MESSAGE_SETTINGS},
+        )
+        self._answer("ready")
+
+    def _answer(self, expected: str | None = None) -> str:
+        assert self.proc.stdout
+        # The example's log lines may share stdout: the answer is the first line that fits.
+        while line := self.proc.stdout.readline():
+            line = line.strip()
+            if expected is not None and line == expected:
+                return line
+            if expected is None:
+                try:
+                    float(line)
+                except ValueError:
+                    continue
+                return line
+        raise RuntimeError(f"the chat.Message rounds exited with {self.proc.wait()}")
+
+    def round(self, name: str) -> float:
+        self._ask(name)
+        return float(self._answer())
+
+    def cpu_per_row(self) -> dict[str, dict[str, float | None]]:
+        """Medians of client and server CPU µs per row of each round run so far."""
+        self._ask("cpu")
+        assert self.proc.stdout
+        while line := self.proc.stdout.readline():
+            if line.startswith("{"):
+                figures: dict[str, dict[str, float | None]] = json.loads(line)
+                return figures
+        raise RuntimeError(f"the chat.Message rounds exited with {self.proc.wait()}")
+
+    def _ask(self, name: str) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write(f"{name}\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def message_comparisons(messages: MessageRounds) -> None:
+    print(
+        f"chat.Message benchmark: {MESSAGE_ROWS:,} rows a round (set BENCH_BULK_MESSAGE_ROWS), {ROUNDS} alternating"
+        f" rounds, {SENDERS} senders, created_at over {MESSAGE_SPAN.days} days"
+    )
+    try:
+        run = messages.round
+        compare(
+            f"chat.Message (partitioned by month, its indexes and foreign key): batch_create(batch_size={CREATE_BATCH})"
+            f" vs bulk_create(batch_size=1000), {MESSAGE_ROWS:,} instances built in the round (a generator for"
+            " ours, a list for the peer)",
+            lambda: run("ours_instances"),
+            lambda: run("peer_instances"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="batch_create(instances)",
+            peer_name="bulk_create",
+            target=3.0,
+            key="bulk.message_instances_vs_bulk_create",
+        )
+        compare(
+            f"chat.Message: batch_create(batch_size={CREATE_BATCH}) of {MESSAGE_ROWS:,} tuples vs psycopg's raw"
+            " binary COPY of the same rows (same columns, nothing checked)",
+            lambda: run("ours_tuples"),
+            lambda: run("raw_copy"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="batch_create(tuples)",
+            peer_name="raw psycopg COPY",
+            target=0.85,
+            key="bulk.message_tuples_vs_raw_copy",
+        )
+        compare(
+            f"chat.Message: batch_create(batch_size={CREATE_BATCH}) of {MESSAGE_ROWS:,} tuples vs bulk_create"
+            "(batch_size=1000) (the peer builds instances from them)",
+            lambda: run("ours_tuples"),
+            lambda: run("peer_instances"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="batch_create(tuples)",
+            peer_name="bulk_create",
+            key="bulk.message_tuples_vs_bulk_create",
+        )
+        # Ceiling of the first comparison: no writer given that generator goes faster than a raw
+        # COPY reading each instance's attributes while it runs.
+        compare(
+            f"chat.Message ceiling for instances: raw psycopg binary COPY reading the {MESSAGE_ROWS:,} instances"
+            " from the round's generator while it runs (nothing checked) vs bulk_create(batch_size=1000)",
+            lambda: run("raw_copy_instances"),
+            lambda: run("peer_instances"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="raw COPY of the instances",
+            peer_name="bulk_create",
+            key="bulk.message_ceiling_raw_copy_instances_vs_bulk_create",
+        )
+        compare(
+            f"chat.Message: batch_create(batch_size={CREATE_BATCH}, workers={WORKERS}) vs bulk_create"
+            f"(batch_size=1000), {MESSAGE_ROWS:,} instances built in the round",
+            lambda: run("ours_instances_workers"),
+            lambda: run("peer_instances"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name=f"batch_create(instances, workers={WORKERS})",
+            peer_name="bulk_create",
+            target=3.0,
+            key="bulk.message_instances_workers_vs_bulk_create",
+        )
+        # What the table's foreign key, partitions and indexes cost the server: the same raw COPY
+        # into plain copies of the table with its indexes only, and with nothing.
+        compare(
+            f"chat.Message: raw psycopg binary COPY of {MESSAGE_ROWS:,} rows into chat_message vs into {INDEXED}"
+            " (a plain table with the same 4 indexes: no partitions, no foreign key)",
+            lambda: run("raw_copy"),
+            lambda: run("raw_copy_indexed"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="into chat_message",
+            peer_name="into the indexed copy",
+            key="bulk.message_copy_vs_indexed_copy",
+        )
+        compare(
+            f"chat.Message: raw psycopg binary COPY of {MESSAGE_ROWS:,} rows into {INDEXED} vs into {UNINDEXED}"
+            " (the same plain table without its indexes)",
+            lambda: run("raw_copy_indexed"),
+            lambda: run("raw_copy_unindexed"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="into the indexed copy",
+            peer_name="into the unindexed copy",
+            key="bulk.message_indexed_copy_vs_unindexed_copy",
+        )
+        print("\nchat.Message, CPU per row (medians of the rounds above; server: the round's own backend)")
+        for name, cpu in messages.cpu_per_row().items():
+            server = "" if cpu["server"] is None else f"   server {cpu['server']:6.1f} µs"
+            print(f"  {name:<24} client {cpu['client']:6.1f} µs{server}")
+            record(
+                f"chat.Message {name}: client CPU per row", float(cpu["client"] or 0), "µs/row", higher_is_better=False
+            )
+            if cpu["server"] is not None:
+                record(f"chat.Message {name}: server CPU per row", cpu["server"], "µs/row", higher_is_better=False)
+    finally:
+        messages.close()
+
+
 # ---- memory probes, each in a fresh process
 
 
@@ -293,18 +683,39 @@ def probe(name: str) -> dict[str, float]:
     return {"rows": rows, "rows_per_s": speed, "peak_mib": max(peak - before, 0) / MIB}
 
 
-def run_probe(name: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--probe", name], capture_output=True, text=True, check=True, env=os.environ
-    )
-    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+PROBES = [
+    "ours_create_tuples",
+    "ours_create_tuples_workers",
+    "ours_create_instances",
+    "peer_create",
+    "ours_delete",
+    "peer_delete",
+    "ours_delete_receiver",
+    "peer_delete_receiver",
+]
+
+
+def run_probes(names: list[str]) -> list[dict[str, float]]:
+    """Each probe in a fresh process; under smoke mode (no figure judged) all in one, to stay quick."""
+    groups = [names] if SMOKE else [[name] for name in names]
+    figures: list[dict[str, float]] = []
+    for group in groups:
+        out = subprocess.run(
+            [sys.executable, __file__, "--probe", *group], capture_output=True, text=True, check=True, env=os.environ
+        )
+        figures += [json.loads(line) for line in out.stdout.strip().splitlines()[-len(group) :]]
     return figures
 
 
 def main() -> None:
     setup()
+    if ONLY in ("", "create", "messages"):
+        messages = MessageRounds()  # set up (migrate, partitions) while the replica runs
     with replica_paused():
-        comparisons()
+        if ONLY in ("", "create", "messages"):
+            message_comparisons(messages)
+        if ONLY != "messages":
+            comparisons()
 
 
 def worker_comparisons() -> None:
@@ -318,12 +729,15 @@ def worker_comparisons() -> None:
             unit="rows/s",
             ours_name=f"batch_create({form}, workers={WORKERS})",
             peer_name="bulk_create",
+            target=8.0,
+            key=f"bulk.item_{form}_workers_vs_bulk_create",
         )
 
 
 def comparisons() -> None:
     print(
-        f"bulk benchmark: create {ROWS:,} rows, update {UPDATE_ROWS:,} rows x 3 fields, delete {DELETE_ROWS:,} rows,"
+        f"\nbulkapp.Item (no secondary index) benchmark: create {ROWS:,} rows, update {UPDATE_ROWS:,} rows"
+        f" x 3 fields, delete {DELETE_ROWS:,} rows,"
         f" {ROUNDS} alternating rounds; memory probes: ours create {PROBE_ROWS:,} generated tuples"
         f" and {min(PROBE_ROWS, 100_000):,} generated instances, peer create {ROWS:,} instances in a list"
     )
@@ -340,6 +754,7 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_create(instances)",
         peer_name="bulk_create",
+        key="bulk.item_instances_vs_bulk_create",
     )
     compare(
         f"batch_create(default batch_size) vs bulk_create(batch_size=1000), {ROWS:,} instances"
@@ -350,6 +765,8 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_create(list)",
         peer_name="bulk_create",
+        target=5.0,
+        key="bulk.item_list_vs_bulk_create",
     )
     compare(
         f"batch_create(batch_size={CREATE_BATCH}) vs bulk_create(batch_size=1000), {ROWS:,} tuples"
@@ -360,6 +777,8 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_create(tuples)",
         peer_name="bulk_create",
+        target=8.0,
+        key="bulk.item_tuples_vs_bulk_create",
     )
     compare(
         f"batch_create(batch_size={CREATE_BATCH}) vs bulk_create(batch_size=1000), {ROWS:,} dicts"
@@ -370,6 +789,8 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_create(dicts)",
         peer_name="bulk_create",
+        target=8.0,
+        key="bulk.item_dicts_vs_bulk_create",
     )
     worker_comparisons()
     # Ceilings on this machine, against the same peer: building the instances alone, and a raw
@@ -382,6 +803,7 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="instances only",
         peer_name="bulk_create",
+        key="bulk.item_ceiling_instances_only",
     )
     compare(
         f"ceiling for the tuple comparison: raw psycopg binary COPY of the same {ROWS:,} tuples from the"
@@ -392,6 +814,7 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="raw psycopg COPY",
         peer_name="bulk_create",
+        key="bulk.item_ceiling_raw_copy",
     )
     if ONLY == "create":
         truncate()
@@ -405,6 +828,8 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_update",
         peer_name="bulk_update",
+        target=8.0,
+        key="bulk.update_vs_bulk_update",
     )
     compare(
         f"batch_delete(batch_size=5000) vs QuerySet.delete() (one statement), {DELETE_ROWS:,} rows, no receiver",
@@ -414,6 +839,7 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_delete",
         peer_name="QuerySet.delete()",
+        key="bulk.delete_vs_queryset_delete",
     )
     print(
         f"  batch_delete transaction length per 5,000-row batch: median {statistics.median(batch_ms):.1f} ms,"
@@ -427,19 +853,10 @@ def comparisons() -> None:
         unit="rows/s",
         ours_name="batch_delete (collector)",
         peer_name="QuerySet.delete()",
+        key="bulk.delete_receiver_vs_queryset_delete",
     )
     print("\nPeak memory, one fresh process per operation (growth of peak RSS over RSS just before it)")
-    for name in [
-        "ours_create_tuples",
-        "ours_create_tuples_workers",
-        "ours_create_instances",
-        "peer_create",
-        "ours_delete",
-        "peer_delete",
-        "ours_delete_receiver",
-        "peer_delete_receiver",
-    ]:
-        figures = run_probe(name)
+    for name, figures in zip(PROBES, run_probes(PROBES), strict=True):
         print(
             f"  {name:<28} {figures['rows']:>10,.0f} rows  {figures['rows_per_s']:>10,.0f} rows/s"
             f"  peak +{figures['peak_mib']:.1f} MiB"
@@ -449,8 +866,11 @@ def comparisons() -> None:
 
 if __name__ == "__main__":
     own_database("bulk")
-    if sys.argv[1:2] == ["--probe"]:
-        setup()
-        print(json.dumps(probe(sys.argv[2])))
+    if sys.argv[1:2] == ["--messages"]:
+        serve_message_rounds()
+    elif sys.argv[1:2] == ["--probe"]:
+        setup(migrate=False)
+        for name in sys.argv[2:]:
+            print(json.dumps(probe(name)), flush=True)
     else:
         main()

@@ -492,6 +492,45 @@ def test_returning_sets_primary_keys_on_instances_small_and_large_batches():
     assert Item.objects.get(pk=large[-1].pk).sku == "L2999"
 
 
+def test_related_objects_are_checked_as_save_checks_them():
+    # Django's check is only run on instances that hold a related object (the rest are skipped
+    # by a loop in C): an unsaved one among instances given only a key is still refused.
+    owner = Owner.objects.create(name="saved")
+    unsaved = Owner(name="unsaved")
+    pets = [*(Pet(owner_id=owner.pk, name=f"p{n}") for n in range(70)), Pet(owner=unsaved, name="bad")]
+    with pytest.raises(BulkOperationError) as caught:
+        Pet.objects.batch_create(pets)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert "unsaved related object 'owner'" in str(caught.value.__cause__)
+    assert Pet.objects.count() == 0
+    # Assigned before it was saved: its key is taken when the pet is written, as save() does.
+    later = Owner(name="later")
+    pet = Pet(owner=later, name="late")
+    later.save()
+    Pet.objects.batch_create([Pet(owner_id=owner.pk, name="plain"), pet])
+    assert pet.owner_id == later.pk
+    assert dict(Pet.objects.values_list("name", "owner_id")) == {"plain": owner.pk, "late": later.pk}
+
+
+def test_instances_writing_one_column_each():
+    # The key and the db_default column are left to the database: each row is one value.
+    probes = [IsolationProbe(label=f"one{n}") for n in range(70)]
+    assert IsolationProbe.objects.batch_create(probes).rows_done == 70
+    assert sorted(IsolationProbe.objects.values_list("label", flat=True)) == sorted(f"one{n}" for n in range(70))
+    assert set(IsolationProbe.objects.values_list("isolation", flat=True)) == {"read committed"}
+
+
+def test_instances_with_deferred_fields_are_read_through_their_descriptors():
+    Item.objects.batch_create(item_rows(80), fields=ITEM_FIELDS)
+    loaded = list(Item.objects.defer("name").order_by("pk"))  # "name" is not in their __dict__
+    for obj in loaded:
+        obj.quantity = 7
+    result = Item.objects.batch_create(loaded, on_conflict="update", conflict_fields=["id"], batch_size=100)
+    assert result.rows_done == 80
+    assert set(Item.objects.values_list("quantity", flat=True)) == {7}
+    assert Item.objects.get(sku="sku-3").name == "item 3"  # read from the row, written back unchanged
+
+
 @override_settings(SCALEOPS_BULK_TEMP_TABLE_ROWS=100_000)
 def test_values_statements_stay_under_the_bind_parameter_limit():
     columns = len([f for f in Item._meta.concrete_fields if not f.primary_key])  # 7

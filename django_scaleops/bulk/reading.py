@@ -20,8 +20,9 @@ connection too (there it runs while the server waits): 300,000 dicts went 8.6% f
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
 from operator import add, attrgetter, itemgetter
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import models
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
+from django.db.models.fields.mixins import FieldCacheMixin
 
 from django_scaleops.bulk.columns import column_of, decode_json, encode_json_columns, is_database_default, is_fast
 
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 READ_CHUNK_ROWS = 64
 
 ReadValues = Callable[[list[Any]], Sequence[Sequence[Any]]]
+
+_state_of = attrgetter("_state")
+_dict_of = attrgetter("__dict__")
 
 
 def _as_they_are(chunk: list[Any]) -> list[Any]:
@@ -135,11 +140,12 @@ class InstanceForm(RowForm):
     """Model instances of one kind (key set or left to the database, ``db_default`` values used or
     not): a batch holds the instances; their values are read when written, after ``pre_save``."""
 
-    def __init__(self, fields: list[Field], *, pk: Field, has_relations: bool) -> None:
+    def __init__(self, fields: list[Field], *, pk: Field, has_relations: bool, stock_relation_checks: bool) -> None:
         self.fields = fields
         self.columns = [column_of(f) for f in fields]
         self.pk_attname = pk.attname
         self.has_relations = has_relations
+        self.stock_relation_checks = stock_relation_checks
         attnames = [f.attname for f in fields]
         # Field values live in the instance's __dict__ under their attnames: one itemgetter call
         # reads them all. A deferred field is missing there and is loaded through its descriptor.
@@ -161,7 +167,19 @@ class InstanceForm(RowForm):
                 values = getter(obj)
             return (values,) if single else values
 
-        if not presave or not all(map(_stock_datetime_stamp, presave)):
+        if not presave:
+
+            def read_chunk(chunk: list[Any]) -> Sequence[Sequence[Any]]:
+                # The chunk's __dict__s in one loop in C; a deferred field (KeyError) is loaded
+                # through its descriptor, row by row.
+                try:
+                    values = list(map(from_dict, map(vars, chunk)))
+                except KeyError:
+                    return list(map(read, chunk))
+                return list(zip(values)) if single else values
+
+            return read_chunk
+        if not all(map(_stock_datetime_stamp, presave)):
             return lambda chunk: list(map(read, chunk))
         # What DateTimeField.pre_save does for auto_now(_add): each instance gets its own
         # timezone.now(); USE_TZ is read once per batch instead of once per row.
@@ -181,9 +199,17 @@ class InstanceForm(RowForm):
         return lambda chunk: list(map(read_stamped, chunk))
 
     def before_write(self, rows: list[Any]) -> None:
-        if self.has_relations:
-            for obj in rows:
-                obj._prepare_related_fields_for_save(operation_name="batch_create")
+        if not self.has_relations:
+            return
+        checked: Iterable[Any] = rows
+        if self.stock_relation_checks:
+            # Django's check only looks at related objects in the instance's fields cache (an
+            # instance given sender_id=7 has none): skip the instances whose cache is empty or
+            # was never made, picked by loops in C.
+            caches = map(dict.get, map(_dict_of, map(_state_of, rows)), repeat("fields_cache"))
+            checked = list(compress(rows, caches))
+        for obj in checked:
+            obj._prepare_related_fields_for_save(operation_name="batch_create")
 
     def after_write(self, rows: list[Any], pks: list[Any] | None, alias: str) -> None:
         # Returned keys map back to instances only when every row was inserted (no skipped conflicts).
@@ -192,10 +218,10 @@ class InstanceForm(RowForm):
             for obj, pk in zip(rows, pks, strict=True):
                 if getattr(obj, attname) is None:
                     setattr(obj, attname, pk)
-        for obj in rows:
-            state = obj._state
-            state.adding = False
-            state.db = alias
+        # state.adding = False and state.db = alias on every instance, looped in C.
+        states = list(map(_state_of, rows))
+        deque(map(setattr, states, repeat("adding"), repeat(False)), maxlen=0)
+        deque(map(setattr, states, repeat("db"), repeat(alias)), maxlen=0)
 
 
 class RowForms:
@@ -216,6 +242,7 @@ class RowForms:
         self.auto_pk = AutoFieldMixin in type(self.pk).__mro__ or self.pk.db_default is not NOT_PROVIDED
         self.db_default_fields = [f for f in self.concrete if f.db_default is not NOT_PROVIDED]
         self.has_relations = any(f.is_relation for f in self.concrete)
+        self.stock_relation_checks = _stock_relation_checks(model)
         self.pk_of = attrgetter(self.pk.attname)
         self.encode_json = encode_json
         self._keyed: dict[frozenset[Any], PositionalForm] = {}  # mappings, by their keys
@@ -329,7 +356,13 @@ class RowForms:
                 f for f in self.concrete if not (skip_pk and f is self.pk) and f.attname not in skip and not f.generated
             ]
             form = self._instance_forms.setdefault(
-                key, InstanceForm(fields, pk=self.pk, has_relations=self.has_relations)
+                key,
+                InstanceForm(
+                    fields,
+                    pk=self.pk,
+                    has_relations=self.has_relations,
+                    stock_relation_checks=self.stock_relation_checks,
+                ),
             )
         return form
 
@@ -372,6 +405,18 @@ def read_batches(rows: Iterable[Any], size: int, recognise: Callable[[list[Any]]
             chunk.extend(islice(iterator, size - len(chunk)))
             batch = Batch(chunk)
         yield batch
+
+
+def _stock_relation_checks(model: type[models.Model]) -> bool:
+    """Whether ``_prepare_related_fields_for_save`` is Django's own and every relation field tells
+    whether it is cached as Django's fields do: then only an instance holding a related object in
+    ``_state.fields_cache`` has anything to check."""
+    prepare = "_prepare_related_fields_for_save"  # private: not in the stubs
+    if getattr(model, prepare, None) is not getattr(models.Model, prepare):
+        return False
+    opts = model._meta
+    relations = [f for f in (*opts.concrete_fields, *opts.private_fields) if f.is_relation]
+    return all(getattr(type(f), "is_cached", None) is FieldCacheMixin.is_cached for f in relations)
 
 
 def _fast_json(field: Field) -> bool:
