@@ -53,6 +53,17 @@ ALLOWED_HOSTS = [
 
 # The benchmark of the bare example (no django-scaleops) flips this off.
 WITH_SCALEOPS = os.environ.get("EXAMPLE_SCALEOPS", "1") == "1"
+# Capabilities to leave off while WITH_SCALEOPS is on, e.g. EXAMPLE_SCALEOPS_OFF=cache,logging: the
+# benchmark's breakdown measures what each one costs a request. Names: CAPABILITIES below.
+CAPABILITIES = ("logging", "ratelimit", "router", "monitor", "http", "cache", "dashboard")
+_OFF = {name.strip() for name in os.environ.get("EXAMPLE_SCALEOPS_OFF", "").split(",") if name.strip()}
+if _OFF - set(CAPABILITIES):
+    raise ValueError(f"EXAMPLE_SCALEOPS_OFF: unknown capabilities {sorted(_OFF - set(CAPABILITIES))}")
+
+
+def _on(capability: str) -> bool:
+    return WITH_SCALEOPS and capability not in _OFF
+
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -67,24 +78,25 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so everything below logs with the request ID.
-    *(["django_scaleops.logging.middleware.CorrelationIdMiddleware"] if WITH_SCALEOPS else []),
+    *(["django_scaleops.logging.middleware.CorrelationIdMiddleware"] if _on("logging") else []),
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS and JavaScript) under gunicorn with DEBUG=0, before anything
     # that would spend a query, a Redis call or quota on them.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # API-key rate limiting: before sessions and auth, so a refused request costs one Redis call.
-    *(["django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"] if WITH_SCALEOPS else []),
+    *(["django_scaleops.ratelimit.middleware.ApiKeyThrottleMiddleware"] if _on("ratelimit") else []),
     # Per-request routing state and the read-your-writes cookie: before anything that reads.
-    *(["django_scaleops.replicas.middleware.ReplicaRoutingMiddleware"] if WITH_SCALEOPS else []),
+    *(["django_scaleops.replicas.middleware.ReplicaRoutingMiddleware"] if _on("router") else []),
+    # The per-request query scope (N+1 hints under ASGI too).
+    *(["django_scaleops.monitoring.middleware.QueryScopeMiddleware"] if _on("monitor") else []),
     # Compression and conditional GET: any order works; compression first saves work on 304s.
     *(
         [
-            "django_scaleops.monitoring.middleware.QueryScopeMiddleware",  # N+1 hints under ASGI too
             "django_scaleops.http.middleware.CacheControlMiddleware",
             "django_scaleops.http.middleware.CompressionMiddleware",
             "django_scaleops.http.middleware.ConditionalGetMiddleware",
         ]
-        if WITH_SCALEOPS
+        if _on("http")
         else []
     ),
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -127,7 +139,7 @@ DATABASES = {
 SCALEOPS_PGBOUNCER_ALIASES = {"pgbouncer": {"pool_mode": "transaction", "direct": "default"}}
 
 # Reads go to the streaming replica once it has replayed what the client wrote (see docs/replicas.md).
-DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"] if WITH_SCALEOPS else []
+DATABASE_ROUTERS = ["django_scaleops.routers.PrimaryReplicaRouter"] if _on("router") else []
 SCALEOPS_ROUTER_REPLICA_ALIASES = ["replica"]
 # One worker checks the replicas for all (through Redis): a restarted standby is back within seconds.
 SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS = "default"
@@ -135,7 +147,7 @@ SCALEOPS_ROUTER_HEALTH_CACHE_ALIAS = "default"
 # Short timeouts: the rate limiter fails over (per tier) quickly when Redis hangs.
 CACHES = {"default": redis_cache_from_url(_services["REDIS_URL"], SOCKET_CONNECT_TIMEOUT=0.25, SOCKET_TIMEOUT=0.25)}
 # Cached querysets and @cached_function (see chat/views.py); off unless asked for.
-SCALEOPS_CACHE_ENABLED = WITH_SCALEOPS
+SCALEOPS_CACHE_ENABLED = _on("cache")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -149,15 +161,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Query monitoring: every query timed; slow ones (>= 100 ms) logged as JSON; figures summed across
 # worker processes in Redis; /metrics/queries, /metrics and /health/ open to staff sessions or to
 # "Authorization: Bearer $SCALEOPS_MONITOR_TOKEN".
-SCALEOPS_MONITOR_ENABLED = WITH_SCALEOPS
+SCALEOPS_MONITOR_ENABLED = _on("monitor")
 SCALEOPS_MONITOR_TOKEN = os.environ.get("SCALEOPS_MONITOR_TOKEN") or None
 SCALEOPS_HTTP_CACHE_PATHS = ["/static/"]
 # The admin dashboard's history (/admin/scaleops/dashboard/): each worker records a point a minute.
-SCALEOPS_DASHBOARD_SAMPLE = WITH_SCALEOPS
+SCALEOPS_DASHBOARD_SAMPLE = _on("dashboard")
 
 
 # JSON log lines with the request ID and secrets masked (readable lines when DEBUG).
-if WITH_SCALEOPS:
+if _on("logging"):
     LOGGING = build_logging(debug=DEBUG)
 
 # APM is off unless asked for, e.g. SCALEOPS_APM_ENABLED=sentry,datadog SENTRY_DSN=... make demo

@@ -12,15 +12,20 @@ from typing import Any
 from django.http import HttpRequest, HttpResponseBase
 
 from django_scaleops.hybrid import HybridMiddleware
-from django_scaleops.monitoring.monitor import request_scope
+from django_scaleops.monitoring.monitor import request_scope, set_request_scope
 
 
 class QueryScopeMiddleware(HybridMiddleware):
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        with request_scope():
+        # ``request_scope()`` without the generator's cost: this runs on every request.
+        token = set_request_scope()
+        try:
             response: HttpResponseBase = self.get_response(request)
+        finally:
+            if token is not None:
+                token.var.reset(token)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import FrameType
 from typing import Any
 
@@ -332,18 +332,22 @@ def _mask(value: Any) -> str | None:
     return f"<{type(value).__name__}>"
 
 
+def set_request_scope() -> Token[dict[str, int] | None] | None:
+    """Open a fresh per-request count (unless muted); reset the returned token to close it."""
+    if _request_scope.get() is _MUTED:
+        return None
+    return _request_scope.set({})
+
+
 @contextmanager
 def request_scope() -> Iterator[None]:
     """Count statements per fingerprint inside, for the N+1 hint (a request's lifetime)."""
-    current = _request_scope.get()
-    if current is _MUTED:
-        yield
-        return
-    token = _request_scope.set({})
+    token = set_request_scope()
     try:
         yield
     finally:
-        _request_scope.reset(token)
+        if token is not None:
+            _request_scope.reset(token)
 
 
 @contextmanager
