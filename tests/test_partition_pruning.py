@@ -503,3 +503,32 @@ def test_the_operation_changes_the_field_and_makemigrations_sees_nothing_left():
     out = StringIO()
     call_command("makemigrations", "chat", check=True, dry_run=True, stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+def test_an_existing_install_migrates_to_time_ordered_ids():
+    """An upgrade: tables made by chat 0001 exist without the CHECK. ``migrate`` runs E407 first and
+    must still apply 0002 (the check waits until no migration of the app is left to apply)."""
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    scratch = f"scaleops_upgrade_{os.getpid()}"
+    url = urlsplit(os.environ["DATABASE_URL"])
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{scratch}"')
+        try:
+            env = {**os.environ, "DATABASE_URL": urlunsplit(url._replace(path=f"/{scratch}"))}
+            manage = [sys.executable, "manage.py"]
+            for step in (["migrate", "chat", "0001", "-v0"], ["migrate", "-v0"], ["check", "--database", "default"]):
+                done = subprocess.run([*manage, *step], env=env, capture_output=True, text=True, timeout=180)
+                assert done.returncode == 0, (step, done.stderr[-2000:])
+            with psycopg.connect(env["DATABASE_URL"]) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_constraint WHERE conname = 'chat_message_id_time_ordered'"
+                ).fetchone()
+            assert row == (1,)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')

@@ -125,6 +125,10 @@ def _time_ordered_ids(model: type[models.Model], databases: Any) -> list[CheckMe
     alias = write_alias(model)
     if not databases or alias not in databases or connections[alias].vendor != "postgresql":
         return []
+    if model._meta.app_label in _apps_with_unapplied_migrations(alias):
+        # migrate runs the checks before it applies anything: the migration that installs the
+        # CHECK may be among those it is about to apply (a fresh database, an upgrade).
+        return []
     constraint = f"{model._meta.db_table}_id_time_ordered"
     with connections[alias].cursor() as cursor:
         cursor.execute(
@@ -144,3 +148,11 @@ def _time_ordered_ids(model: type[models.Model], databases: Any) -> list[CheckMe
             id="scaleops.E407",
         )
     ]
+
+
+def _apps_with_unapplied_migrations(alias: str) -> set[str]:
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[alias])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return {migration.app_label for migration, _backwards in plan}
