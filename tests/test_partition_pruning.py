@@ -527,7 +527,8 @@ def test_an_existing_install_migrates_to_time_ordered_ids():
                 assert done.returncode == 0, (step, done.stderr[-2000:])
             with psycopg.connect(env["DATABASE_URL"]) as conn:
                 row = conn.execute(
-                    "SELECT count(*) FROM pg_constraint WHERE conname = 'chat_message_id_time_ordered'"
+                    "SELECT count(*) FROM pg_constraint"
+                    " WHERE conrelid = 'chat_message'::regclass AND conname = 'chat_message_id_time_ordered'"
                 ).fetchone()
             assert row == (1,)
         finally:
