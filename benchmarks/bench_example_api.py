@@ -22,7 +22,6 @@ import http.client
 import multiprocessing
 import multiprocessing.pool
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from benchmarks.harness import (
     sized,
     wait_for_replay,
 )
+from django_scaleops.testing.processes import free_ports
 
 REQUESTS_PER_ROUND = sized(300, 5)
 WARM_UP_REQUESTS = sized(50, 2)
@@ -160,17 +160,10 @@ def breakdown() -> None:
             worker.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def gunicorn_server(scaleops: bool) -> Iterator[int]:
     """A gunicorn of ``GUNICORN_WORKERS`` sync workers serving the example; yields its port."""
-    port = free_port()
+    port = free_ports(1)[0]
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

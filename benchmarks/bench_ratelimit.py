@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import ROOT, compare, own_database, rounds_for, sized
+from django_scaleops.testing.processes import free_ports
 
 LIMIT = 100  # per minute, as in the anchors
 LEASED_LIMIT = 1_000_000  # large enough for leases (0.1% of it is more than SCALEOPS_THROTTLE_LEASE_MAX)
@@ -203,16 +204,10 @@ def commands_per_check(check: Callable[[str], bool], checks: int = 300) -> tuple
 # ---- gunicorn throughput
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "benchmarks.ratelimit_site:application",
