@@ -422,6 +422,11 @@ def message_rounds(senders: list[int]) -> dict[str, Any]:
         rows = message_instances(MESSAGE_ROWS, senders)
         return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH), MESSAGE_ROWS)
 
+    def ours_instances_streamed() -> float:
+        message_truncate()
+        rows = message_instances(MESSAGE_ROWS, senders)
+        return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH, stream=True), MESSAGE_ROWS)
+
     def ours_tuples() -> float:
         message_truncate()
         rows = message_tuples(MESSAGE_ROWS, senders)
@@ -443,6 +448,7 @@ def message_rounds(senders: list[int]) -> dict[str, Any]:
 
     return {
         "ours_instances": ours_instances,
+        "ours_instances_streamed": ours_instances_streamed,
         "ours_instances_workers": ours_instances_workers,
         "ours_tuples": ours_tuples,
         "peer_instances": peer_instances,
@@ -542,6 +548,18 @@ def message_comparisons(messages: MessageRounds) -> None:
             peer_name="bulk_create",
             target=3.0,
             key="bulk.message_instances_vs_bulk_create",
+        )
+        compare(
+            f"chat.Message: batch_create(batch_size={CREATE_BATCH}, stream=True) vs bulk_create(batch_size=1000),"
+            f" {MESSAGE_ROWS:,} instances built in the round (a generator for ours, a list for the peer)",
+            lambda: run("ours_instances_streamed"),
+            lambda: run("peer_instances"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="batch_create(instances, stream=True)",
+            peer_name="bulk_create",
+            target=3.0,
+            key="bulk.message_instances_streamed_vs_bulk_create",
         )
         compare(
             f"chat.Message: batch_create(batch_size={CREATE_BATCH}) of {MESSAGE_ROWS:,} tuples vs psycopg's raw"

@@ -16,6 +16,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.transaction import TransactionManagementError
 
 from django_scaleops.bulk.columns import (
+    CHECK_CHUNK_ROWS,
     chunks_of,
     column_of,
     copy_values,
@@ -29,7 +30,7 @@ from django_scaleops.bulk.columns import (
     temp_table_name,
 )
 from django_scaleops.bulk.process import run_on_workers
-from django_scaleops.bulk.reading import Batch, RowForm, RowForms, read_batches
+from django_scaleops.bulk.reading import Batch, RowForm, RowForms, RowsRaised, read_batches
 from django_scaleops.bulk.result import BatchResult
 from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
 from django_scaleops.conf import conf
@@ -72,8 +73,8 @@ class Inserter:
         if on_conflict == "update" and not self.conflict_fields:
             raise ValueError("on_conflict='update' needs conflict_fields: the unique columns that identify a row.")
 
-    def read_batches(self, rows: Iterable[Any], size: int) -> Iterator[Batch]:
-        return read_batches(rows, size, self.forms.recognise)
+    def read_batches(self, rows: Iterable[Any], size: int, *, stream: bool = False) -> Iterator[Batch]:
+        return read_batches(rows, size, self.forms.recognise, stream=stream)
 
     def write(self, batch: list[Any]) -> Outcome:
         """Write one batch (or, when bisecting, part of one): rows as given, or a ``Batch``."""
@@ -97,13 +98,26 @@ class Inserter:
 
     def _write(self, form: RowForm, rows: list[Any], encoded: tuple[int, ...]) -> Outcome:
         connection = connections[self.using]
-        form.before_write(rows)
-        if not self.returning and not self.on_conflict:
-            outcome = Outcome(self._copy(connection, self.table, form, rows, encoded))
-        elif len(rows) > conf.SCALEOPS_BULK_TEMP_TABLE_ROWS:
-            outcome = self._via_temp_table(connection, form, rows, encoded)
-        else:
-            outcome = self._via_values(connection, form, rows, encoded)
+        copy = not self.returning and not self.on_conflict
+        streamed = False
+        if isinstance(rows, Batch) and rows.feed is not None:
+            if copy:
+                streamed = True
+            else:
+                rows.read_all()  # only a plain COPY sends rows as they are read
+        if not streamed:
+            form.before_write(rows)  # a streamed batch checks each chunk as it is read (_copy)
+        try:
+            if copy:
+                outcome = Outcome(self._copy(connection, self.table, form, rows, encoded))
+            elif len(rows) > conf.SCALEOPS_BULK_TEMP_TABLE_ROWS:
+                outcome = self._via_temp_table(connection, form, rows, encoded)
+            else:
+                outcome = self._via_values(connection, form, rows, encoded)
+        except Exception:
+            if isinstance(rows, Batch):
+                rows.read_all()  # the whole batch, for a retry, a bisection or the failure report
+            raise
         form.after_write(rows, outcome.pks, connection.alias)
         return outcome
 
@@ -113,7 +127,17 @@ class Inserter:
         catalog = table_columns(connection, self.table)
         oids = [catalog[c].oid for c in form.columns]
         read = form.read_values()  # once: both attempts of copy_values send the same stamps
-        return copy_values(connection, table, form.fields, oids, lambda: map(read, chunks_of(rows)), encoded=encoded)
+
+        def chunks() -> Iterator[Sequence[Sequence[Any]]]:
+            if isinstance(rows, Batch) and rows.feed is not None:
+                # Streamed: the rest of the batch is read while the server works on what was sent.
+                for chunk in rows.chunks(CHECK_CHUNK_ROWS):
+                    form.before_write(chunk)
+                    yield read(chunk)
+            else:
+                yield from map(read, chunks_of(rows))
+
+        return copy_values(connection, table, form.fields, oids, chunks, encoded=encoded)
 
     def _returning_sql(self, connection: BaseDatabaseWrapper) -> str:
         return f" RETURNING {connection.ops.quote_name(column_of(self.pk))}" if self.returning else ""
@@ -200,14 +224,22 @@ def batch_create(
     max_retries: int | None = None,
     progress: ProgressCallback | None = None,
     workers: int = 1,
+    stream: bool = False,
 ) -> BatchResult:
     """Insert rows in batches; see ``BulkQuerySet.batch_create``."""
     if on_conflict not in CONFLICT_ACTIONS:
         raise ValueError(f"on_conflict must be None, 'ignore' or 'update', not {on_conflict!r}.")
+    if not isinstance(stream, bool):
+        raise TypeError(f"stream must be True or False, not {stream!r}.")
     model = queryset.model
     using = write_alias(queryset)
     size = positive_int("batch_size", conf.SCALEOPS_BULK_CREATE_BATCH_SIZE if batch_size is None else batch_size)
     workers = positive_int("workers", workers)
+    if stream and workers > 1:
+        raise ValueError(
+            "stream=True reads the rows while this connection's COPY sends them; workers= reads them while"
+            " other connections write: choose one."
+        )
     inserter = Inserter(  # validates the arguments before any row is read
         model,
         using,
@@ -234,6 +266,12 @@ def batch_create(
             atomic_work=not returning and not on_conflict,
         )
 
+    if stream:
+        # Each COPY reads the caller's rows as it sends them.
+        try:
+            return make_runner().run(inserter.read_batches(rows, size, stream=True), inserter.write)
+        except RowsRaised as raised:
+            raise raised.error from None  # the iterable's own error, as between batches
     batches = inserter.read_batches(rows, size)
     if workers == 1:
         return make_runner().run(batches, inserter.write)

@@ -56,6 +56,11 @@ class BulkQuerySet(models.QuerySet[_M]):
                 connection (closed at the end), while the calling thread reads the next batches
                 from ``rows``. Each batch still commits on its own; order between workers is not
                 defined; not with ``atomic=True`` or inside ``atomic()``.
+            stream: read each batch's rows from ``rows`` while its COPY sends them (one
+                connection), so that building rows overlaps the server's work: for rows made by a
+                generator, about 1.5x faster (docs/bulk.md). ``rows`` must then not use this
+                connection (no queryset read inside the generator; ``workers=`` allows that).
+                Only a plain COPY streams (not with ``returning`` or ``on_conflict``).
 
         Returns:
             A ``BatchResult``.

@@ -367,29 +367,112 @@ class RowForms:
         return form
 
 
+class RowsRaised(BaseException):
+    """The caller's iterable raised while a streamed batch was being written.
+
+    A BaseException so that no handler meant for a failed write (retry, bisection, failure
+    report) takes it: the COPY is abandoned, the batch's transaction rolled back, and
+    ``batch_create`` raises the iterable's own exception, as it would have raised it between batches.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class Batch(list[Any]):
     """The rows of one batch. ``form``: the form every row is in, which the rows are normalised
     to; None: rows of several forms (or that reading could not vouch for), as given. Slices
-    (bisection) keep the form."""
+    (bisection) keep the form.
 
-    __slots__ = ("form",)
+    ``feed``: set on a streamed batch while the rest of its rows are still to be read (see
+    ``read_batches``); ``chunks`` reads them as the writer takes them.
+    """
+
+    __slots__ = ("feed", "form")
 
     def __init__(self, rows: Iterable[Any] = (), form: RowForm | None = None) -> None:
         super().__init__(rows)
         self.form = form
+        self.feed: _Feed | None = None
 
     def __getitem__(self, index: Any) -> Any:
         found = super().__getitem__(index)
         return Batch(found, self.form) if isinstance(index, slice) else found
 
+    def chunks(self, size: int) -> Iterator[list[Any]]:
+        """The rows in lists of up to ``size``; a streamed batch reads its next rows from the
+        caller's iterable when the ones read so far are taken, so they are read while the server
+        works on what was sent."""
+        done = 0
+        while True:
+            while done < len(self):
+                chunk = list.__getitem__(self, slice(done, done + size))
+                done += len(chunk)
+                yield chunk
+            if self.feed is None or not self.feed.more(self):
+                self.feed = None
+                return
 
-def read_batches(rows: Iterable[Any], size: int, recognise: Callable[[list[Any]], Batch | None]) -> Iterator[Batch]:
+    def read_all(self) -> None:
+        """Read the rest of a streamed batch (before a retry, a bisection or a failure report)."""
+        while self.feed is not None and self.feed.more(self):
+            pass
+        self.feed = None
+
+
+class _Feed:
+    """Where a streamed batch's further rows come from: the caller's iterator, up to the batch's size."""
+
+    def __init__(self, iterator: Iterator[Any], size: int, recognise: Callable[[list[Any]], Batch | None]) -> None:
+        self.iterator = iterator
+        self.size = size
+        self.recognise = recognise
+        # A chunk read but not in the batch's form: the next batch begins with it.
+        self.carried: list[Any] = []
+
+    def more(self, batch: Batch) -> bool:
+        """Read the next chunk into ``batch``; False when the batch is complete."""
+        room = self.size - len(batch)
+        if room <= 0 or self.carried:
+            return False
+        try:
+            chunk = list(islice(self.iterator, min(room, READ_CHUNK_ROWS)))
+        except Exception as exc:
+            raise RowsRaised(exc) from exc
+        if not chunk:
+            return False
+        part = self.recognise(chunk)
+        if part is None or part.form is not batch.form:
+            self.carried = chunk
+            return False
+        batch.extend(part)
+        return True
+
+
+def read_batches(
+    rows: Iterable[Any], size: int, recognise: Callable[[list[Any]], Batch | None], *, stream: bool = False
+) -> Iterator[Batch]:
     """Batches of up to ``size`` rows, read ``READ_CHUNK_ROWS`` at a time (a generator is never
     materialised). A batch is of one form while ``recognise`` finds each chunk in the first
-    chunk's form; otherwise it holds its rows as given."""
+    chunk's form; otherwise it holds its rows as given.
+
+    ``stream``: a batch of one form is handed over after its first chunk and reads the rest while
+    it is written (``Batch.chunks``), so that building the caller's rows overlaps the server's
+    work; it ends early where a chunk is in another form, which begins the next batch. Only for a
+    writer on the thread that reads (the iterable is the caller's).
+    """
     iterator = iter(rows)
-    while chunk := list(islice(iterator, min(size, READ_CHUNK_ROWS))):
+    carried: list[Any] = []
+    while chunk := carried or list(islice(iterator, min(size, READ_CHUNK_ROWS))):
+        carried = []
         batch = recognise(chunk)
+        if stream and batch is not None:
+            feed = batch.feed = _Feed(iterator, size, recognise)
+            yield batch
+            batch.read_all()  # what the writer did not take (another road than COPY)
+            carried = feed.carried
+            continue
         while batch is not None and len(batch) < size:
             chunk = list(islice(iterator, min(size - len(batch), READ_CHUNK_ROWS)))
             if not chunk:

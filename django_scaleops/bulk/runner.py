@@ -171,14 +171,14 @@ class BatchRunner(Generic[T]):
     ) -> None:
         # One APM span per batch (free when no APM vendor is configured).
         label = self.model._meta.label if self.model is not None else "items"
-        with custom_span(f"bulk.{self.operation}", resource=label, tags={"batch": index, "rows": len(rows)}):
+        # A streamed batch (batch_create) is read while it is written: its size is known after.
+        with custom_span(f"bulk.{self.operation}", resource=label, tags={"batch": index}):
             self._run_batch_in_span(index, start, rows, work, can_retry)
 
     def _run_batch_in_span(
         self, index: int, start: int, rows: list[T], work: Callable[[list[T]], Outcome], can_retry: bool
     ) -> None:
         result = self.result
-        result.rows_seen += len(rows)
         attempt = 0
         began = time.monotonic()
         while True:
@@ -199,6 +199,7 @@ class BatchRunner(Generic[T]):
                     logger.info("bulk %s batch %d: %s, retry %d", self.operation, index, sqlstate(exc), attempt)
                     time.sleep(min(0.02 * 2**attempt, 0.5) * random.uniform(0.5, 1.5))
                     continue
+                result.rows_seen += len(rows)  # counted once written or failed: all of it is read by then
                 failure = BatchFailure(index, start, start + len(rows), exc, sqlstate(exc))
                 result.failures.append(failure)
                 stats.record(self.operation, failed_batches=1)
@@ -209,6 +210,7 @@ class BatchRunner(Generic[T]):
                 self._report()
                 return
             break
+        result.rows_seen += len(rows)
         result.failures.extend(failures)
         result.rows_done += outcome.rows
         result.batches_committed += 1
@@ -228,9 +230,11 @@ class BatchRunner(Generic[T]):
                 self._set_isolation()
                 for index, rows in enumerate(batches):
                     start = result.rows_seen
-                    result.rows_seen += len(rows)
                     began = time.monotonic()
-                    outcome = self._attempt(index, start, rows, work, result.failures)
+                    try:
+                        outcome = self._attempt(index, start, rows, work, result.failures)
+                    finally:
+                        result.rows_seen += len(rows)  # a streamed batch is all read by now
                     self._announce(outcome)
                     result.rows_done += outcome.rows
                     result.batches_committed += 1
