@@ -383,6 +383,30 @@ def test_a_held_queryset_whose_query_was_replaced_is_keyed_again():
     assert [d.title for d in held.cached(60)] == ["b"]
 
 
+def test_a_held_queryset_follows_a_new_cache_prefix_and_timeout(django_assert_num_queries):
+    """The keys a held queryset keeps are built again when the cache configuration changes (another
+    KEY_PREFIX: another namespace, a miss); a timeout changes how long, not which entry."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    Doc.objects.create(title="x")
+    held: Any = Doc.objects.all()
+    held.cached(60)
+    with django_assert_num_queries(0):
+        held.cached(60)
+    default = settings.CACHES["default"]
+    elsewhere = {**settings.CACHES, "default": {**default, "KEY_PREFIX": "another-prefix"}}
+    with override_settings(CACHES=elsewhere), django_assert_num_queries(1):
+        assert [d.title for d in held.cached(60)] == ["x"]  # its own namespace: a miss
+    with django_assert_num_queries(0):
+        held.cached(60)  # back under the first prefix: that entry is still there
+    Doc.objects.update(title="y")
+    with django_assert_num_queries(1):
+        assert [d.title for d in held.cached(30)] == ["y"]  # the table's stamp moved for every timeout
+    with django_assert_num_queries(0):
+        assert [d.title for d in held.cached(60)] == ["y"]  # the same entry, whatever the timeout
+
+
 class ToPgBouncer:
     """Sends every read to the "pgbouncer" alias: another server than "default"."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -57,6 +57,9 @@ class QueryKey:
 
     digest: bytes | None
     tables: frozenset[str]
+    # What a plain read of this key builds on every call (entry key, stamp keys): kept per kind,
+    # timeout and gate configuration by querysets._through.
+    entries: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def entry_digest(self, kind: str) -> str:
         assert self.digest is not None

@@ -8,9 +8,11 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import models
 
+from django_scaleops.cache.backend import gate
 from django_scaleops.cache.core import Entry, cache_is_off, fetch_through, timeout_or_default
 from django_scaleops.cache.keys import (
     ALL_TABLES,
+    QueryKey,
     Target,
     entry_key,
     query_key,
@@ -134,22 +136,17 @@ class CachedQuerySet(models.QuerySet[M]):
         key = query_key(queryset, using)
         if key.digest is None:
             return evaluate(queryset)  # the query can match no row: Django runs nothing either
-        tables = key.tables | tables_of(depends_on) if depends_on else key.tables
-        base = entry_key("q", key.entry_digest(kind))
-        table = queryset.model._meta.db_table
-        if pk is not None and tables == {table}:
-            # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.
-            stamps = [stamp_key(ALL_TABLES), rows_stamp_key(table), row_stamp_key(table, pk)]
-        else:
-            stamps = [stamp_key(ALL_TABLES), *sorted(stamp_key(t) for t in tables)]
-        entry = Entry(
-            base=base,
-            stamps=stamps,
-            timeout=seconds,
-            prefix=queryset.model._meta.label_lower,
-            tables=frozenset(tables),
-            using=using,
-        )
+        plain = not depends_on and pk is None
+        # A queryset held and read again (its QueryKey memoised) reuses the entry it built: the
+        # keys depend on nothing else but the cache configuration (gate.config_version).
+        memo = (kind, seconds, gate.config_version)
+        entry = key.entries.get(memo) if plain else None
+        if entry is None:
+            entry = self._entry(queryset, key, kind, seconds, depends_on, pk, using)
+            if plain:
+                if len(key.entries) > 16:
+                    key.entries.clear()
+                key.entries[memo] = entry
 
         def fill() -> R:
             # With replicas, filling from the primary keeps replication lag out of the cache. An
@@ -158,6 +155,33 @@ class CachedQuerySet(models.QuerySet[M]):
             return evaluate(queryset.using(fill_using) if fill_using else queryset.all())
 
         return fetch_through(entry, fill)
+
+    @staticmethod
+    def _entry(
+        queryset: models.QuerySet[Any, Any],
+        key: QueryKey,
+        kind: str,
+        seconds: int,
+        depends_on: Iterable[Target],
+        pk: str | None,
+        using: str,
+    ) -> Entry:
+        tables = key.tables | tables_of(depends_on) if depends_on else key.tables
+        base = entry_key("q", key.entry_digest(kind))
+        table = queryset.model._meta.db_table
+        if pk is not None and tables == {table}:
+            # Row-scoped: only writes to this row, or writes not attributed to rows, invalidate it.
+            stamps = [stamp_key(ALL_TABLES), rows_stamp_key(table), row_stamp_key(table, pk)]
+        else:
+            stamps = [stamp_key(ALL_TABLES), *sorted(stamp_key(t) for t in tables)]
+        return Entry(
+            base=base,
+            stamps=stamps,
+            timeout=seconds,
+            prefix=queryset.model._meta.label_lower,
+            tables=frozenset(tables),
+            using=using,
+        )
 
 
 _CachedManagerBase = models.Manager.from_queryset(CachedQuerySet)
