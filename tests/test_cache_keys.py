@@ -471,3 +471,107 @@ def test_a_value_stored_without_its_expiry_by_an_older_release_is_still_served(d
     client.set(full, gate.encode((["x"], 0.01, 30)), keepttl=True)  # the three-item form
     with django_assert_num_queries(0):
         assert held.cached(60) == ["x"]
+
+
+# ---- cached_get(pk=...) keyed without compiling (issue 22)
+
+# Plain querysets a get(pk=...) may be read from: the shapes, the deferred fields, the model.
+PLAIN_SHAPES: dict[str, Any] = {
+    "all": lambda m: m.objects.all(),
+    "only title": lambda m: m.objects.only("title"),
+    "only title again": lambda m: m.objects.only("title").all(),
+    "defer title": lambda m: m.objects.defer("title"),
+    "defer pages": lambda m: m.objects.defer("pages"),
+    "values": lambda m: m.objects.values(),
+    "values title": lambda m: m.objects.values("title"),
+    "values pk": lambda m: m.objects.values("pk"),
+    "values_list title": lambda m: m.objects.values_list("title"),
+    "values_list flat": lambda m: m.objects.values_list("title", flat=True),
+    "values_list named": lambda m: m.objects.values_list("title", named=True),
+    "ordered": lambda m: m.objects.order_by("-pk"),
+}
+PK_VALUES = [1, "1", 2, "02", 10, 2**31 + 5]
+
+
+def _compiled(queryset: Any, pk: Any) -> tuple[Any, ...]:
+    """What ``queryset.get(pk=pk)`` sends, as Django's get() builds it: filter, no ordering, a limit."""
+    from django.db.models.query import MAX_GET_RESULTS
+
+    got = queryset.filter(pk=pk).order_by()
+    got.query.set_limits(high=MAX_GET_RESULTS)
+    sql, params = got.query.get_compiler(using="default").as_sql()
+    return (type(got), got._iterable_class, getattr(got, "_fields", None), sql, tuple(params))
+
+
+def _fast_key(queryset: Any, pk: Any) -> bytes | None:
+    from django_scaleops.cache.keys import pk_query_key
+
+    plain = queryset._plain_pk_lookup((), {"pk": pk})
+    assert plain is not None
+    return pk_query_key(queryset, "default", plain).digest
+
+
+@pytest.mark.parametrize("model_name", ["Book", "Author"])
+def test_a_get_by_pk_key_built_without_sql_never_joins_two_different_queries(model_name: str):
+    """Every pair of plain querysets and keys: equal keys only where the compiled SQL and its
+    parameters (and the result shape) are equal, so no entry is shared by two queries."""
+    from tests.cacheapp import models as cache_models
+
+    model = getattr(cache_models, model_name)
+    cases = []
+    for shape, build in PLAIN_SHAPES.items():
+        try:
+            queryset = build(model)
+            _compiled(queryset, PK_VALUES[0])
+        except Exception:  # a field the model does not have
+            continue
+        if queryset._plain_pk_lookup((), {"pk": 1}) is None:
+            continue  # not plain (values() of a model with a foreign key joins): keyed by its SQL
+        cases += [((shape, pk), _fast_key(queryset, pk), _compiled(queryset, pk)) for pk in PK_VALUES]
+    by_key: dict[bytes | None, set[tuple[Any, ...]]] = {}
+    by_query: dict[tuple[Any, ...], set[bytes | None]] = {}
+    for _, key, compiled in cases:
+        by_key.setdefault(key, set()).add(compiled)
+        by_query.setdefault(compiled, set()).add(key)
+    assert all(len(queries) == 1 for queries in by_key.values())
+    # The other way only costs misses; still, the same query (1 and "1", only() twice, an
+    # ordering get() drops) finds the same entry.
+    assert all(len(keys) == 1 for keys in by_query.values())
+    assert len(by_key) >= 3 * len({str(int(pk)) for pk in PK_VALUES})  # shapes do get keys of their own
+
+
+def test_the_get_by_pk_key_follows_the_database_and_the_models_columns(monkeypatch):
+    from django_scaleops.cache import keys
+
+    books = Book.objects.all()
+    first = _fast_key(books, 1)
+    settings_dict = connections["default"].settings_dict
+    monkeypatch.setitem(settings_dict, "NAME", settings_dict["NAME"] + "_other")
+    assert _fast_key(books, 1) != first  # another database: another key
+    monkeypatch.undo()
+    assert _fast_key(books, 1) == first
+    monkeypatch.setitem(keys._COLUMNS, Book, (*keys._columns_of(Book), ("added", "added", "x.Field")))
+    assert _fast_key(books, 1) != first  # a deploy that adds a column
+
+
+def test_cached_get_by_pk_shapes_do_not_share_entries(django_assert_num_queries):
+    author = Author.objects.create(name="a")
+    book = Book.objects.create(title="t", pages=7, author=author)
+    deferred = Book.objects.only("title").cached_get(pk=book.pk, timeout=60)
+    assert deferred.get_deferred_fields() == {"pages", "author_id"}
+    with django_assert_num_queries(1):
+        full = Book.objects.cached_get(pk=book.pk, timeout=60)
+    assert full.get_deferred_fields() == set() and full.pages == 7
+    with django_assert_num_queries(1):
+        assert Book.objects.values("title").cached_get(pk=book.pk, timeout=60) == {"title": "t"}
+    with django_assert_num_queries(0):
+        assert Book.objects.cached_get(pk=str(book.pk), timeout=60).pages == 7  # "5" is 5
+        assert Book.objects.only("title").cached_get(pk=book.pk, timeout=60).get_deferred_fields() == {
+            "pages",
+            "author_id",
+        }
+    # Not plain (a filter): compiled as before, and a missing row is raised, never cached.
+    with pytest.raises(Book.DoesNotExist):
+        Book.objects.filter(pages=8).cached_get(pk=book.pk, timeout=60)
+    with pytest.raises(Book.DoesNotExist):
+        Book.objects.cached_get(pk=book.pk + 1000, timeout=60)

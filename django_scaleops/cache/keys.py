@@ -109,6 +109,45 @@ def query_key(queryset: models.QuerySet[Any, Any], using: str) -> QueryKey:
     return made
 
 
+def pk_query_key(queryset: models.QuerySet[Any, Any], using: str, pk: str) -> QueryKey:
+    """The ``QueryKey`` of ``queryset.get(pk=pk)`` for a plain queryset, without compiling it.
+
+    ``CachedQuerySet._plain_pk_lookup`` vouches that nothing but these decides the SQL: no filter,
+    join, annotation, extra, slice, DISTINCT, combination or prefetch. What is left is hashed: the
+    server, the queryset's class (its ``get``), the model and its columns (a deploy that adds one
+    changes the key, as it would change the SQL), the deferred fields, the result shape and the key
+    (normalised by the field's ``to_python``). It never equals a compiled query's digest: its first
+    part is a tag no compiled query writes. A differential test holds it against the compiled SQL.
+    """
+    iterable = queryset._iterable_class
+    material = (
+        "get-by-pk",
+        database_identity(using),
+        f"{type(queryset).__module__}.{type(queryset).__qualname__}",
+        queryset.model._meta.label_lower,
+        _columns_of(queryset.model),
+        f"{iterable.__module__}.{iterable.__qualname__}",
+        tuple(getattr(queryset, "_fields", None) or ()),
+        (frozenset(queryset.query.deferred_loading[0]), bool(queryset.query.deferred_loading[1])),
+        pk,
+    )
+    hasher = hashlib.blake2b(digest_size=20)
+    hasher.update(encode(material))
+    return QueryKey(hasher.digest(), frozenset({queryset.model._meta.db_table}))
+
+
+_COLUMNS: dict[type[models.Model], tuple[tuple[str, str | None, str], ...]] = {}
+
+
+def _columns_of(model: type[models.Model]) -> tuple[tuple[str, str | None, str], ...]:
+    columns = _COLUMNS.get(model)
+    if columns is None:
+        columns = _COLUMNS[model] = tuple(
+            (f.attname, f.column, f"{type(f).__module__}.{type(f).__qualname__}") for f in model._meta.concrete_fields
+        )
+    return columns
+
+
 def _update_with_queryset(hasher: Any, queryset: models.QuerySet[Any, Any], sql: str, params: Sequence[Any]) -> None:
     iterable = queryset._iterable_class
     fields = getattr(queryset, "_fields", None) or ()

@@ -15,6 +15,7 @@ from django_scaleops.cache.keys import (
     QueryKey,
     Target,
     entry_key,
+    pk_query_key,
     query_key,
     row_stamp_key,
     rows_stamp_key,
@@ -54,9 +55,13 @@ class CachedQuerySet(models.QuerySet[M]):
 
     def cached_get(self, *args: Any, timeout: int | None = None, depends_on: Iterable[Target] = (), **kwargs: Any) -> M:
         """Like ``get()``; ``DoesNotExist`` and ``MultipleObjectsReturned`` are raised, not cached."""
-        clone = self.filter(*args, **kwargs) if args or kwargs else self.all()
         pk = self._plain_pk_lookup(args, kwargs)
-        found: M = clone._through("get", clone, lambda qs: qs.get(), timeout, depends_on, pk=pk)
+        if pk is not None:
+            # Keyed without building the filtered query or compiling it (pk_query_key).
+            got: M = self._through("get", self, lambda qs: qs.get(*args, **kwargs), timeout, depends_on, pk=pk)
+            return got
+        clone = self.filter(*args, **kwargs) if args or kwargs else self.all()
+        found: M = clone._through("get", clone, lambda qs: qs.get(), timeout, depends_on)
         return found
 
     def _plain_pk_lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -74,6 +79,8 @@ class CachedQuerySet(models.QuerySet[M]):
             or query.select_related
             or query.annotations
             or query.extra
+            or query.extra_tables
+            or query.combinator
             or getattr(self, "_prefetch_related_lookups", None)
             or len(query.alias_map) > 1
             or query.is_sliced
@@ -133,7 +140,7 @@ class CachedQuerySet(models.QuerySet[M]):
         if queryset.query.select_for_update or cache_is_off(queryset.model._meta.label_lower):
             return evaluate(queryset)  # no key to build: the cache is off, or this must lock rows
         using = queryset.db
-        key = query_key(queryset, using)
+        key = pk_query_key(queryset, using, pk) if pk is not None else query_key(queryset, using)
         if key.digest is None:
             return evaluate(queryset)  # the query can match no row: Django runs nothing either
         plain = not depends_on and pk is None
