@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, connections, models, transaction
 from django.db.models import Prefetch
 
 from django_scaleops.cache import UnkeyableValue, cached_function
@@ -490,7 +490,7 @@ PLAIN_SHAPES: dict[str, Any] = {
     "values_list named": lambda m: m.objects.values_list("title", named=True),
     "ordered": lambda m: m.objects.order_by("-pk"),
 }
-PK_VALUES = [1, "1", 2, "02", 10, 2**31 + 5]
+PK_VALUES: list[int | str] = [1, "1", 2, "02", 10, 2**31 + 5]
 
 
 def _compiled(queryset: Any, pk: Any) -> tuple[Any, ...]:
@@ -550,7 +550,10 @@ def test_the_get_by_pk_key_follows_the_database_and_the_models_columns(monkeypat
     assert _fast_key(books, 1) != first  # another database: another key
     monkeypatch.undo()
     assert _fast_key(books, 1) == first
-    monkeypatch.setitem(keys._COLUMNS, Book, (*keys._columns_of(Book), ("added", "added", "x.Field")))
+    added = models.IntegerField(default=0)
+    added.set_attributes_from_name("added")
+    monkeypatch.setattr(Book._meta, "concrete_fields", (*Book._meta.concrete_fields, added))
+    monkeypatch.setattr(keys, "_PK_SHAPES", {})  # a new process, as after a deploy
     assert _fast_key(books, 1) != first  # a deploy that adds a column
 
 
@@ -563,7 +566,8 @@ def test_cached_get_by_pk_shapes_do_not_share_entries(django_assert_num_queries)
         full = Book.objects.cached_get(pk=book.pk, timeout=60)
     assert full.get_deferred_fields() == set() and full.pages == 7
     with django_assert_num_queries(1):
-        assert Book.objects.values("title").cached_get(pk=book.pk, timeout=60) == {"title": "t"}
+        titles: Any = Book.objects.values("title")
+        assert titles.cached_get(pk=book.pk, timeout=60) == {"title": "t"}
     with django_assert_num_queries(0):
         assert Book.objects.cached_get(pk=str(book.pk), timeout=60).pages == 7  # "5" is 5
         assert Book.objects.only("title").cached_get(pk=book.pk, timeout=60).get_deferred_fields() == {

@@ -119,33 +119,60 @@ def pk_query_key(queryset: models.QuerySet[Any, Any], using: str, pk: str) -> Qu
     (normalised by the field's ``to_python``). It never equals a compiled query's digest: its first
     part is a tag no compiled query writes. A differential test holds it against the compiled SQL.
     """
-    iterable = queryset._iterable_class
-    material = (
-        "get-by-pk",
-        database_identity(using),
-        f"{type(queryset).__module__}.{type(queryset).__qualname__}",
-        queryset.model._meta.label_lower,
-        _columns_of(queryset.model),
-        f"{iterable.__module__}.{iterable.__qualname__}",
+    query = queryset.query
+    shape = (
+        type(queryset),
+        queryset.model,
+        queryset._iterable_class,
         tuple(getattr(queryset, "_fields", None) or ()),
-        (frozenset(queryset.query.deferred_loading[0]), bool(queryset.query.deferred_loading[1])),
-        pk,
+        frozenset(query.deferred_loading[0]),
+        bool(query.deferred_loading[1]),
     )
-    hasher = hashlib.blake2b(digest_size=20)
-    hasher.update(encode(material))
+    prefix = _PK_SHAPES.get(shape)
+    if prefix is None:
+        prefix = _pk_shape_prefix(*shape)
+        if len(_PK_SHAPES) > 1000:
+            _PK_SHAPES.clear()
+        _PK_SHAPES[shape] = prefix
+    identity = database_identity(using)
+    encoded_identity = _IDENTITIES.get(identity)
+    if encoded_identity is None:
+        if len(_IDENTITIES) > 100:
+            _IDENTITIES.clear()
+        encoded_identity = _IDENTITIES[identity] = encode(identity)
+    hasher = hashlib.blake2b(prefix, digest_size=20)
+    hasher.update(encoded_identity)
+    hasher.update(encode(pk))
     return QueryKey(hasher.digest(), frozenset({queryset.model._meta.db_table}))
 
 
-_COLUMNS: dict[type[models.Model], tuple[tuple[str, str | None, str], ...]] = {}
+# The encoded parts of a get-by-pk key that do not change from one read to the next.
+_PK_SHAPES: dict[tuple[Any, ...], bytes] = {}
+_IDENTITIES: dict[tuple[Any, ...], bytes] = {}
 
 
-def _columns_of(model: type[models.Model]) -> tuple[tuple[str, str | None, str], ...]:
-    columns = _COLUMNS.get(model)
-    if columns is None:
-        columns = _COLUMNS[model] = tuple(
-            (f.attname, f.column, f"{type(f).__module__}.{type(f).__qualname__}") for f in model._meta.concrete_fields
+def _pk_shape_prefix(
+    queryset_class: type[Any],
+    model: type[models.Model],
+    iterable: type[Any],
+    fields: tuple[str, ...],
+    deferred: frozenset[str],
+    defer: bool,
+) -> bytes:
+    columns = tuple(
+        (f.attname, f.column, f"{type(f).__module__}.{type(f).__qualname__}") for f in model._meta.concrete_fields
+    )
+    return encode(
+        (
+            "get-by-pk",
+            f"{queryset_class.__module__}.{queryset_class.__qualname__}",
+            model._meta.label_lower,
+            columns,
+            f"{iterable.__module__}.{iterable.__qualname__}",
+            fields,
+            (deferred, defer),
         )
-    return columns
+    )
 
 
 def _update_with_queryset(hasher: Any, queryset: models.QuerySet[Any, Any], sql: str, params: Sequence[Any]) -> None:
