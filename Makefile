@@ -56,10 +56,13 @@ bench-smoke: install
 	SCALEOPS_BENCH_SMOKE=1 $(WITH_SERVICES) sh -c 'set -e; for bench in benchmarks/bench_*.py; do \
 		echo "== $$bench"; $(PY) "$$bench"; done'
 
-# The latest results as a Markdown table and charts (docs/benchmarks.md, docs/images/benchmarks/).
+# The latest results as a Markdown table and charts (docs/benchmarks.md, docs/images/benchmarks/),
+# with a "before" column from BENCH_BASELINE (a results folder) when it exists.
+BENCH_BASELINE ?= benchmarks/results/issue22-before
+BENCH_BASELINE_LABEL ?= issue 22's starting point: the code at fa8f352 with its own benchmarks, run on 2026-12-04 on the machine of the results below (the chat.Message lines: today's bench_bulk against that code, whose table had no id trigger yet)
 bench-report: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) -m benchmarks.report
+	$(PY) -m benchmarks.report $(if $(wildcard $(BENCH_BASELINE)/*.json),--baseline $(BENCH_BASELINE) --baseline-label "$(BENCH_BASELINE_LABEL)")
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -125,7 +125,9 @@ def chart(document: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def markdown(documents: list[dict[str, Any]], before: dict[str, float], images: dict[str, str]) -> str:
+def markdown(
+    documents: list[dict[str, Any]], before: dict[str, float], images: dict[str, str], before_label: str = ""
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -136,6 +138,8 @@ def markdown(documents: list[dict[str, Any]], before: dict[str, float], images: 
         "less. See [the benchmarks' own docstrings](../benchmarks/) for what each one measures.",
         "",
     ]
+    if before and before_label:
+        lines += [f"**before**: {before_label}", ""]
     if "headline" in images:
         lines += [f"![every comparison with a target]({images['headline']})", ""]
     for document in documents:
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results folder (default: %(default)s)")
     parser.add_argument("--baseline", type=Path, help="an earlier run's results folder, shown as 'before'")
+    parser.add_argument("--baseline-label", default="", help="what the 'before' run was, said above the tables")
     parser.add_argument("--output", type=Path, default=PAGE, help="the Markdown page to write")
     parser.add_argument("--images", type=Path, default=IMAGES, help="the folder for the charts")
     args = parser.parse_args(argv)
@@ -217,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         path = args.images / f"{document['benchmark']}.png"
         if chart(document, path):
             images[document["benchmark"]] = Path("images") / "benchmarks" / path.name
-    args.output.write_text(markdown(documents, before, {k: str(v) for k, v in images.items()}) + "\n")
+    page = markdown(documents, before, {k: str(v) for k, v in images.items()}, args.baseline_label)
+    args.output.write_text(page + "\n")
     print(f"bench-report: {len(documents)} benchmarks -> {args.output} and {len(images)} charts in {args.images}")
     return 0
 

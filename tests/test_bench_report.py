@@ -73,9 +73,11 @@ def test_report_before_column_matches_by_key(tmp_path: Path) -> None:
     results_file(after, "bench_alpha")
     page = tmp_path / "page.md"
     arguments = ["--results", str(after), "--baseline", str(before), "--output", str(page)]
-    assert report.main([*arguments, "--images", str(tmp_path / "images")]) == 0
+    label = ["--baseline-label", "the code of last week, same machine"]
+    assert report.main([*arguments, *label, "--images", str(tmp_path / "images")]) == 0
     row = next(line for line in page.read_text().splitlines() if line.startswith("| faster"))
     assert "| 1.25x | 2.00x |" in row
+    assert "**before**: the code of last week, same machine" in page.read_text()
 
 
 def test_report_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
