@@ -596,3 +596,22 @@ def test_without_a_redis_cache_writes_queue_no_invalidation(books):
     with transaction.atomic():
         Book.objects.filter(pk=books[0].pk).update(pages=98)
         assert wrote_in_transaction()
+
+
+def test_a_row_entry_keyed_by_a_decimal_written_in_another_form_is_invalidated(django_assert_num_queries):
+    """The row stamp is named by the key's value, not its spelling: a read by "1.5" and a save of
+    the row (whose key the database gives back as 1.50) name one stamp."""
+    from decimal import Decimal
+
+    from tests.cacheapp.models import Price
+
+    Price.objects.create(code=Decimal("1.5"), label="before")
+    assert Price.objects.cached_get(pk="1.5", timeout=60).label == "before"
+    row = Price.objects.get(pk=Decimal("1.50"))
+    assert str(row.pk) == "1.50"
+    row.label = "after"
+    row.save()  # UPDATE ... WHERE "code" = 1.50: attributed to that row
+    with django_assert_num_queries(1):
+        assert Price.objects.cached_get(pk="1.5", timeout=60).label == "after"
+    with django_assert_num_queries(0):
+        assert Price.objects.cached_get(pk=Decimal("1.500"), timeout=60).label == "after"

@@ -579,3 +579,18 @@ def test_cached_get_by_pk_shapes_do_not_share_entries(django_assert_num_queries)
         Book.objects.filter(pages=8).cached_get(pk=book.pk, timeout=60)
     with pytest.raises(Book.DoesNotExist):
         Book.objects.cached_get(pk=book.pk + 1000, timeout=60)
+
+
+def test_row_keys_name_a_value_once_whatever_its_spelling():
+    from zoneinfo import ZoneInfo
+
+    from django_scaleops.cache.keys import row_key
+
+    assert row_key(decimal.Decimal("1.5")) == row_key(decimal.Decimal("1.50")) == row_key(decimal.Decimal("1.500"))
+    assert row_key(decimal.Decimal("100")) == row_key(decimal.Decimal("100.00")) != row_key(decimal.Decimal("10"))
+    assert row_key(decimal.Decimal("NaN")) == "NaN"
+    utc = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)
+    assert row_key(utc) == row_key(utc.astimezone(ZoneInfo("Asia/Tokyo")))
+    assert row_key(utc) != row_key(utc + datetime.timedelta(microseconds=1))
+    assert row_key(7) == "7" and row_key("a b") == "a b"
+    assert row_key(uuid.UUID(int=5)) == str(uuid.UUID(int=5))

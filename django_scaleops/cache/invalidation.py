@@ -27,6 +27,7 @@ from django_scaleops.cache.keys import (
     MAX_ATTRIBUTED_ROWS,
     Target,
     is_plain_insert,
+    row_key,
     row_stamp_key,
     rows_stamp_key,
     stamp_key,
@@ -241,6 +242,6 @@ def on_bulk_rows_written(sender: Any, using: str = DEFAULT_DB_ALIAS, **kwargs: A
         if operation == "create":
             queue(Writes(inserted={table}), using)
         elif operation in ("update", "delete") and pks is not None and len(pks) <= MAX_ATTRIBUTED_ROWS:
-            queue(Writes(rows=[(table, str(pk)) for pk in pks]), using)
+            queue(Writes(rows=[(table, row_key(pk)) for pk in pks]), using)
         else:
             queue(Writes({table}), using)

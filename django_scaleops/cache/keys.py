@@ -6,6 +6,8 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -255,6 +257,17 @@ def row_stamp_key(table: str, pk: object) -> str:
     return gate.stamp_key(f"v:{table}#row:{pk}")
 
 
+def row_key(value: object) -> str:
+    """How a primary key value names its row's stamp: one spelling per value, whichever side
+    (a read's ``to_python`` value, a write's SQL parameter) it comes from. ``Decimal("1.5")`` and
+    ``Decimal("1.50")`` are one row; so are two aware datetimes of the same instant."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value.normalize())
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
 def entry_key(kind: str, name: str) -> str:
     return gate.entry_key(f"{kind}:{name}")
 
@@ -382,7 +395,7 @@ def written_rows(sql: str, params: Any) -> tuple[str, list[str]] | None:
     count = match.group("many").count("%s") if match.group("many") else 1
     if count > MAX_ATTRIBUTED_ROWS or len(params) < count:
         return None
-    return table, [str(pk) for pk in params[len(params) - count :]]
+    return table, [row_key(pk) for pk in params[len(params) - count :]]
 
 
 def is_plain_insert(sql: str) -> bool:

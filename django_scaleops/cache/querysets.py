@@ -17,6 +17,7 @@ from django_scaleops.cache.keys import (
     entry_key,
     pk_query_key,
     query_key,
+    row_key,
     row_stamp_key,
     rows_stamp_key,
     stamp_key,
@@ -88,7 +89,7 @@ class CachedQuerySet(models.QuerySet[M]):
         ):
             return None
         try:
-            return str(meta.pk.to_python(value))
+            return row_key(meta.pk.to_python(value))
         except Exception:  # Django raises the proper error when the query runs
             return None
 

@@ -64,3 +64,15 @@ class DocProxy(Doc):
 
     class Meta:
         proxy = True
+
+
+class Price(models.Model):
+    """A decimal primary key: "1.5" and Decimal("1.50") name the same row."""
+
+    code = models.DecimalField(max_digits=8, decimal_places=2, primary_key=True)
+    label = models.CharField(max_length=40, default="")
+
+    objects = CachedManager()
+
+    def __str__(self) -> str:
+        return self.label
