@@ -109,6 +109,19 @@ def test_an_unsaved_related_object_read_mid_batch_is_refused_before_it_is_sent()
     assert Pet.objects.count() == 300
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env() -> dict[str, str]:
+    """A child Django process on this test's database (committed rows: transaction=True)."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.partitionapp.subprocess_settings",
+        "SCALEOPS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "SCALEOPS_TEST_ARCHIVE_DIR": "unused",
+    }
+
+
 # A child process streams 2,500 rows in batches of 1,000; its generator prints how many rows it
 # has made and stops at the row named on its command line, where it is killed.
 CHILD = """
@@ -132,15 +145,8 @@ print("done", flush=True)
 def test_killed_mid_stream_keeps_whole_batches_only(stop: int, kept: int) -> None:
     # A real SIGKILL with a COPY open (after row 64 of a batch) or between batches: the server
     # keeps the batches that ended, nothing of the one in flight.
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.partitionapp.subprocess_settings",
-        "SCALEOPS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
-        "SCALEOPS_TEST_ARCHIVE_DIR": "unused",
-    }
-    root = Path(__file__).resolve().parent.parent
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(stop)], cwd=root, env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(stop)], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout is not None
@@ -156,6 +162,43 @@ def test_killed_mid_stream_keeps_whole_batches_only(stop: int, kept: int) -> Non
     # The killed backend's COPY was rolled back and its connection ends: the table takes new rows.
     Item.objects.batch_create((values(n, 2) for n in range(kept, 2500)), fields=FIELDS, stream=True)
     assert Item.objects.count() == 2500
+
+
+STREAM_CHILD = """
+import sys, django
+django.setup()
+from django.db import connection
+from tests.test_bulk_stream import FIELDS, values
+from tests.bulkapp.models import Item, Owner
+mode = sys.argv[1]
+def rows():
+    owners = Owner.objects.order_by("pk").iterator(chunk_size=50) if mode == "iterator" else None
+    for n in range(300):
+        if owners is not None:
+            next(owners)
+        else:
+            Owner.objects.filter(pk=n).exists()
+        yield values(n, 1)
+try:
+    Item.objects.batch_create(rows(), fields=FIELDS, batch_size=200, stream=True)
+except Exception as exc:
+    print(type(exc).__name__, exc, flush=True)
+print("items", Item.objects.count(), "owners", Owner.objects.count(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["query", "iterator"])
+def test_rows_that_query_the_connection_mid_copy_get_a_clear_error_not_a_hang(mode: str) -> None:
+    # An ordinary mistake: the generator reads the database (a lookup, or a queryset iterator
+    # that fetches its next rows) while this connection is in COPY. It hung; it must fail fast.
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO bulkapp_owner (name, active) SELECT 'o' || g, true FROM generate_series(1, 400) g")
+    command = [sys.executable, "-c", STREAM_CHILD, mode]
+    done = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60)
+    first, last = done.stdout.strip().splitlines()[-2:]
+    assert first.startswith("RowsQueriedDuringCopy") and "stream=False" in first, done.stdout + done.stderr
+    # The batch in flight is rolled back, the connection still answers (the count above ran).
+    assert last == "items 0 owners 400"
 
 
 def test_stream_is_refused_with_workers_and_when_not_a_bool():

@@ -9,6 +9,7 @@ back or conflicts be handled.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, models, transaction
@@ -30,7 +31,7 @@ from django_scaleops.bulk.columns import (
     temp_table_name,
 )
 from django_scaleops.bulk.process import run_on_workers
-from django_scaleops.bulk.reading import Batch, RowForm, RowForms, RowsRaised, read_batches
+from django_scaleops.bulk.reading import Batch, RowForm, RowForms, RowsQueriedDuringCopy, RowsRaised, read_batches
 from django_scaleops.bulk.result import BatchResult
 from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, positive_int, write_alias
 from django_scaleops.conf import conf
@@ -131,7 +132,7 @@ class Inserter:
         def chunks() -> Iterator[Sequence[Sequence[Any]]]:
             if isinstance(rows, Batch) and rows.feed is not None:
                 # Streamed: the rest of the batch is read while the server works on what was sent.
-                for chunk in rows.chunks(CHECK_CHUNK_ROWS):
+                for chunk in rows.chunks(CHECK_CHUNK_ROWS, lambda: _no_queries(connection)):
                     form.before_write(chunk)
                     yield read(chunk)
             else:
@@ -205,6 +206,42 @@ class Inserter:
             outcome.rows = cursor.rowcount
         drop_temp(connection, temp)
         return outcome
+
+
+class _RefusingLock:
+    """Stands in for a psycopg connection's lock while the caller's iterable runs in a streamed COPY."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        raise RowsQueriedDuringCopy(
+            f"batch_create(stream=True) reads the rows while connection {self.alias!r} is in COPY, and the"
+            " rows' iterable used that connection (a query, or a queryset iterator's next rows): read what"
+            " it needs before, or pass stream=False (or workers=N, which reads the rows on this connection"
+            " while others write)."
+        )
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@contextmanager
+def _no_queries(connection: BaseDatabaseWrapper) -> Iterator[None]:
+    """While the caller's iterable runs inside a streamed COPY, any round trip it makes on this
+    connection fails at once instead of waiting forever: the COPY holds the psycopg connection's
+    lock, which every query and fetch takes (Django's execute wrappers would miss a server-side
+    cursor's next fetch). The COPY's own ``with lock`` keeps the real lock it entered."""
+    raw = connection.connection
+    lock = raw.lock
+    raw.lock = _RefusingLock(connection.alias)
+    try:
+        yield
+    finally:
+        raw.lock = lock
 
 
 def batch_create(

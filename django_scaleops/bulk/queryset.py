@@ -59,7 +59,8 @@ class BulkQuerySet(models.QuerySet[_M]):
             stream: read each batch's rows from ``rows`` while its COPY sends them (one
                 connection), so that building rows overlaps the server's work: for rows made by a
                 generator, about 1.5x faster (docs/bulk.md). ``rows`` must then not use this
-                connection (no queryset read inside the generator; ``workers=`` allows that).
+                connection: a query it makes raises ``django_scaleops.bulk.RowsQueriedDuringCopy``
+                (``workers=`` allows it).
                 Only a plain COPY streams (not with ``returning`` or ``on_conflict``).
 
         Returns:

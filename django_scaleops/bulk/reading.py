@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from itertools import compress, islice, repeat
 from operator import add, attrgetter, itemgetter
 from types import SimpleNamespace
@@ -380,6 +381,10 @@ class RowsRaised(BaseException):
         self.error = error
 
 
+class RowsQueriedDuringCopy(RuntimeError):
+    """The caller's iterable used the connection while ``batch_create(stream=True)`` had it in COPY."""
+
+
 class Batch(list[Any]):
     """The rows of one batch. ``form``: the form every row is in, which the rows are normalised
     to; None: rows of several forms (or that reading could not vouch for), as given. Slices
@@ -400,23 +405,23 @@ class Batch(list[Any]):
         found = super().__getitem__(index)
         return Batch(found, self.form) if isinstance(index, slice) else found
 
-    def chunks(self, size: int) -> Iterator[list[Any]]:
+    def chunks(self, size: int, reading: Callable[[], AbstractContextManager[Any]]) -> Iterator[list[Any]]:
         """The rows in lists of up to ``size``; a streamed batch reads its next rows from the
         caller's iterable when the ones read so far are taken, so they are read while the server
-        works on what was sent."""
+        works on what was sent. ``reading()`` surrounds each read of the caller's iterable."""
         done = 0
         while True:
             while done < len(self):
                 chunk = list.__getitem__(self, slice(done, done + size))
                 done += len(chunk)
                 yield chunk
-            if self.feed is None or not self.feed.more(self):
+            if self.feed is None or not self.feed.more(self, reading):
                 self.feed = None
                 return
 
     def read_all(self) -> None:
         """Read the rest of a streamed batch (before a retry, a bisection or a failure report)."""
-        while self.feed is not None and self.feed.more(self):
+        while self.feed is not None and self.feed.more(self, nullcontext):
             pass
         self.feed = None
 
@@ -431,13 +436,14 @@ class _Feed:
         # A chunk read but not in the batch's form: the next batch begins with it.
         self.carried: list[Any] = []
 
-    def more(self, batch: Batch) -> bool:
-        """Read the next chunk into ``batch``; False when the batch is complete."""
+    def more(self, batch: Batch, reading: Callable[[], AbstractContextManager[Any]]) -> bool:
+        """Read the next chunk into ``batch`` (within ``reading()``); False when the batch is complete."""
         room = self.size - len(batch)
         if room <= 0 or self.carried:
             return False
         try:
-            chunk = list(islice(self.iterator, min(room, READ_CHUNK_ROWS)))
+            with reading():
+                chunk = list(islice(self.iterator, min(room, READ_CHUNK_ROWS)))
         except Exception as exc:
             raise RowsRaised(exc) from exc
         if not chunk:
