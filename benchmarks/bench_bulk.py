@@ -417,15 +417,10 @@ class CpuTimes:
 def message_rounds(senders: list[int]) -> dict[str, Any]:
     from example_project.chat.models import Message
 
-    def ours_instances() -> float:
+    def ours_instances(stream: bool = False) -> float:
         message_truncate()
         rows = message_instances(MESSAGE_ROWS, senders)
-        return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH), MESSAGE_ROWS)
-
-    def ours_instances_streamed() -> float:
-        message_truncate()
-        rows = message_instances(MESSAGE_ROWS, senders)
-        return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH, stream=True), MESSAGE_ROWS)
+        return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH, stream=stream), MESSAGE_ROWS)
 
     def ours_tuples() -> float:
         message_truncate()
@@ -448,7 +443,7 @@ def message_rounds(senders: list[int]) -> dict[str, Any]:
 
     return {
         "ours_instances": ours_instances,
-        "ours_instances_streamed": ours_instances_streamed,
+        "ours_instances_streamed": functools.partial(ours_instances, stream=True),
         "ours_instances_workers": ours_instances_workers,
         "ours_tuples": ours_tuples,
         "peer_instances": peer_instances,
@@ -536,31 +531,34 @@ def message_comparisons(messages: MessageRounds) -> None:
     )
     try:
         run = messages.round
-        compare(
-            f"chat.Message (partitioned by month, its indexes and foreign key): batch_create(batch_size={CREATE_BATCH})"
-            f" vs bulk_create(batch_size=1000), {MESSAGE_ROWS:,} instances built in the round (a generator for"
-            " ours, a list for the peer)",
-            lambda: run("ours_instances"),
-            lambda: run("peer_instances"),
-            rounds=ROUNDS,
-            unit="rows/s",
-            ours_name="batch_create(instances)",
-            peer_name="bulk_create",
-            target=3.0,
-            key="bulk.message_instances_vs_bulk_create",
+        # The headline, by default and with stream=True: (title's head, option, round, key).
+        instance_rounds = (
+            (
+                "chat.Message (partitioned by month, its indexes and foreign key)",
+                "",
+                "ours_instances",
+                "bulk.message_instances_vs_bulk_create",
+            ),
+            (
+                "chat.Message",
+                ", stream=True",
+                "ours_instances_streamed",
+                "bulk.message_instances_streamed_vs_bulk_create",
+            ),
         )
-        compare(
-            f"chat.Message: batch_create(batch_size={CREATE_BATCH}, stream=True) vs bulk_create(batch_size=1000),"
-            f" {MESSAGE_ROWS:,} instances built in the round (a generator for ours, a list for the peer)",
-            lambda: run("ours_instances_streamed"),
-            lambda: run("peer_instances"),
-            rounds=ROUNDS,
-            unit="rows/s",
-            ours_name="batch_create(instances, stream=True)",
-            peer_name="bulk_create",
-            target=3.0,
-            key="bulk.message_instances_streamed_vs_bulk_create",
-        )
+        for head, option, name, key in instance_rounds:
+            compare(
+                f"{head}: batch_create(batch_size={CREATE_BATCH}{option}) vs bulk_create(batch_size=1000),"
+                f" {MESSAGE_ROWS:,} instances built in the round (a generator for ours, a list for the peer)",
+                functools.partial(run, name),
+                lambda: run("peer_instances"),
+                rounds=ROUNDS,
+                unit="rows/s",
+                ours_name=f"batch_create(instances{option})",
+                peer_name="bulk_create",
+                target=3.0,
+                key=key,
+            )
         compare(
             f"chat.Message: batch_create(batch_size={CREATE_BATCH}) of {MESSAGE_ROWS:,} tuples vs psycopg's raw"
             " binary COPY of the same rows (same columns, nothing checked)",
