@@ -521,6 +521,13 @@ class Settings:
     SCALEOPS_CACHE_L1_MAX_ENTRIES = Setting(
         10_000, int, "Entries the in-process L1 tier holds before evicting the oldest.", min=1
     )
+    SCALEOPS_CACHE_COMPILED_QUERIES = Setting(
+        2048,
+        int,
+        "Compiled keys of cached querysets a process keeps, so a queryset built again alike is not compiled"
+        " again (docs/cache.md, The key); 0 compiles every queryset built per read.",
+        min=0,
+    )
     SCALEOPS_CACHE_BREAKER_COOLDOWN = Setting(
         2.0,
         (int, float),

@@ -108,6 +108,10 @@ def wall_clock() -> float:
     return time.time()
 
 
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
 def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
     """The cached value of ``entry``, computing it with ``fetch`` at most once across callers."""
     cluster.maybe_flush()
@@ -121,9 +125,10 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
             stats.incr(entry.prefix, "l1_hits")
             return value  # type: ignore[no-any-return]
     generation = l1.tier.generation
-    token = uuid.uuid4().hex
+    token = ""  # a lease holder's token: made when a lease is asked for (a hit asks for none)
     try:
         if _refreshing.get():
+            token = new_token()
             full, _, _, _ = gate.read(entry.stamps, entry.base, "")
             if gate.try_lease(full, token):
                 return _refresh(entry, full, token, fetch, generation)
@@ -139,6 +144,7 @@ def fetch_through(entry: Entry, fetch: Callable[[], T]) -> T:
             if stored is not None and len(stored) == 3:
                 hit = None
         if hit is None:
+            token = new_token()
             full, raw, pttl, leased = gate.read(entry.stamps, entry.base, token)
             stored = _decode(raw, entry.prefix) if raw is not None else None
     except RedisUnavailable:
@@ -165,6 +171,7 @@ def _after_read(
 ) -> T:
     if stored is not None:
         return _from_stored(entry, full, stored, pttl, token, fetch, generation, use_l1)
+    token = token or new_token()
     if raw is not None:  # undecodable (e.g. pickled by an older release): recompute it
         with contextlib.suppress(RedisUnavailable):
             leased = gate.try_lease(full, token)
@@ -206,6 +213,7 @@ def _from_stored(
         beta = float(conf.SCALEOPS_CACHE_XFETCH_BETA)
         # XFetch: refresh early when delta * beta * -ln(U) reaches the time left.
         if beta > 0 and delta * beta * -math.log(1.0 - random.random()) >= fresh_for:
+            token = token or new_token()
             with contextlib.suppress(RedisUnavailable):
                 if gate.try_lease(full, token):
                     stats.incr(entry.prefix, "early_refreshes")
@@ -217,6 +225,7 @@ def _from_stored(
             )
         return value  # type: ignore[no-any-return]
     # Past its timeout but within the grace: one caller refreshes, the others take it as it is.
+    token = token or new_token()
     with contextlib.suppress(RedisUnavailable):
         if gate.try_lease(full, token):
             stats.incr(entry.prefix, "misses")

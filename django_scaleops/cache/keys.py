@@ -19,6 +19,8 @@ from django.utils import timezone
 
 from django_scaleops.cache.backend import gate
 from django_scaleops.cache.encoding import encode, encode_sql_param
+from django_scaleops.cache.query_state import state_digest
+from django_scaleops.conf import conf
 
 ALL_TABLES = "*"  # the stamp every entry depends on: bumped by writes we cannot attribute to a table
 
@@ -69,10 +71,17 @@ class QueryKey:
 
 
 # The compile-time context of a query besides the query itself: the alias and the server behind
-# it (a router may send the same queryset elsewhere), and the time zone (``__date``, ``Trunc`` and
-# friends compile the active zone's name into the parameters).
+# it (a router may send the same queryset elsewhere), and the time zones (``__date``, ``Trunc`` and
+# friends compile the active zone's name into the parameters; a naive datetime compiled in a
+# ``Value`` is made aware in the default zone).
 def _compile_context(using: str) -> tuple[Any, ...]:
-    return (using, database_identity(using), settings.USE_TZ, timezone.get_current_timezone_name())
+    return (
+        using,
+        database_identity(using),
+        settings.USE_TZ,
+        settings.TIME_ZONE,
+        timezone.get_current_timezone_name(),
+    )
 
 
 _MEMO = "_scaleops_query_keys"
@@ -99,16 +108,29 @@ def query_key(queryset: models.QuerySet[Any, Any], using: str) -> QueryKey:
     else:
         memo = (query, {})
         queryset.__dict__[_MEMO] = memo
-    try:
-        sql, params = query.get_compiler(using=using).as_sql()
-    except EmptyResultSet:
-        made = QueryKey(None, frozenset())
-    else:
-        made = QueryKey(_query_digest(queryset, using, sql, params), frozenset(tables_of_queryset(queryset, sql)))
+    # A queryset built alike before, in this process and context: its compiled key (query_state).
+    size = conf.SCALEOPS_CACHE_COMPILED_QUERIES
+    state = state_digest(queryset) if size else None
+    made = _COMPILED.get((state, context)) if state is not None else None
+    if made is None:
+        try:
+            sql, params = query.get_compiler(using=using).as_sql()
+        except EmptyResultSet:
+            made = QueryKey(None, frozenset())
+        else:
+            made = QueryKey(_query_digest(queryset, using, sql, params), frozenset(tables_of_queryset(queryset, sql)))
+        if state is not None:
+            if len(_COMPILED) >= size:
+                _COMPILED.clear()
+            _COMPILED[(state, context)] = made
     if len(memo[1]) > 8:  # one entry per alias and time zone in use: bounded all the same
         memo[1].clear()
     memo[1][context] = made
     return made
+
+
+# (state digest, compile context) -> the QueryKey compiled from a queryset with that state.
+_COMPILED: dict[tuple[bytes, tuple[Any, ...]], QueryKey] = {}
 
 
 def pk_query_key(queryset: models.QuerySet[Any, Any], using: str, pk: str) -> QueryKey:

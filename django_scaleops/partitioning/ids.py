@@ -90,6 +90,9 @@ class TimeOrderedIdField(models.BigAutoField):  # type: ignore[type-arg]
     deletes, joins), so PostgreSQL prunes to the partition(s) holding those ids.
     """
 
+    # Compiles from its own state: a cached read's key may be shared by querysets built alike.
+    scaleops_compiles_from_state = True
+
     def __init__(self, *args: Any, key: str = "created_at", **kwargs: Any) -> None:
         self.key = key
         kwargs.setdefault("primary_key", True)
@@ -138,6 +141,8 @@ def _bounded(
 class TimeOrderedExact(Exact):
     """``id = X AND created_at >= <X's millisecond> AND created_at < <the next>``."""
 
+    scaleops_compiles_from_state = True
+
     def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, list[Any]]:  # type: ignore[override]
         sql, params = super().as_sql(compiler, connection)
         key = _key_col(self.lhs)
@@ -152,6 +157,8 @@ class TimeOrderedExact(Exact):
 @TimeOrderedIdField.register_lookup
 class TimeOrderedIn(In):
     """``id IN (...) AND (<created_at windows of those ids>)``."""
+
+    scaleops_compiles_from_state = True
 
     def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, list[Any]]:  # type: ignore[override]
         sql, params = super().as_sql(compiler, connection)

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django_redis import get_redis_connection
 
-from django_scaleops.cache import l1, stats
+from django_scaleops.cache import keys, l1, stats
 from django_scaleops.cache.backend import gate
 from django_scaleops.cache.keys import stamp_key
 
@@ -23,6 +23,7 @@ LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(pause); SELECT nextval('cacheapp_pro
 def clean_cache() -> Iterator[None]:
     """An empty Redis, zeroed statistics and a closed circuit for each test."""
     get_redis_connection("default").flushdb()
+    keys._COMPILED.clear()  # a test may have changed a model's columns under a compiled query
     stats.reset()
     gate.reset_state()
     l1.tier.flush()
