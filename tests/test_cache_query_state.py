@@ -355,3 +355,11 @@ def test_a_json_field_with_an_encoder_of_yours_is_compiled_for_every_query(monke
     assert state_digest(Doc.objects.filter(meta__contains={"n": 1})) is not None
     monkeypatch.setattr(field, "encoder", TenantEncoder)
     assert state_digest(Doc.objects.filter(meta__contains={"n": 1})) is None
+
+
+def test_an_output_field_with_an_encoder_of_yours_is_compiled_for_every_query():
+    from django.db.models import JSONField
+
+    plain = Value({"n": 1}, output_field=JSONField())
+    assert state_digest(Doc.objects.annotate(x=plain)) is not None
+    assert state_digest(Doc.objects.annotate(x=Value({"n": 1}, output_field=JSONField(encoder=TenantEncoder)))) is None

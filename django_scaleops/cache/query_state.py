@@ -97,6 +97,13 @@ def _verdict(kind: type) -> str | None:
     return "default"
 
 
+def _field_of(model: type[models.Model], name: str) -> Any:
+    try:
+        return model._meta.get_field(name)
+    except Exception:  # FieldDoesNotExist
+        return None
+
+
 class _StatePickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -106,16 +113,16 @@ class _StatePickler(pickle.Pickler):
         if verdict == "default":
             return NotImplemented
         if verdict == "field":
-            model = getattr(obj, "model", None)
-            if model is None:
-                # An output_field=: its attributes, but not the counter every new field takes
-                # (it orders a model's fields, never the SQL).
-                attributes = {k: v for k, v in obj.__dict__.items() if k != "creation_counter"}
-                return _unbound_field, (kind, attributes)
             encoder = getattr(obj, "encoder", None)  # JSONField(encoder=...) runs while the SQL is compiled
             if encoder is not None and not str(getattr(encoder, "__module__", "")).startswith("django."):
                 raise Unmemoisable(f"{kind.__qualname__} with the encoder {encoder!r}")
-            return _bound_field, (model, obj.name)
+            model = getattr(obj, "model", None)
+            if model is not None and obj.name and _field_of(model, obj.name) is obj:
+                return _bound_field, (model, obj.name)
+            # An output_field= (or an ArrayField's base_field): its attributes, but not the
+            # counter every new field takes (it orders a model's fields, never the SQL).
+            attributes = {k: v for k, v in obj.__dict__.items() if k != "creation_counter"}
+            return _unbound_field, (kind, attributes)
         if verdict == "model":
             state = obj.__dict__
             values = tuple(
