@@ -475,6 +475,12 @@ class Settings:
     SCALEOPS_BULK_CREATE_BATCH_SIZE = Setting(
         5000, int, "Rows per batch_create batch when batch_size is not given.", min=1
     )
+    SCALEOPS_BULK_FREEZE_GC = Setting(
+        True,
+        bool,
+        "While a bulk operation runs, leave the objects that existed before it out of the garbage collector's"
+        " passes (gc.freeze), which rescan them as batches of rows are held (docs/bulk.md).",
+    )
     SCALEOPS_BULK_MAX_RETRIES = Setting(
         3, int, "Retries of a batch after a serialization failure or deadlock when max_retries is not given.", min=0
     )

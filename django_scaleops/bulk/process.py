@@ -13,6 +13,7 @@ from typing import Any
 from django.db import connections, models
 from django.db.models.query import FlatValuesListIterable, ModelIterable
 
+from django_scaleops.bulk.collector import older_objects_frozen
 from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
 from django_scaleops.bulk.runner import BatchRunner, Outcome, ProgressCallback, chunked, positive_int, write_alias
 from django_scaleops.conf import conf
@@ -236,6 +237,29 @@ def run_on_workers(
         finally:
             slots.release()
 
+    with older_objects_frozen():  # from the first batch read to the last one written
+        _read_and_submit(batches, run, workers, slots, stop, lock, errors)
+    pks = [pk for index in sorted(pks_by_batch) for pk in pks_by_batch[index]] if collect_pks else None
+    result = _snapshot(total, pks)
+    if errors:
+        first = errors[0]
+        if isinstance(first, BulkOperationError):
+            raise BulkOperationError(result) from first.__cause__
+        if not result.failures:
+            result.failures.append(BatchFailure(-1, result.rows_seen, result.rows_seen, first))
+        raise BulkOperationError(result) from first
+    return result
+
+
+def _read_and_submit(
+    batches: Iterable[list[Any]],
+    run: Callable[[int, int, list[Any]], None],
+    workers: int,
+    slots: threading.Semaphore,
+    stop: threading.Event,
+    lock: threading.Lock,
+    errors: list[BaseException],
+) -> None:
     pool = WorkerPool(workers)
     try:
         start = 0
@@ -256,16 +280,6 @@ def run_on_workers(
             errors.insert(0, exc)
     finally:
         pool.close()
-    pks = [pk for index in sorted(pks_by_batch) for pk in pks_by_batch[index]] if collect_pks else None
-    result = _snapshot(total, pks)
-    if errors:
-        first = errors[0]
-        if isinstance(first, BulkOperationError):
-            raise BulkOperationError(result) from first.__cause__
-        if not result.failures:
-            result.failures.append(BatchFailure(-1, result.rows_seen, result.rows_seen, first))
-        raise BulkOperationError(result) from first
-    return result
 
 
 def _add(total: BatchResult, part: BatchResult) -> None:

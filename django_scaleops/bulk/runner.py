@@ -22,6 +22,7 @@ from django.db.transaction import TransactionManagementError
 
 from django_scaleops.apm.helpers import custom_span
 from django_scaleops.bulk import stats
+from django_scaleops.bulk.collector import older_objects_frozen
 from django_scaleops.bulk.result import BatchFailure, BatchResult, BulkOperationError
 from django_scaleops.conf import conf
 from django_scaleops.signals import bulk_rows_written, bulk_write_committed
@@ -151,13 +152,14 @@ class BatchRunner(Generic[T]):
             raise TransactionManagementError(
                 "isolation_level needs a transaction of its own: call the bulk operation outside atomic()."
             )
-        if self.atomic:
-            self._run_atomic(batches, work)
-        else:
-            # Inside a caller's transaction a failed attempt cannot be retried on its own.
-            can_retry = not connection.in_atomic_block
-            for index, rows in enumerate(batches):
-                self._run_batch(index, self.result.rows_seen, rows, work, can_retry)
+        with older_objects_frozen():
+            if self.atomic:
+                self._run_atomic(batches, work)
+            else:
+                # Inside a caller's transaction a failed attempt cannot be retried on its own.
+                can_retry = not connection.in_atomic_block
+                for index, rows in enumerate(batches):
+                    self._run_batch(index, self.result.rows_seen, rows, work, can_retry)
         return self.result
 
     def run_one(self, index: int, start: int, rows: list[T], work: Callable[[list[T]], Outcome]) -> None:
