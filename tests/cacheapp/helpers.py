@@ -23,7 +23,7 @@ LANGUAGE sql VOLATILE AS $$ SELECT pg_sleep(pause); SELECT nextval('cacheapp_pro
 def clean_cache() -> Iterator[None]:
     """An empty Redis, zeroed statistics and a closed circuit for each test."""
     get_redis_connection("default").flushdb()
-    keys._COMPILED.clear()  # a test may have changed a model's columns under a compiled query
+    keys.forget_compiled()  # a test may have changed a model's columns under a compiled query
     stats.reset()
     gate.reset_state()
     l1.tier.flush()
