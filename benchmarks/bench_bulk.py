@@ -441,9 +441,17 @@ def message_rounds(senders: list[int]) -> dict[str, Any]:
         rows = message_instances(MESSAGE_ROWS, senders)
         return timed(lambda: Message.objects.batch_create(rows, batch_size=CREATE_BATCH, workers=WORKERS), MESSAGE_ROWS)
 
+    def ours_instances_unfrozen() -> float:
+        # stream=True with the collector as the process has it (django_scaleops/bulk/collector.py).
+        from django.test import override_settings
+
+        with override_settings(SCALEOPS_BULK_FREEZE_GC=False):
+            return ours_instances(stream=True)
+
     return {
         "ours_instances": ours_instances,
         "ours_instances_streamed": functools.partial(ours_instances, stream=True),
+        "ours_instances_streamed_unfrozen": ours_instances_unfrozen,
         "ours_instances_workers": ours_instances_workers,
         "ours_tuples": ours_tuples,
         "peer_instances": peer_instances,
@@ -559,6 +567,18 @@ def message_comparisons(messages: MessageRounds) -> None:
                 target=3.0,
                 key=key,
             )
+        # What leaving the objects from before the call out of the collector's passes brings.
+        compare(
+            f"chat.Message: batch_create(stream=True) of {MESSAGE_ROWS:,} instances, the objects from before the"
+            " call frozen (the default) vs SCALEOPS_BULK_FREEZE_GC=False",
+            functools.partial(run, "ours_instances_streamed"),
+            functools.partial(run, "ours_instances_streamed_unfrozen"),
+            rounds=ROUNDS,
+            unit="rows/s",
+            ours_name="frozen",
+            peer_name="collector as it is",
+            key="bulk.message_streamed_frozen_vs_unfrozen",
+        )
         compare(
             f"chat.Message: batch_create(batch_size={CREATE_BATCH}) of {MESSAGE_ROWS:,} tuples vs psycopg's raw"
             " binary COPY of the same rows (same columns, nothing checked)",
