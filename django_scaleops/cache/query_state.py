@@ -109,6 +109,8 @@ class _StatePickler(pickle.Pickler):
         kind = type(obj)
         verdict = _VERDICTS.get(kind, "")
         if verdict == "":
+            if len(_VERDICTS) > 10_000:  # classes made at run time: keep the memo bounded
+                _VERDICTS.clear()
             verdict = _VERDICTS[kind] = _verdict(kind)
         if verdict == "default":
             return NotImplemented
