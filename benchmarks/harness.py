@@ -78,11 +78,8 @@ def own_database(name: str) -> str:
     return dbname
 
 
-def _wait_for_database_on_replicas(dbname: str, timeout: float = 300.0) -> None:
-    """A standby replays ``CREATE DATABASE`` a moment later: wait until each one lets us in.
-
-    After a benchmark that wrote much (bench_bulk with 7 rounds), the standby may still be
-    replaying its WAL for more than a minute."""
+def _wait_for_database_on_replicas(dbname: str, timeout: float = 60.0) -> None:
+    """A standby replays ``CREATE DATABASE`` a moment later: wait until each one lets us in."""
     import psycopg
 
     for var, url in os.environ.items():

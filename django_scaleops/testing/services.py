@@ -446,6 +446,18 @@ class Services:
         os.environ.update(self._extra_replicas_env())
         return server
 
+    def reseed_replica(self) -> None:
+        """Replace the (stopped) streaming replica with a fresh ``pg_basebackup`` of the primary, started.
+
+        For a standby stopped while the primary wrote more WAL than it keeps (``wal_keep_size``):
+        started again, it would wait forever for segments that are gone.
+        """
+        self.replica.stop()
+        shutil.rmtree(self.replica.datadir, ignore_errors=True)
+        self._basebackup(self.replica.datadir)
+        self.replica.write_config()
+        self.replica.start()
+
     def _extra_replicas_env(self) -> dict[str, str]:
         return {f"{server.name.upper()}_URL": server.url for server in self.extra_replicas}
 
