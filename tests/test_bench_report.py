@@ -110,3 +110,30 @@ def test_smoke_mode_runs_one_round_and_writes_aside(tmp_path: Path) -> None:
     assert "target" not in done.stdout.split("ratio", 1)[1], "smoke mode judges no figure"
     written = json.loads((tmp_path / "smoke" / "bench_tiny.json").read_text())
     assert written["smoke"] is True and written["results"][0]["rounds"] == 1
+
+
+def test_paired_interval_follows_the_rounds_and_marks_a_target_inside_it(tmp_path: Path) -> None:
+    # Each round's factor is ours / the same round's peer: a peer that slows down with ours (the
+    # machine's load) leaves the factor alone, while unpaired medians would not.
+    ours, peer = [10.0, 30.0, 20.0, 40.0, 50.0], [10.0, 10.0, 10.0, 10.0, 10.0]
+    low, high = harness.paired_interval(ours, peer)
+    assert 1.0 <= low < 3.0 < high <= 5.0
+    assert harness.paired_interval([20.0, 40.0, 80.0], [10.0, 20.0, 40.0]) == (2.0, 2.0)
+    assert harness.paired_interval([5.0, 5.0], [10.0, 10.0], higher_is_better=False) == (2.0, 2.0)
+    assert harness.paired_interval(ours, peer) == (low, high), "the resampling is seeded"
+
+    harness._results.clear()
+    figures = iter(ours)
+    harness.compare("noisy", lambda: next(figures), lambda: 10.0, rounds=5, key="noisy", target=3.5)
+    (result,) = harness._results
+    harness._results.clear()
+    assert result["as_good"] == 3.0 and result["as_good_interval"] == [low, high]
+    document = {"benchmark": "bench_noisy", "smoke": False, "machine": {"cores": 2}, "results": [result]}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "bench_noisy.json").write_text(json.dumps(document))
+    page = tmp_path / "page.md"
+    assert report.main(["--results", str(results), "--output", str(page), "--images", str(tmp_path / "i")]) == 0
+    row = next(line for line in page.read_text().splitlines() if line.startswith("| noisy"))
+    assert f"3.00x ({low:.2f}-{high:.2f})" in row
+    assert "**missed** (within the run's noise)" in row
