@@ -541,22 +541,28 @@ def message_comparisons(messages: MessageRounds) -> None:
     )
     try:
         run = messages.round
-        # The headline, by default and with stream=True: (title's head, option, round, key).
+        # The headline, by default and with stream=True: (title's head, option, round, key, target).
+        # Issue 22's 3x is the target of the modes that overlap building the rows with the server's
+        # work (stream=True here, workers=2 below). By default a batch is read whole before its COPY
+        # (the caller's iterable may use the connection between batches), so the server waits while
+        # the rows are built and the caller while the server writes: context, not judged.
         instance_rounds = (
             (
                 "chat.Message (partitioned by month, its indexes and foreign key)",
                 "",
                 "ours_instances",
                 "bulk.message_instances_vs_bulk_create",
+                None,
             ),
             (
                 "chat.Message",
                 ", stream=True",
                 "ours_instances_streamed",
                 "bulk.message_instances_streamed_vs_bulk_create",
+                3.0,
             ),
         )
-        for head, option, name, key in instance_rounds:
+        for head, option, name, key, target in instance_rounds:
             compare(
                 f"{head}: batch_create(batch_size={CREATE_BATCH}{option}) vs bulk_create(batch_size=1000),"
                 f" {MESSAGE_ROWS:,} instances built in the round (a generator for ours, a list for the peer)",
@@ -566,7 +572,7 @@ def message_comparisons(messages: MessageRounds) -> None:
                 unit="rows/s",
                 ours_name=f"batch_create(instances{option})",
                 peer_name="bulk_create",
-                target=3.0,
+                target=target,
                 key=key,
             )
         # What leaving the objects from before the call out of the collector's passes brings.

@@ -115,13 +115,11 @@ def paired_interval(
     """
     import random
 
-    factors = []
-    for mine, theirs in zip(ours, peer, strict=True):
-        if mine <= 0 or theirs <= 0:
-            continue
-        factors.append(mine / theirs if higher_is_better else theirs / mine)
-    if not factors:
+    if not ours or any(value <= 0 for value in (*ours, *peer)):
+        # A round where either side measured nothing (0 % of reads on the replica) has no
+        # factor, and an interval of the other rounds would not be this comparison's.
         return float("nan"), float("nan")
+    factors = [mine / theirs if higher_is_better else theirs / mine for mine, theirs in zip(ours, peer, strict=True)]
     if len(factors) == 1:
         return factors[0], factors[0]
     rng = random.Random(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,8 @@ def test_paired_interval_follows_the_rounds_and_marks_a_target_inside_it(tmp_pat
     assert harness.paired_interval([20.0, 40.0, 80.0], [10.0, 20.0, 40.0]) == (2.0, 2.0)
     assert harness.paired_interval([5.0, 5.0], [10.0, 10.0], higher_is_better=False) == (2.0, 2.0)
     assert harness.paired_interval(ours, peer) == (low, high), "the resampling is seeded"
+    # A round with nothing on one side has no factor: no interval rather than one of the others.
+    assert all(map(math.isnan, harness.paired_interval([30.0, 40.0], [0.0, 10.0])))
 
     harness._results.clear()
     figures = iter(ours)
