@@ -165,7 +165,8 @@ def compare(
 ) -> float:
     """Run both ``rounds`` times, alternating which goes first, and print the medians.
 
-    Each callable runs one round and returns its figure. Returns ours / peer. ``target`` is the
+    Each callable runs one round and returns its figure. Returns ours / peer (of the medians); the
+    results also keep :func:`paired_interval` of the rounds, printed beside it. ``target`` is the
     "as good" factor ours must reach (1.0: the peer's figure; 0.85: 85 % of it), shown by the report
     and never judged in smoke mode; ``key`` names the comparison in the results (the title if empty).
     """
