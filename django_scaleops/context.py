@@ -20,6 +20,9 @@ R = TypeVar("R")
 # The only request IDs accepted from outside: short, and harmless in headers, logs and URLs.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
+# The logger of the one line each request writes (django_scaleops/logging/middleware.py).
+REQUEST_LOGGER = "django_scaleops.request"
+
 request_id_var: ContextVar[str | None] = ContextVar("scaleops_request_id", default=None)
 # Set by the API-key throttle (issue 10) so the request log line can name the key by its prefix.
 api_key_prefix_var: ContextVar[str | None] = ContextVar("scaleops_api_key_prefix", default=None)

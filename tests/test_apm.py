@@ -313,6 +313,19 @@ def test_sentry_event_tagged_with_response_request_id(
     assert all(not e.get("request", {}).get("cookies") for e in errors)
 
 
+def test_request_lines_leave_no_breadcrumb_in_other_requests_events(
+    scenario: dict[str, Any], sentry_endpoint: SentryCollector
+) -> None:
+    # The request line is written as the request's Sentry scope ends (a streamed response's once
+    # its last chunk has gone, after it): as a breadcrumb it could only reach later requests' events.
+    assert list(scenario["streamed"][1:]) == [200, "streamed-before-boom"]
+    request_id = scenario["boom"][0]
+    (event,) = [e for e in sentry_endpoint.of_type("event") if e["tags"].get("request_id") == request_id]
+    crumbs = event.get("breadcrumbs", {}).get("values", [])
+    assert any("about to fail" in (crumb.get("message") or "") for crumb in crumbs), crumbs
+    assert not [crumb for crumb in crumbs if crumb.get("category") == "django_scaleops.request"], crumbs
+
+
 def test_no_secret_reaches_sentry_or_datadog(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:
     sentry_text = "\n".join(sentry_endpoint.raw)
     datadog_text = json.dumps(scenario["traces"])

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 SECRETS_FILE_VAR = "SCALEOPS_TEST_SECRETS"
@@ -73,12 +73,18 @@ def plain_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def stream_view(request: HttpRequest) -> StreamingHttpResponse:
+    # Its request line is written once the last chunk has gone, after the request's scope.
+    return StreamingHttpResponse(iter([b"chunk one ", b"chunk two"]))
+
+
 urlpatterns = [
     path("traced/", traced_view),
     path("boom/", boom_view),
     path("secrets/", secrets_view),
     path("health/", plain_view),
     path("plain/", plain_view),
+    path("stream/", stream_view),
 ]
 
 
@@ -206,6 +212,7 @@ def scenario() -> dict[str, Any]:
     kept = [f"keep-{i}" for i in range(1000) if sampling.keep(f"keep-{i}", 0.1)]
     report: dict[str, Any] = {}
     report["traced"] = (kept[0], *get(base, "/traced/", kept[0]))
+    report["streamed"] = ("streamed-before-boom", *get(base, "/stream/", "streamed-before-boom"))
     report["boom"] = (kept[1], *get(base, "/boom/", kept[1]))
     # No header: the ID is chosen by Sentry's sampler (before Django) and reused by the middleware.
     report["boom_wsgi_generated"] = get(base, "/boom/", None)

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from django_scaleops.apm import sampling, state
 from django_scaleops.conf import conf
-from django_scaleops.context import request_id_var
+from django_scaleops.context import REQUEST_LOGGER, request_id_var
 from django_scaleops.logging.masking import MASK, Masker, get_masker
 
 logger = logging.getLogger("django_scaleops.apm")
@@ -140,7 +140,7 @@ def _setup_sentry() -> bool:
     try:
         import sentry_sdk
         from sentry_sdk.integrations.django import DjangoIntegration
-        from sentry_sdk.integrations.logging import LoggingIntegration
+        from sentry_sdk.integrations.logging import LoggingIntegration, ignore_logger
         from sentry_sdk.integrations.redis import RedisIntegration
     except ImportError:
         logger.warning("Sentry is enabled but sentry-sdk is not installed: pip install 'django-scaleops[sentry]'.")
@@ -165,6 +165,10 @@ def _setup_sentry() -> bool:
         include_local_variables=True,
     )
     sentry_sdk.set_tag("service", service_name())
+    # The request line is written as the request's scope ends, or for a streamed response after
+    # it: as a breadcrumb it reached only later requests' events (and cost every request the
+    # integration's work), and an access line is no error event either.
+    ignore_logger(REQUEST_LOGGER)
     state.sentry_active = True
     return True
 

@@ -15,10 +15,10 @@ from django.utils.functional import empty
 from django_scaleops.apm import state
 from django_scaleops.apm.sampling import ENVIRON_KEY, request_id_from_meta
 from django_scaleops.conf import conf
-from django_scaleops.context import api_key_prefix_var, request_id_var
+from django_scaleops.context import REQUEST_LOGGER, api_key_prefix_var, request_id_var
 from django_scaleops.hybrid import HybridMiddleware
 
-request_logger = logging.getLogger("django_scaleops.request")
+request_logger = logging.getLogger(REQUEST_LOGGER)
 _NO_TRACE: AbstractContextManager[Any] = nullcontext()
 
 
