@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import sys
+import types
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -251,6 +253,26 @@ def test_an_expression_of_yours_is_compiled_for_every_query():
         for name in ("a", "b", "a", "b"):
             TENANT["name"] = name
             queryset = Doc.objects.annotate(tenant=TenantTitle()).filter(title=F("tenant"))
+            assert [d.title for d in queryset.cached(60)] == [name]
+    finally:
+        TENANT["name"] = "a"
+
+
+@pytest.mark.usefixtures("tenants_docs")
+@pytest.mark.parametrize(
+    "module",
+    ["datetime_helpers", "uuid_tools", "decimal_fields", "zoneinfo_utils", "builtins_extra", "psycopg.types.ranges"],
+)
+def test_a_module_named_like_a_trusted_one_is_not_trusted(module: str, monkeypatch: pytest.MonkeyPatch):
+    """Trust goes by module, not by name prefix: a project's ``datetime_helpers`` is not ``datetime``."""
+    kind = type("TenantTitle", (TenantTitle,), {"__module__": module})
+    monkeypatch.setitem(sys.modules, module, types.ModuleType(module))
+    monkeypatch.setattr(sys.modules[module], "TenantTitle", kind, raising=False)
+    assert state_digest(Doc.objects.annotate(tenant=kind())) is None
+    try:
+        for name in ("a", "b", "a", "b"):
+            TENANT["name"] = name
+            queryset = Doc.objects.annotate(tenant=kind()).filter(title=F("tenant"))
             assert [d.title for d in queryset.cached(60)] == [name]
     finally:
         TENANT["name"] = "a"

@@ -36,10 +36,11 @@ from typing import Any
 
 from django.db import models
 
-# Modules whose classes compile from their own state, the connection and the active time zone.
+# Modules (and their submodules) whose classes compile from their own state, the connection and
+# the active time zone. Matched by name, never by prefix: a project's datetime_helpers is not datetime.
 _TRUSTED_MODULES = (
-    "django.db.models.",
-    "django.contrib.postgres.",
+    "django.db.models",
+    "django.contrib.postgres",
     "django.contrib.contenttypes.fields",
     "django.db.backends.postgresql.psycopg_any",
     "psycopg.types.range",
@@ -51,6 +52,10 @@ _TRUSTED_MODULES = (
 )
 # Django classes that hold more than state: managers and querysets (handled apart), Prefetch.
 _REFUSED_MODULES = frozenset({"django.db.models.manager", "django.db.models.query"})
+
+
+def _trusted(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in _TRUSTED_MODULES)
 
 
 class Unmemoisable(Exception):
@@ -86,13 +91,13 @@ def _verdict(kind: type) -> str | None:
     if issubclass(kind, models.QuerySet):
         return "queryset"
     if issubclass(kind, models.Field):
-        return "field" if vouched or kind.__module__.startswith(_TRUSTED_MODULES) else None
+        return "field" if vouched or _trusted(kind.__module__ or "") else None
     if issubclass(kind, enum.Enum):
         return "default"  # pickled as its class and value; the value is what the SQL receives
     module = kind.__module__ or ""
     if vouched:
         return "default"
-    if module in _REFUSED_MODULES or not module.startswith(_TRUSTED_MODULES):
+    if module in _REFUSED_MODULES or not _trusted(module):
         return None
     return "default"
 
