@@ -3,8 +3,9 @@
 Both configurations serve the same database; the settings differ only by ``EXAMPLE_SCALEOPS``.
 
 1. In-process: each configuration runs in its own worker process (Django's test client through the
-   WSGI handler) and the rounds alternate. Also the same requests per second of the worker's own CPU
-   time, which a busy machine disturbs far less than the wall clock.
+   WSGI handler) and a round sends its requests to the two in turn, one at a time. Also the same
+   requests per second of the worker's own CPU time, which a busy machine disturbs far less than
+   the wall clock.
 2. Under gunicorn: two servers of 4 sync workers each on loopback, ``DJANGO_DEBUG=0``, driven in
    turn by the same load generator (processes of keep-alive ``http.client`` threads).
 
@@ -18,6 +19,7 @@ Run with ``make bench``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import multiprocessing
 import multiprocessing.pool
@@ -37,6 +39,7 @@ from benchmarks.harness import (
     SMOKE,
     Worker,
     compare,
+    interleaved,
     own_database,
     record,
     rounds_for,
@@ -105,10 +108,17 @@ def in_process() -> None:
     try:
         for worker in (ours, bare):
             worker.round(WARM_UP_REQUESTS)  # imports, connections, URL resolver
+        # Request by request in turn (harness.interleaved); the harmonic mean of per-request rates
+        # is the round's requests per second.
         compare(
-            f"Example API, GET messages of a conversation ({REQUESTS_PER_ROUND} requests a round, in-process WSGI)",
-            lambda: ours.round(REQUESTS_PER_ROUND),
-            lambda: bare.round(REQUESTS_PER_ROUND),
+            f"Example API, GET messages of a conversation ({REQUESTS_PER_ROUND} requests a round, in-process"
+            " WSGI, each side in turn)",
+            *interleaved(
+                functools.partial(ours.round, 1),
+                functools.partial(bare.round, 1),
+                REQUESTS_PER_ROUND,
+                statistics.harmonic_mean,
+            ),
             unit="req/s",
             ours_name="with django-scaleops",
             peer_name="bare Django",
@@ -118,8 +128,12 @@ def in_process() -> None:
         compare(
             "Example API, the same requests per second of the worker's CPU time (app process only:"
             " the database and Redis servers' CPU is not counted)",
-            lambda: ours.cpu_round(REQUESTS_PER_ROUND),
-            lambda: bare.cpu_round(REQUESTS_PER_ROUND),
+            *interleaved(
+                functools.partial(ours.cpu_round, 1),
+                functools.partial(bare.cpu_round, 1),
+                REQUESTS_PER_ROUND,
+                statistics.harmonic_mean,
+            ),
             unit="req/CPU-s",
             ours_name="with django-scaleops",
             peer_name="bare Django",

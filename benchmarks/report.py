@@ -148,8 +148,10 @@ def markdown(
         "alternating rounds of one run; **as good** is how many times as good as the peer ours is (above 1:",
         "better), whichever way the unit points; in brackets, a 90% bootstrap interval of the median of the",
         "rounds' own factors (each round's ours against the same round's peer): where a target lies inside",
-        "it, this run cannot tell met from missed. Absolute figures depend on the machine; the factor much",
-        "less. See [the benchmarks' own docstrings](../benchmarks/) for what each one measures.",
+        'it, this run cannot tell met from missed. Rows that say "each side in turn" take the two',
+        "configurations' requests one at a time in turn within each round, so the machine's drift moves",
+        "both alike. Absolute figures depend on the machine; the factor much less. See [the benchmarks'",
+        "own docstrings](../benchmarks/) for what each one measures.",
         "",
     ]
     if before and before_label:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,39 @@ def test_paired_interval_follows_the_rounds_and_marks_a_target_inside_it(tmp_pat
     row = next(line for line in page.read_text().splitlines() if line.startswith("| noisy"))
     assert f"3.00x ({low:.2f}-{high:.2f})" in row
     assert "**missed** (within the run's noise)" in row
+
+
+def test_interleaved_rounds_take_turns_request_by_request() -> None:
+    """Each side answers the median of its own requests, sent in turn (A B, B A, ...), and the
+    round runs once whichever side compare() asks first."""
+    calls: list[str] = []
+
+    class Side:
+        def __init__(self, name: str, figures: list[float]) -> None:
+            self.name, self.figures = name, iter(figures)
+
+        def round(self, count: int) -> float:
+            assert count == 1
+            calls.append(self.name)
+            return next(self.figures)
+
+    first = Side("a", [1.0, 9.0, 3.0, 2.0, 5.0, 7.0, 4.0, 8.0])
+    second = Side("b", [10.0, 30.0, 20.0, 90.0, 40.0, 60.0, 50.0, 70.0])
+    run_first, run_second = harness.interleaved(lambda: first.round(1), lambda: second.round(1), 4)
+    assert run_second() == 25.0  # median of 10, 30, 20, 90
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert run_first() == 2.5  # median of 1, 9, 3, 2: no further request
+    assert len(calls) == 8
+    assert run_first() == 6.0  # the next round: 5, 7, 4, 8
+    assert len(calls) == 16 and run_second() == 55.0
+    # In compare(), the factor is taken from the interleaved halves, round by round.
+    harness._results.clear()
+    first = Side("a", [2.0] * 8)
+    second = Side("b", [4.0] * 8)
+    ours, peer = harness.interleaved(lambda: first.round(1), lambda: second.round(1), 2)
+    assert harness.compare("turns", ours, peer, rounds=2, higher_is_better=False) == 0.5
+    # A rate's summary: the harmonic mean of per-request rates is the round's throughput.
+    rates = iter([1.0, 4.0, 1.0, 4.0])
+    ours, peer = harness.interleaved(lambda: next(rates), lambda: next(rates), 2, statistics.harmonic_mean)
+    assert ours() == pytest.approx(1.6) and peer() == pytest.approx(1.6)  # 2 requests in 1 + 0.25 s
+    harness._results.clear()
