@@ -326,6 +326,14 @@ def test_request_lines_leave_no_breadcrumb_in_other_requests_events(
     assert not [crumb for crumb in crumbs if crumb.get("category") == "django_scaleops.request"], crumbs
 
 
+def test_request_lines_cost_sentry_logging_nothing(scenario: dict[str, Any]) -> None:
+    # Ignored for breadcrumbs and events, the request line still went through the integration's
+    # Sentry Logs handler (off unless enable_logs), on every request, kept or dropped.
+    handled = scenario["sentry_logging_work"]
+    assert "django_scaleops.request" not in handled
+    assert "tests.apm" in handled  # the views' own lines still are (their breadcrumbs are tested above)
+
+
 def test_no_secret_reaches_sentry_or_datadog(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:
     sentry_text = "\n".join(sentry_endpoint.raw)
     datadog_text = json.dumps(scenario["traces"])

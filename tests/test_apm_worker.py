@@ -208,6 +208,7 @@ def scenario() -> dict[str, Any]:
     from django_scaleops.apm import sampling
 
     base, server = serve()
+    handled = _count_sentry_logging_work()
     # IDs picked so that the default production rate (10%) keeps them.
     kept = [f"keep-{i}" for i in range(1000) if sampling.keep(f"keep-{i}", 0.1)]
     report: dict[str, Any] = {}
@@ -229,7 +230,29 @@ def scenario() -> dict[str, Any]:
     report["sampled_expected"] = [r for r in sampled if sampling.keep(r, 0.1)]
     server.shutdown()
     flush()
+    report["sentry_logging_work"] = sorted(handled)
     return report
+
+
+def _count_sentry_logging_work() -> set[str]:
+    """The logger names whose records Sentry's logging integration goes on to handle (a breadcrumb,
+    an event or a Sentry log), by wrapping its two per-record entry points."""
+    handled: set[str] = set()
+    try:
+        from sentry_sdk.integrations.logging import LoggingIntegration
+    except ImportError:
+        return handled
+    for name in ("_handle_record", "_handle_sentry_logs_record"):
+        original = getattr(LoggingIntegration, name, None)
+        if original is None:
+            continue
+
+        def counting(self: Any, record: Any, _original: Any = original) -> Any:
+            handled.add(record.name)
+            return _original(self, record)
+
+        setattr(LoggingIntegration, name, counting)
+    return handled
 
 
 def simulate() -> dict[str, Any]:

@@ -6,6 +6,7 @@ otherwise nothing here is imported and neither SDK is touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -167,8 +168,14 @@ def _setup_sentry() -> bool:
     sentry_sdk.set_tag("service", service_name())
     # The request line is written as the request's scope ends, or for a streamed response after
     # it: as a breadcrumb it reached only later requests' events (and cost every request the
-    # integration's work), and an access line is no error event either.
+    # integration's work), and an access line is no error event either. Nor a Sentry log: without
+    # this, every request line still went through the Sentry Logs handler, on or off (about 4 µs a
+    # line; ignore_logger_for_sentry_logs is newer than sentry-sdk 2.0).
     ignore_logger(REQUEST_LOGGER)
+    with contextlib.suppress(ImportError):
+        from sentry_sdk.integrations.logging import ignore_logger_for_sentry_logs
+
+        ignore_logger_for_sentry_logs(REQUEST_LOGGER)
     state.sentry_active = True
     return True
 
