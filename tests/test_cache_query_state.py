@@ -16,6 +16,7 @@ import decimal
 import json
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +35,7 @@ from hypothesis import strategies as st
 from django_scaleops.cache import keys
 from django_scaleops.cache.query_state import state_digest
 from tests.cacheapp.helpers import clean_cache  # noqa: F401
-from tests.cacheapp.models import Author, Book, Doc, DocProxy
+from tests.cacheapp.models import Author, Book, Doc, DocProxy, DocQuerySet
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_cache")]
 
@@ -234,28 +235,28 @@ def tenants_docs() -> None:
     Doc.objects.create(title="b")
 
 
+def each_tenant_reads_its_own(annotated: Callable[[], DocQuerySet]) -> None:
+    """Switch tenants a, b, a, b: each cached read of the docs titled like the ``tenant``
+    annotation, built afresh for that tenant, gives that tenant's doc only."""
+    try:
+        for name in ("a", "b", "a", "b"):
+            TENANT["name"] = name
+            queryset = annotated().filter(title=F("tenant"))
+            assert [d.title for d in queryset.cached(60)] == [name]
+    finally:
+        TENANT["name"] = "a"
+
+
 @pytest.mark.usefixtures("tenants_docs")
 def test_a_lazy_value_is_read_again_for_every_query():
     """A lazy string (a translation, a tenant) in a ``Value`` gives its text when the SQL is compiled."""
     tenant_title = lazy(current_tenant, str)
-    try:
-        for name in ("a", "b", "a", "b"):
-            TENANT["name"] = name
-            queryset = Doc.objects.annotate(tenant=Value(tenant_title(), output_field=CharField()))
-            assert [d.title for d in queryset.filter(title=F("tenant")).cached(60)] == [name]
-    finally:
-        TENANT["name"] = "a"
+    each_tenant_reads_its_own(lambda: Doc.objects.annotate(tenant=Value(tenant_title(), output_field=CharField())))
 
 
 @pytest.mark.usefixtures("tenants_docs")
 def test_an_expression_of_yours_is_compiled_for_every_query():
-    try:
-        for name in ("a", "b", "a", "b"):
-            TENANT["name"] = name
-            queryset = Doc.objects.annotate(tenant=TenantTitle()).filter(title=F("tenant"))
-            assert [d.title for d in queryset.cached(60)] == [name]
-    finally:
-        TENANT["name"] = "a"
+    each_tenant_reads_its_own(lambda: Doc.objects.annotate(tenant=TenantTitle()))
 
 
 @pytest.mark.usefixtures("tenants_docs")
@@ -269,13 +270,7 @@ def test_a_module_named_like_a_trusted_one_is_not_trusted(module: str, monkeypat
     monkeypatch.setitem(sys.modules, module, types.ModuleType(module))
     monkeypatch.setattr(sys.modules[module], "TenantTitle", kind, raising=False)
     assert state_digest(Doc.objects.annotate(tenant=kind())) is None
-    try:
-        for name in ("a", "b", "a", "b"):
-            TENANT["name"] = name
-            queryset = Doc.objects.annotate(tenant=kind()).filter(title=F("tenant"))
-            assert [d.title for d in queryset.cached(60)] == [name]
-    finally:
-        TENANT["name"] = "a"
+    each_tenant_reads_its_own(lambda: Doc.objects.annotate(tenant=kind()))
 
 
 def test_a_class_vouches_for_itself_only():
