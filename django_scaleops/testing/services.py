@@ -52,6 +52,8 @@ MANIFEST = "services.json"
 DIR_PREFIX = "scaleops-services-"
 DATABASE_NAME = "scaleops"
 SUPERUSER = "postgres"
+# Seconds pg_ctl waits for a server to accept connections.
+START_TIMEOUT = 180
 
 
 # --------------------------------------------------------------------------- discovery
@@ -148,9 +150,10 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgres://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE_NAME}"
 
-    def _pg_ctl(self, *args: str, check: bool = True) -> str:
+    def _pg_ctl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
         pg_ctl = str(self.services.bindir / "pg_ctl")
-        return self.services.run_as.run([pg_ctl, "-D", str(self.datadir), *args], cwd=self.services.root, check=check)
+        command = [pg_ctl, "-D", str(self.datadir), *args]
+        return self.services.run_as.run(command, cwd=self.services.root, check=check, timeout=timeout)
 
     def write_config(self, extra: Mapping[str, str] | None = None) -> None:
         """(Re)write the include file holding our settings; ``extra`` adds or overrides."""
@@ -173,6 +176,11 @@ class PostgresServer:
             # A standby stopped for a while (the bulk benchmark stops it during a million-row
             # insert) must find the WAL it missed when it starts again, not a removed segment.
             "wal_keep_size": "2GB",
+            # A standby stopped with "immediate" replays everything since its last restartpoint
+            # when it starts again, and restartpoints follow the primary's checkpoints: at the
+            # default 5 minutes a busy suite left a standby more than a minute of replay on a
+            # loaded 2-core runner. Checkpoints are cheap here (fsync off).
+            "checkpoint_timeout": "30s",
             "timezone": "'UTC'",
         }
         params.update(extra or {})
@@ -187,7 +195,9 @@ class PostgresServer:
 
     def start(self) -> None:
         logfile = self.services.root / f"{self.name}.log"
-        self._pg_ctl("-l", str(logfile), "-w", "-t", "60", "start")
+        # Waiting is all a long start costs; failing one costs a test (a standby's crash recovery
+        # on a loaded runner can pass a minute).
+        self._pg_ctl("-l", str(logfile), "-w", "-t", str(START_TIMEOUT), "start", timeout=START_TIMEOUT + 10)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``mode`` is pg_ctl's: smart, fast or immediate."""
