@@ -46,6 +46,7 @@ class SentryCollector:
     def __init__(self) -> None:
         self.items: list[tuple[str, dict[str, Any]]] = []
         self.raw: list[str] = []
+        self.pings: dict[str, dict[str, str]] = {}
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +54,9 @@ class SentryCollector:
                 pass
 
             def do_GET(self) -> None:
+                # The traced view's outgoing call: keep the headers it carried, by request ID.
+                if self.path.startswith("/ping?request_id="):
+                    collector.pings[self.path.split("=", 1)[1]] = {k.lower(): v for k, v in self.headers.items()}
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"pong")
@@ -242,6 +246,39 @@ def test_datadog_request_trace_has_sql_redis_http_children(scenario: dict[str, A
     assert "http" in kinds, names
     assert any("SELECT %s::int + 1" in span.get("resource", "") for span in trace)
     assert any(span.get("meta", {}).get("env") == "ci" for span in trace if span is not root)
+
+
+def test_dropped_requests_tell_downstream_and_keep_none_of_their_client_spans(
+    scenario: dict[str, Any], sentry_endpoint: SentryCollector
+) -> None:
+    # The traced view calls out over HTTP (ddtrace's requests integration). A kept request asks
+    # the service downstream to keep the trace; a dropped one asks it to drop (priority <= 0),
+    # rather than starting a trace of its own that the 10% rule would keep now and then (about
+    # four of these forty), and nothing of its trace is kept at the agent.
+    kept = sentry_endpoint.pings[scenario["traced"][0]]
+    assert int(kept["x-datadog-sampling-priority"]) > 0
+    roots = django_roots(scenario)
+    dropped_traces = set()
+    for request_id, status, header in scenario["traced_dropped"]:
+        assert (status, header) == (200, request_id)
+        sent = sentry_endpoint.pings[request_id]
+        assert int(sent["x-datadog-sampling-priority"]) <= 0, (request_id, sent)
+        dropped_traces.add(int(sent["x-datadog-trace-id"]))
+        # Ours sends no root span for a dropped request; ddtrace's Django integration ("vendor")
+        # sends one marked dropped.
+        root = roots.get(request_id)
+        if scenario["mode"] == "sampled":
+            assert root is None
+        else:
+            assert root is not None and root[0]["metrics"]["_sampling_priority_v1"] <= 0
+    assert len(dropped_traces) == len(scenario["traced_dropped"]) == 40
+    kept_spans = [
+        span
+        for trace in scenario["traces"]
+        for span in trace
+        if span["trace_id"] in dropped_traces and span.get("metrics", {}).get("_sampling_priority_v1", 0) > 0
+    ]
+    assert kept_spans == []
 
 
 def test_asgi_request_traced_in_both_vendors(scenario: dict[str, Any], sentry_endpoint: SentryCollector) -> None:

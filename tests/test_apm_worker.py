@@ -39,7 +39,8 @@ def traced_view(request: HttpRequest) -> HttpResponse:
         (value,) = cursor.fetchone()
     cache.set("apm-test", value, 30)
     cached = cache.get("apm-test")
-    pong = requests.get(os.environ["SCALEOPS_TEST_PING_URL"], timeout=5).text
+    ping = f"{os.environ['SCALEOPS_TEST_PING_URL']}?request_id={request.headers.get('X-Request-ID', '')}"
+    pong = requests.get(ping, timeout=5).text
     logging.getLogger("tests.apm").info("traced view done")
     return JsonResponse({"count": count, "value": value, "cached": cached, "pong": pong})
 
@@ -213,6 +214,9 @@ def scenario() -> dict[str, Any]:
     kept = [f"keep-{i}" for i in range(1000) if sampling.keep(f"keep-{i}", 0.1)]
     report: dict[str, Any] = {}
     report["traced"] = (kept[0], *get(base, "/traced/", kept[0]))
+    # Dropped ones, enough that a 10% rule applied in their stead would keep at least one.
+    dropped = [f"drop-{i}" for i in range(1000) if not sampling.keep(f"drop-{i}", 0.1)][:40]
+    report["traced_dropped"] = [(request_id, *get(base, "/traced/", request_id)) for request_id in dropped]
     report["streamed"] = ("streamed-before-boom", *get(base, "/stream/", "streamed-before-boom"))
     report["boom"] = (kept[1], *get(base, "/boom/", kept[1]))
     # No header: the ID is chosen by Sentry's sampler (before Django) and reused by the middleware.
