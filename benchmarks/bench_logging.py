@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +187,43 @@ def setup_sdks_by_hand() -> None:
     ddtrace.patch(django=True, psycopg=True, redis=True, requests=True, httplib=True, urllib3=True)
 
 
+def example_environ(path: str, request_id: str) -> dict[str, Any]:
+    """The WSGI environ of one GET of the example API's message page, with its own request ID."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "limit=50",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_X_REQUEST_ID": request_id,
+        "wsgi.input": BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    if not status.startswith("200"):
+        raise SystemExit(f"unexpected status {status}")
+    return None
+
+
+def example_path() -> str:
+    """The path the request rounds ask for: the first conversation's messages."""
+    from example_project.chat.models import Conversation
+
+    conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first()
+    return f"/api/conversations/{conversation}/messages/"
+
+
 def run_worker() -> None:
     """One configuration of the example API; answers each count with the p50 latency in µs."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
-    from io import BytesIO
-
     from django.core.wsgi import get_wsgi_application
 
     if os.environ.get(HAND_SDKS_VAR):
@@ -201,36 +234,10 @@ def run_worker() -> None:
     results = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the worker
     application = get_wsgi_application()
-    from example_project.chat.models import Conversation
-
-    conversation = Conversation.objects.order_by("id").values_list("id", flat=True).first()
-    path = f"/api/conversations/{conversation}/messages/"
+    path = example_path()
     only_dropped = os.environ.get(REQUESTS_VAR) == "dropped"
     if only_dropped:
         from django_scaleops.apm import sampling
-
-    def environ(index: int) -> dict[str, Any]:
-        return {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "QUERY_STRING": "limit=50",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_X_REQUEST_ID": f"bench-{index}",
-            "wsgi.input": BytesIO(),
-            "wsgi.errors": sys.stderr,
-            "wsgi.url_scheme": "http",
-            "wsgi.version": (1, 0),
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        if not status.startswith("200"):
-            raise SystemExit(f"unexpected status {status}")
-        return None
 
     sent = 0
     for line in sys.stdin:
@@ -241,7 +248,7 @@ def run_worker() -> None:
             while only_dropped and sampling.should_sample(f"bench-{sent}", path):
                 sent += 1
             started = time.perf_counter()
-            body = application(environ(sent), start_response)
+            body = application(example_environ(path, f"bench-{sent}"), start_response)
             b"".join(body)
             getattr(body, "close", lambda: None)()
             timings.append(time.perf_counter() - started)
