@@ -178,8 +178,8 @@ class PostgresServer:
             "wal_keep_size": "2GB",
             # A standby stopped with "immediate" replays everything since its last restartpoint
             # when it starts again, and restartpoints follow the primary's checkpoints: at the
-            # default 5 minutes a busy suite left a standby more than a minute of replay on a
-            # loaded 2-core runner. Checkpoints are cheap here (fsync off).
+            # default 5 minutes a busy suite can leave it minutes of WAL to replay (one start
+            # passed pg_ctl's 60 s wait on a loaded 2-core runner). Cheap here: fsync is off.
             "checkpoint_timeout": "30s",
             "timezone": "'UTC'",
         }
