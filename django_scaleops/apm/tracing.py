@@ -10,11 +10,12 @@ errors are still reported at 100%.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -31,6 +32,23 @@ _dropped: ContextVar[bool] = ContextVar("scaleops_request_dropped", default=Fals
 
 _UNSET: Any = object()
 _SENTRY_HEADERS = (("sentry-trace", "HTTP_SENTRY_TRACE"), ("baggage", "HTTP_BAGGAGE"))
+
+
+@functools.cache
+def _ddtrace() -> SimpleNamespace:
+    """The ddtrace names every request uses, imported once: ddtrace loads only once set up, and a
+    ``from`` import of a package in the request path went through importlib's Python code each time."""
+    from ddtrace.constants import MANUAL_KEEP_KEY, USER_REJECT
+    from ddtrace.propagation.http import HTTPPropagator
+    from ddtrace.trace import Context, tracer
+
+    return SimpleNamespace(
+        MANUAL_KEEP_KEY=MANUAL_KEEP_KEY,
+        USER_REJECT=USER_REJECT,
+        HTTPPropagator=HTTPPropagator,
+        Context=Context,
+        tracer=tracer,
+    )
 
 
 def current_trace() -> RequestTrace | None:
@@ -130,23 +148,21 @@ class RequestTrace:
     # ---- Datadog
 
     def _enter_datadog(self) -> None:
-        from ddtrace.constants import MANUAL_KEEP_KEY, USER_REJECT
-        from ddtrace.propagation.http import HTTPPropagator
-        from ddtrace.trace import Context, tracer
-
-        provider = tracer.context_provider
+        dd = _ddtrace()
+        provider = dd.tracer.context_provider
         self._dd_previous = provider.active()
         if not self.keep:
             # A rejected trace context for the request: what ddtrace's Redis and HTTP client
-            # integrations trace inside it is dropped with it, not kept by the sampling rule.
+            # integrations trace inside it is dropped with it, not kept by the sampling rule,
+            # and an outgoing call tells the services downstream to drop it too.
             ids = random.getrandbits(64) or 1, random.getrandbits(64) or 1
-            provider.activate(Context(trace_id=ids[0], span_id=ids[1], sampling_priority=USER_REJECT))
+            provider.activate(dd.Context(trace_id=ids[0], span_id=ids[1], sampling_priority=dd.USER_REJECT))
             return
-        incoming = HTTPPropagator.extract(self.request.headers)  # type: ignore[no-untyped-call]
+        incoming = dd.HTTPPropagator.extract(self.request.headers)
         if incoming.trace_id:
             provider.activate(incoming)
-        span = tracer.trace("django.request", resource=f"{self.request.method} {self.request.path}", span_type="web")
-        span.set_tag(MANUAL_KEEP_KEY)
+        span = dd.tracer.trace("django.request", resource=f"{self.request.method} {self.request.path}", span_type="web")
+        span.set_tag(dd.MANUAL_KEEP_KEY)
         span.set_tag("component", "django")
         span.set_tag("span.kind", "server")
         span.set_tag("request_id", self.request_id)
@@ -157,8 +173,6 @@ class RequestTrace:
     def _exit_datadog(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        from ddtrace.trace import tracer
-
         span, self.dd_span = self.dd_span, None
         if span is not None:
             route = self.route()
@@ -173,7 +187,7 @@ class RequestTrace:
                 span.set_exc_info(exc_type, exc, tb)
             span.finish()
         if self._dd_previous is not _UNSET:
-            tracer.context_provider.activate(self._dd_previous)
+            _ddtrace().tracer.context_provider.activate(self._dd_previous)
             self._dd_previous = _UNSET
 
 
