@@ -139,29 +139,22 @@ class CallgrindWorker(Worker):
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), WORKER_VAR: "1", OUTPUT_VAR: str(output), **env},
+            # One hash seed for both: the layout of every dict and set, and so the instructions
+            # spent probing them, otherwise differs from one process to the next.
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", WORKER_VAR: "1", OUTPUT_VAR: str(output)}
+            | env,
         )
 
 
 def bench() -> None:
-    from benchmarks.bench_logging import Sink, prepare_example
+    from benchmarks.bench_logging import prepare_example, vendor_sink
 
     prepare_example()
-    from http.server import ThreadingHTTPServer
-
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
     common = {"DJANGO_DEBUG": "0", "EXAMPLE_SCALEOPS": "1"}
-    vendors = {
-        "SENTRY_DSN": f"http://public@127.0.0.1:{sink.server_port}/1",
-        "DD_TRACE_AGENT_URL": f"http://127.0.0.1:{sink.server_port}",
-        "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
-        "DD_REMOTE_CONFIGURATION_ENABLED": "false",
-        "SCALEOPS_APM_ENABLED": "sentry,datadog",
-    }
-    with tempfile.TemporaryDirectory(prefix="scaleops-callgrind-") as folder:
+    with vendor_sink() as vendors, tempfile.TemporaryDirectory(prefix="scaleops-callgrind-") as folder:
         # Both start at once (a minute or two each under callgrind); the counts do not care.
-        dropped = CallgrindWorker("dropped", Path(folder), {**common, **vendors})
+        apm = {**common, **vendors, "SCALEOPS_APM_ENABLED": "sentry,datadog"}
+        dropped = CallgrindWorker("dropped", Path(folder), apm)
         logging_only = CallgrindWorker("logging", Path(folder), common)
         workers = (dropped, logging_only)
         try:
@@ -182,7 +175,6 @@ def bench() -> None:
         finally:
             for worker in workers:
                 worker.close()
-            sink.shutdown()
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ Run with ``make bench`` (or ``python benchmarks/bench_logging.py`` with the serv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -27,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
@@ -273,18 +275,31 @@ def prepare_example() -> None:
     wait_for_replay()
 
 
-def bench_requests() -> None:
-    prepare_example()
+@contextlib.contextmanager
+def vendor_sink() -> Iterator[dict[str, str]]:
+    """A local endpoint for both SDKs (a :class:`Sink`); yields the environment pointing a worker's
+    Sentry and ddtrace at it, with ddtrace's telemetry and remote configuration off."""
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    sink_url = f"http://127.0.0.1:{sink.server_port}"
+    try:
+        yield {
+            "SENTRY_DSN": f"http://public@127.0.0.1:{sink.server_port}/1",
+            "DD_TRACE_AGENT_URL": f"http://127.0.0.1:{sink.server_port}",
+            "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+            "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+        }
+    finally:
+        sink.shutdown()
+
+
+def bench_requests() -> None:
+    prepare_example()
+    with vendor_sink() as vendors:
+        compare_requests(vendors)
+
+
+def compare_requests(vendors: dict[str, str]) -> None:
     common = {WORKER_VAR: "1", "DJANGO_DEBUG": "0"}
-    vendors = {
-        "SENTRY_DSN": f"http://public@127.0.0.1:{sink.server_port}/1",
-        "DD_TRACE_AGENT_URL": sink_url,
-        "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
-        "DD_REMOTE_CONFIGURATION_ENABLED": "false",
-    }
     ours = Worker(
         "bench_logging.py", {**common, **vendors, "EXAMPLE_SCALEOPS": "1", "SCALEOPS_APM_ENABLED": "sentry,datadog"}
     )
@@ -372,7 +387,6 @@ def bench_requests() -> None:
     finally:
         for worker in workers:
             worker.close()
-        sink.shutdown()
 
 
 def main() -> None:
