@@ -112,6 +112,21 @@ def test_replica_stop_and_restart(services, probe_table):
 
 
 @pytest.mark.services
+def test_a_standby_stopped_like_a_crash_starts_from_a_recent_restartpoint(services, probe_table):
+    # Its next start replays the WAL since its last restartpoint; without one taken at the stop,
+    # that was the primary's last timed checkpoint (up to 5 minutes of the suite's writes).
+    with transaction.atomic(using="default"), connections["default"].cursor() as cursor:
+        cursor.execute("INSERT INTO replication_probe SELECT 'bulk-' || g FROM generate_series(1, 20000) g")
+    written = services.primary.sql("SELECT pg_current_wal_lsn()")
+    services.replica.stop("immediate")
+    connections["replica"].close()
+    services.replica.start()
+    redo = services.replica.sql("SELECT redo_lsn FROM pg_control_checkpoint()")
+    assert services.replica.sql(f"SELECT '{redo}'::pg_lsn >= '{written}'::pg_lsn") == "t", (redo, written)
+    assert replica_sees("bulk-20000")
+
+
+@pytest.mark.services
 def test_replica_apply_delay(services, probe_table):
     services.replica.set_apply_delay("1500ms")
     try:
