@@ -83,26 +83,18 @@ def main_thread_instructions(label: str) -> int:
 
 def run_worker() -> None:
     """One configuration; answers each count with the instructions per request of a round."""
-    from benchmarks.bench_logging import example_environ, example_path, start_response
+    from benchmarks.bench_logging import example_application, example_environ, is_dropped, start_response
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
-    from django.core.wsgi import get_wsgi_application
-
-    results = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the log lines go there, for the worker's life
-    application = get_wsgi_application()
-    path = example_path()
-    from django_scaleops.apm import sampling
+    results, application, path = example_application()
 
     def dropped_ids() -> Iterator[str]:
-        # Request IDs the shared 10% decision drops, the same on both sides (a worker without the
-        # APM ignores the decision); chosen before the count starts.
+        # The same IDs on both sides (a worker without the APM ignores the decision), chosen
+        # before the count starts.
         index = 0
         while True:
             index += 1
-            request_id = f"bench-{index}"
-            if not sampling.keep(request_id, 0.1):
-                yield request_id
+            if is_dropped(f"bench-{index}", path):
+                yield f"bench-{index}"
 
     ids = dropped_ids()
     for rounds, line in enumerate(sys.stdin, start=1):

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -223,31 +223,38 @@ def example_path() -> str:
     return f"/api/conversations/{conversation}/messages/"
 
 
-def run_worker() -> None:
-    """One configuration of the example API; answers each count with the p50 latency in µs."""
+def example_application() -> tuple[TextIO, Any, str]:
+    """A worker's example API: the stream its figures go to, the WSGI application and the path
+    the rounds ask for. Log lines (written to stdout by the LOGGING helper) are formatted as usual
+    but discarded; stdout proper carries only the figures to the harness."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
     from django.core.wsgi import get_wsgi_application
 
-    if os.environ.get(HAND_SDKS_VAR):
-        setup_sdks_by_hand()
-
-    # Log lines (written to stdout by the LOGGING helper) are formatted as usual but discarded;
-    # stdout proper carries only the figures to the harness.
     results = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the worker
-    application = get_wsgi_application()
-    path = example_path()
-    only_dropped = os.environ.get(REQUESTS_VAR) == "dropped"
-    if only_dropped:
-        from django_scaleops.apm import sampling
+    return results, get_wsgi_application(), example_path()
 
+
+def is_dropped(request_id: str, path: str) -> bool:
+    """Whether the shared decision drops this request (what the middleware will decide)."""
+    from django_scaleops.apm import sampling
+
+    return not sampling.should_sample(request_id, path)
+
+
+def run_worker() -> None:
+    """One configuration of the example API; answers each count with the p50 latency in µs."""
+    if os.environ.get(HAND_SDKS_VAR):
+        setup_sdks_by_hand()
+    results, application, path = example_application()
+    only_dropped = os.environ.get(REQUESTS_VAR) == "dropped"
     sent = 0
     for line in sys.stdin:
         timings = []
         for _ in range(int(line)):
             sent += 1
             # Chosen before the clock starts: the same decision the middleware makes.
-            while only_dropped and sampling.should_sample(f"bench-{sent}", path):
+            while only_dropped and not is_dropped(f"bench-{sent}", path):
                 sent += 1
             started = time.perf_counter()
             body = application(example_environ(path, f"bench-{sent}"), start_response)
